@@ -1,0 +1,42 @@
+# Two commands work on a fresh machine: `make run` and `make test`.
+# Both create .venv, install the Python package with its test extras, and install the
+# Debian packages the demo and the tests start for real (redis-server, dig) if missing.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+SYS_PKGS := redis-server bind9-dnsutils
+
+.PHONY: run test lint bench bench-deps sysdeps venv clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+# Debian packages: installed only when their binaries are missing (needs root or sudo).
+sysdeps:
+	@bash deploy/install-system-deps.sh redis-server:redis-server dig:bind9-dnsutils
+
+run: $(STAMP) sysdeps
+	$(PY) -m deploy.launcher
+
+test: $(STAMP) sysdeps
+	$(PY) -m pytest
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check gslb regional_lb tests bench deploy geo_data
+
+bench-deps:
+	@bash deploy/install-system-deps.sh dnsperf:dnsperf gdnsd:gdnsd haproxy:haproxy wrk:wrk
+
+bench: $(STAMP) bench-deps
+	$(PY) bench/dns_bench.py
+	$(PY) bench/http_bench.py
+	$(PY) bench/hash_distribution.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis
