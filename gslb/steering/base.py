@@ -22,6 +22,18 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 @dataclass(frozen=True, slots=True)
+class Region:
+    """A region as steering sees it: where it is and what to answer for it (from the config)."""
+
+    name: str
+    lat: float
+    lon: float
+    v4: tuple[str, ...] = ()
+    v6: tuple[str, ...] = ()
+    capacity: float = 1.0               # spreads a down region's clients over the next ones
+
+
+@dataclass(frozen=True, slots=True)
 class RegionState:
     """What the server knows about a region right now (from probes and the admin API)."""
 
