@@ -151,7 +151,8 @@ class Section:
             return default
         seconds = parse_duration(self.data[key])
         if seconds is None:
-            raise self.error(key, f"expected a duration such as 2, 1.5, '500ms', '2s', '5m', got {self.data[key]!r}")
+            raise self.error(key, "expected a duration such as 2, 1.5, '500ms', '2s', '5m', "
+                                  f"got {self.data[key]!r}")
         if seconds < minimum:
             raise self.error(key, f"must be >= {minimum}s, got {seconds}s")
         return seconds
@@ -188,7 +189,7 @@ class Section:
         sect = self.section(key, required=required)
         if required and not sect.data:
             raise self.error(key, "must not be empty")
-        for name in sect.keys():
+        for name in sect.data:
             sect._taken.add(name)
             yield name, Section(sect.data[name], file=self.file, path=sect.key_path(name))
 
