@@ -1,0 +1,72 @@
+"""The regional LB's exception tree  [pure].
+
+    RegionalLBError
+        ConfigError          (gslb.common.configload.ConfigError: file, key path, reason)
+        ProxyError           a request could not be proxied; `status` is what the client gets
+            NoRoute          404: no route matches the host and path
+            NoBackend        503: the pool has no backend to pick
+            BackendConnectError  502: connecting to the backend failed (retryable elsewhere)
+            BackendError     502: the backend failed or closed before its response headers
+            BackendTimeout   504: the backend did not answer within backend_read
+            BodyTooLarge     413: the request body is larger than limits.max_body_size
+
+aiohttp exceptions are translated into these where they enter (regional_lb/proxy/upstream.py).
+The docstring of each class is its default message, sent as the short response body.
+"""
+
+from __future__ import annotations
+
+from gslb.common.configload import ConfigError
+
+
+class RegionalLBError(Exception):
+    """regional LB error"""
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message or (self.__doc__ or "").strip())
+
+
+class ProxyError(RegionalLBError):
+    """the request could not be proxied"""
+
+    status = 502
+
+
+class NoRoute(ProxyError):
+    """no route for this host and path"""
+
+    status = 404
+
+
+class NoBackend(ProxyError):
+    """no backend available"""
+
+    status = 503
+
+
+class BackendConnectError(ProxyError):
+    """could not connect to a backend"""
+
+    status = 502
+
+
+class BackendError(ProxyError):
+    """the backend failed before sending a response"""
+
+    status = 502
+
+
+class BackendTimeout(ProxyError):
+    """the backend did not answer in time"""
+
+    status = 504
+
+
+class BodyTooLarge(ProxyError):
+    """request body too large"""
+
+    status = 413
+
+
+__all__ = ["BackendConnectError", "BackendError", "BackendTimeout", "BodyTooLarge", "ConfigError",
+           "NoBackend", "NoRoute", "ProxyError", "RegionalLBError"]
