@@ -1,0 +1,153 @@
+"""The GSLB's admin API (aiohttp, loopback by default)  [edge].
+
+    GET  /healthz                          liveness: 200 "ok"
+    GET  /metrics                          Prometheus text
+    GET  /api/status                       version, config file, GeoIP attribution, generation
+    GET  /api/regions                      every region: state, last probe, RTT, drain
+    POST /api/regions/{name}/drain         (token) no new answers; says when it is safe to stop
+    POST /api/regions/{name}/undrain       (token)
+    POST /api/latency                      (token) ingest {"measurements": [{network, region, rtt_ms}]}
+    GET  /api/latency                      table size and generation
+    GET  /api/explain?name=N&client=IP     the decision `gslb explain` prints
+    POST /api/reload                       (token) reload the config file; 400 with the error if bad
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+
+from gslb import __version__
+from gslb.app import GslbServer
+from gslb.common.admin import ADMIN_TOKEN, json_error, metrics_handler, require_token
+from gslb.common.configload import ConfigError
+from gslb.geoip import ATTRIBUTION
+from gslb.metrics import GslbCollector
+
+SERVER: web.AppKey[GslbServer] = web.AppKey("gslb_server", GslbServer)
+MAX_INGEST_BYTES = 4 * 1024 * 1024
+
+
+def _server(request: web.Request) -> GslbServer:
+    return request.app[SERVER]
+
+
+async def healthz(_request: web.Request) -> web.Response:
+    return web.Response(text="ok\n")
+
+
+async def status(request: web.Request) -> web.Response:
+    server = _server(request)
+    return web.json_response({
+        "version": __version__,
+        "config": server.config.file,
+        "geoip_database": str(server.config.geoip_database),
+        "geoip_attribution": ATTRIBUTION,
+        "generation": server.steering.generation,
+        "zones": [str(z.origin) for z in server.config.zones],
+        "services": sorted(server.config.services),
+        "reloads": server.reloads,
+    })
+
+
+async def regions(request: web.Request) -> web.Response:
+    server = _server(request)
+    return web.json_response({"regions": [server.region_info(n) for n in server.regions]})
+
+
+def _region_name(request: web.Request) -> str | None:
+    name = request.match_info["name"]
+    return name if name in _server(request).regions else None
+
+
+@require_token
+async def drain(request: web.Request) -> web.Response:
+    name = _region_name(request)
+    if name is None:
+        return json_error(404, f"no region named {request.match_info['name']!r}")
+    return web.json_response(_server(request).drain(name))
+
+
+@require_token
+async def undrain(request: web.Request) -> web.Response:
+    name = _region_name(request)
+    if name is None:
+        return json_error(404, f"no region named {request.match_info['name']!r}")
+    return web.json_response(_server(request).undrain(name))
+
+
+@require_token
+async def ingest_latency(request: web.Request) -> web.Response:
+    server = _server(request)
+    if request.content_length is not None and request.content_length > MAX_INGEST_BYTES:
+        return json_error(413, f"batch larger than {MAX_INGEST_BYTES} bytes")
+    try:
+        payload: Any = await request.json()
+    except ValueError:
+        return json_error(400, "body is not JSON")
+    try:
+        accepted = server.latency.ingest_batch(payload, server.clock(), known_regions=set(server.regions))
+    except ValueError as exc:
+        return json_error(400, str(exc))
+    return web.json_response({"accepted": accepted, "networks": len(server.latency)})
+
+
+async def latency_info(request: web.Request) -> web.Response:
+    server = _server(request)
+    return web.json_response({"networks": len(server.latency), "generation": server.latency.generation})
+
+
+async def explain(request: web.Request) -> web.Response:
+    server = _server(request)
+    name = request.query.get("name", "").rstrip(".").lower()
+    if not server.steering.is_service(name):
+        return json_error(404, f"{name!r} is not a service")
+    try:
+        client = ipaddress.ip_address(request.query.get("client", ""))
+    except ValueError:
+        return json_error(400, "client must be an IP address")
+    decision = server.steering.explain(name, client, None, server.clock())
+    return web.json_response({
+        "service": decision.service, "policy": decision.policy, "regions": list(decision.regions),
+        "ttl": decision.ttl, "scope_prefix": decision.scope_prefix, "all_down": decision.all_down,
+        "location": decision.location, "lines": list(decision.lines),
+    })
+
+
+@require_token
+async def reload(request: web.Request) -> web.Response:
+    try:
+        await _server(request).reload()
+    except ConfigError as exc:
+        return json_error(400, f"reload refused, old config still serving: {exc}")
+    return web.json_response({"reloaded": True, "generation": _server(request).steering.generation})
+
+
+def make_admin_app(server: GslbServer) -> web.Application:
+    app = web.Application(client_max_size=MAX_INGEST_BYTES)
+    app[SERVER] = server
+    app[ADMIN_TOKEN] = server.config.admin.token
+    registry = CollectorRegistry()
+    registry.register(GslbCollector(server))
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics_handler(registry))
+    app.router.add_get("/api/status", status)
+    app.router.add_get("/api/regions", regions)
+    app.router.add_post("/api/regions/{name}/drain", drain)
+    app.router.add_post("/api/regions/{name}/undrain", undrain)
+    app.router.add_post("/api/latency", ingest_latency)
+    app.router.add_get("/api/latency", latency_info)
+    app.router.add_get("/api/explain", explain)
+    app.router.add_post("/api/reload", reload)
+    return app
+
+
+async def start_admin(server: GslbServer) -> web.AppRunner:
+    runner = web.AppRunner(make_admin_app(server), access_log=None)
+    await runner.setup()
+    listen = server.config.admin.listen
+    await web.TCPSite(runner, listen.host, listen.port).start()
+    return runner

@@ -1,0 +1,266 @@
+"""The GSLB program: wires config, steering, responder, probes, listeners and the admin API.
+
+    GslbServer(config)
+      .steering   Steering        (pure; rebuilt on reload)
+      .responder  Responder       (pure; rebuilt on reload; the listeners read it per query)
+      .checker    HealthChecker   (region probes; started with the server, restarted on reload)
+      .latency    LatencyTable    (kept across reloads)
+      .regions    name -> RegionRuntime (health, drain, degraded; kept across reloads by name)
+
+`serve(server, shutdown_trigger)` runs until the trigger fires; SIGHUP reloads the
+config file, and a bad new config is logged and refused while the old one keeps serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+from gslb.common.checker import HealthChecker
+from gslb.common.configload import ConfigError
+from gslb.common.health import Health
+from gslb.common.probe import ProbeResult
+from gslb.config import GslbConfig, healthy_fraction, load_config
+from gslb.dns.responder import Responder
+from gslb.geoip import GeoLocator, MaxMindLocator
+from gslb.latency_table import LatencyTable
+from gslb.server.tcp import DnsTcpServer
+from gslb.server.udp import open_udp
+from gslb.steering import Steering
+from gslb.steering.base import RegionState
+
+log = logging.getLogger("gslb")
+
+
+@dataclass(slots=True)
+class RegionRuntime:
+    """What the server knows about one region now."""
+
+    health: Health
+    drained_since: float | None = None      # monotonic time of the drain, None when not drained
+    drained_wall: float | None = None       # wall-clock time of the drain (for the API)
+    degraded: bool = False
+    last_result: ProbeResult | None = None
+    last_probe_at: float | None = None
+    transitions: int = 0
+    probe_rtts: list[float] = field(default_factory=list)
+
+    def state(self) -> RegionState:
+        return RegionState(up=self.health.up, drained=self.drained_since is not None, degraded=self.degraded)
+
+
+class GslbServer:
+    def __init__(self, config: GslbConfig, *, locator: GeoLocator | None = None,
+                 clock: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time,
+                 probe: Any = None) -> None:
+        self.clock = clock
+        self.wall = wall
+        self._probe = probe
+        self.latency = LatencyTable(max_networks=config.latency.max_networks, max_age=config.latency.max_age)
+        self.locator = locator if locator is not None else MaxMindLocator(config.geoip_database)
+        self.regions: dict[str, RegionRuntime] = {}
+        self.udp_transports: list[asyncio.DatagramTransport] = []
+        self.tcp = DnsTcpServer(self._current_responder, idle_timeout=config.dns.tcp_idle_timeout,
+                                max_connections=config.dns.tcp_max_connections, clock=clock)
+        self.all_down_events = 0
+        self.reloads = {"ok": 0, "failed": 0}
+        self.probe_counts: dict[tuple[str, bool], int] = {}
+        self._install(config)
+
+    # -- building from a config --------------------------------------------------
+    def _install(self, config: GslbConfig) -> None:
+        old = self.regions
+        self.regions = {}
+        for name, rc in config.regions.items():
+            keep = old.get(name)
+            assume_up = rc.probe.assume_up if rc.probe else True
+            self.regions[name] = keep if keep is not None else RegionRuntime(Health.initial(assume_up=assume_up))
+        self.config = config
+        self.steering = Steering(config.region_models(), config.services, self.locator, self.latency)
+        self.steering.update_region_states(self.region_states())
+        self.responder = Responder(config.zones, self.steering, max_udp_size=config.dns.max_udp_size)
+        targets = [rc.probe.target(name) for name, rc in config.regions.items() if rc.probe is not None]
+        self.checker = HealthChecker(targets, on_change=self._on_health_change, on_result=self._on_probe,
+                                     probe=self._probe, clock=self.clock)
+        self.checker.states.update({n: self.regions[n].health for n in self.checker.states})
+
+    def _current_responder(self) -> Responder:
+        return self.responder
+
+    def region_states(self) -> dict[str, RegionState]:
+        return {name: rt.state() for name, rt in self.regions.items()}
+
+    def _publish(self) -> None:
+        self.steering.update_region_states(self.region_states())
+
+    # -- probe results -------------------------------------------------------------
+    def _on_probe(self, name: str, health: Health, result: ProbeResult) -> None:
+        rt = self.regions.get(name)
+        if rt is None:
+            return
+        rt.last_result = result
+        rt.last_probe_at = self.clock()
+        key = (name, result.ok)
+        self.probe_counts[key] = self.probe_counts.get(key, 0) + 1
+        if result.rtt is not None:
+            rt.probe_rtts = [*rt.probe_rtts[-9:], result.rtt]
+        fraction = healthy_fraction(result)
+        degraded = result.ok and fraction is not None and fraction < 1.0
+        if degraded != rt.degraded:
+            rt.degraded = degraded
+            self._publish()
+
+    def _on_health_change(self, name: str, health: Health, result: ProbeResult) -> None:
+        rt = self.regions.get(name)
+        if rt is None:
+            return
+        rt.health = health
+        rt.transitions += 1
+        self._publish()
+
+    # -- operator actions ------------------------------------------------------------
+    def drain(self, name: str) -> dict[str, Any]:
+        rt = self.regions[name]
+        if rt.drained_since is None:
+            rt.drained_since, rt.drained_wall = self.clock(), self.wall()
+            log.warning("region %s drained", name)
+            self._publish()
+        return self.region_info(name)
+
+    def undrain(self, name: str) -> dict[str, Any]:
+        rt = self.regions[name]
+        if rt.drained_since is not None:
+            rt.drained_since = rt.drained_wall = None
+            log.warning("region %s undrained", name)
+            self._publish()
+        return self.region_info(name)
+
+    def region_info(self, name: str) -> dict[str, Any]:
+        rt = self.regions[name]
+        rc = self.config.regions[name]
+        now = self.clock()
+        info: dict[str, Any] = {
+            "name": name,
+            "state": rt.health.status.value,
+            "probed": rt.health.probed,
+            "eligible": rt.health.up and rt.drained_since is None,
+            "degraded": rt.degraded,
+            "drained": rt.drained_since is not None,
+            "location": [rc.region.lat, rc.region.lon],
+            "addresses": [*rc.region.v4, *rc.region.v6],
+            "capacity": rc.region.capacity,
+            "probe": str(rc.probe.spec) if rc.probe else None,
+            "transitions": rt.transitions,
+        }
+        if rt.last_result is not None and rt.last_probe_at is not None:
+            info["last_probe"] = {
+                "ok": rt.last_result.ok,
+                "detail": rt.last_result.detail,
+                "rtt_ms": None if rt.last_result.rtt is None else round(rt.last_result.rtt * 1000, 3),
+                "seconds_ago": round(now - rt.last_probe_at, 3),
+            }
+        if rt.probe_rtts:
+            info["probe_rtt_ms_avg"] = round(sum(rt.probe_rtts) / len(rt.probe_rtts) * 1000, 3)
+        if rt.drained_since is not None and rt.drained_wall is not None:
+            ttl = self.config.longest_ttl(name)
+            info["drained_at"] = rt.drained_wall
+            info["longest_ttl"] = ttl
+            info["safe_to_stop_at"] = rt.drained_wall + ttl
+            info["safe_to_stop_in"] = max(0.0, round(rt.drained_since + ttl - now, 3))
+        return info
+
+    # -- reload ---------------------------------------------------------------------
+    async def reload(self, path: str | None = None) -> None:
+        """Load the config file again; on any error keep serving the old one and raise ConfigError."""
+        path = path or self.config.file
+        try:
+            new = load_config(path)
+            if new.geoip_database != self.config.geoip_database:
+                self.locator = MaxMindLocator(new.geoip_database)
+        except ConfigError as exc:
+            self.reloads["failed"] += 1
+            log.error("reload refused, still serving the old config: %s", exc)
+            raise
+        if new.dns.listen != self.config.dns.listen or new.admin.listen != self.config.admin.listen:
+            log.warning("listen addresses changed in %s: they take effect at the next restart", path)
+        running = bool(self.checker._tasks)
+        if running:
+            await self.checker.stop()
+        self._install(new)
+        if running:
+            await self.checker.start()
+        self.reloads["ok"] += 1
+        log.warning("config reloaded from %s", path)
+
+    # -- lifecycle ----------------------------------------------------------------------
+    async def start_dns(self) -> None:
+        for listen in self.config.dns.listen:
+            self.udp_transports.append(await open_udp(listen.host, listen.port, self._current_responder,
+                                                      self.clock))
+            await self.tcp.listen(listen.host, listen.port)
+            log.info("dns listening on %s (udp+tcp)", listen)
+
+    async def start(self) -> None:
+        await self.start_dns()
+        await self.checker.start()
+
+    async def stop(self) -> None:
+        await self.checker.stop()
+        for transport in self.udp_transports:
+            transport.close()
+        self.udp_transports = []
+        await self.tcp.close()
+
+
+async def serve(config: GslbConfig, *, shutdown_trigger: asyncio.Future[Any] | asyncio.Event | None = None,
+                locator: GeoLocator | None = None, ready: Callable[[GslbServer], None] | None = None) -> None:
+    """Run the GSLB until `shutdown_trigger` fires (default: SIGINT / SIGTERM)."""
+    from gslb.admin_api import start_admin
+
+    server = GslbServer(config, locator=locator)
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    if shutdown_trigger is None:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+    reload_tasks: set[asyncio.Task[None]] = set()
+
+    def on_hup() -> None:
+        task = loop.create_task(_reload_quietly(server))
+        reload_tasks.add(task)
+        task.add_done_callback(reload_tasks.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, on_hup)
+    runner: web.AppRunner | None = None
+    try:
+        await server.start()
+        runner = await start_admin(server)
+        if ready is not None:
+            ready(server)
+        if shutdown_trigger is None:
+            await stop.wait()
+        elif isinstance(shutdown_trigger, asyncio.Event):
+            await shutdown_trigger.wait()
+        else:
+            await shutdown_trigger
+    finally:
+        loop.remove_signal_handler(signal.SIGHUP)
+        if shutdown_trigger is None:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
+        if runner is not None:
+            await runner.cleanup()
+        await server.stop()
+
+
+async def _reload_quietly(server: GslbServer) -> None:
+    with contextlib.suppress(ConfigError):  # logged by reload
+        await server.reload()

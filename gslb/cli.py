@@ -1,0 +1,109 @@
+"""Command line: `gslb serve -c FILE`, `gslb check-config FILE`, `gslb explain -c FILE NAME --client IP`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ipaddress
+import logging
+import sys
+import time
+
+from gslb import __version__
+from gslb.common.configload import ConfigError
+
+
+def _version() -> str:
+    from gslb.geoip import ATTRIBUTION
+    return f"gslb {__version__}\nGeoIP data: {ATTRIBUTION}"
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gslb", description="Authoritative DNS GSLB: nearest healthy region.")
+    parser.add_argument("--version", action="version", version=_version())
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="serve DNS and the admin API")
+    serve.add_argument("-c", "--config", required=True, help="YAML config file")
+    serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    check = sub.add_parser("check-config", help="validate a config file; exit 1 with the reason if it is bad")
+    check.add_argument("file")
+    explain = sub.add_parser("explain", help="print which regions NAME would get for a client, and why")
+    explain.add_argument("-c", "--config", required=True)
+    explain.add_argument("name")
+    explain.add_argument("--client", required=True, help="client IP address (as if sent in ECS)")
+    explain.add_argument("--probe", action="store_true", help="probe every region once first (else: assumed state)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    from gslb.config import load_config
+    from gslb.geoip import GeoIPError
+
+    try:
+        if args.command == "check-config":
+            config = load_config(args.file)
+            from gslb.geoip import MaxMindLocator
+            MaxMindLocator(config.geoip_database)
+            print(f"{args.file}: OK ({len(config.zones)} zones, {len(config.services)} services, "
+                  f"{len(config.regions)} regions)")
+            return 0
+        config = load_config(args.config)
+        if args.command == "explain":
+            return _explain(config, args.name, args.client, args.probe)
+        logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        return _serve(config)
+    except ConfigError as exc:
+        print(f"config error: {exc}", file=sys.stderr)
+        return 1
+    except GeoIPError as exc:
+        print(f"geoip error: {exc}", file=sys.stderr)
+        return 1
+
+
+def _serve(config: object) -> int:
+    from gslb.app import serve
+
+    try:
+        import uvloop
+        runner = uvloop.run
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
+        runner = asyncio.run
+    try:
+        runner(serve(config))  # type: ignore[arg-type]
+    except OSError as exc:
+        print(f"cannot start: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _explain(config: object, name: str, client_text: str, probe: bool) -> int:
+    from gslb.app import GslbServer
+
+    try:
+        client = ipaddress.ip_address(client_text)
+    except ValueError:
+        print(f"--client: not an IP address: {client_text!r}", file=sys.stderr)
+        return 2
+    server = GslbServer(config)  # type: ignore[arg-type]
+    name = name.rstrip(".").lower()
+    if not server.steering.is_service(name):
+        print(f"{name} is not a service in this config", file=sys.stderr)
+        return 1
+    if probe:
+        async def probe_all() -> None:
+            for region in server.checker.targets:
+                await server.checker.check_once(region)
+        asyncio.run(probe_all())
+    decision = server.steering.explain(name, client, None, time.monotonic())
+    print(f"service   {decision.service} (policy {decision.policy})")
+    print(f"client    {client}: {decision.location}")
+    for region, rt in server.regions.items():
+        note = "probed" if rt.health.probed else "assumed (run with --probe to check)"
+        drained = ", drained" if rt.drained_since is not None else ""
+        print(f"region    {region}: {rt.health.status.value} [{note}{drained}]")
+    for line in decision.lines:
+        print(f"  {line}")
+    print(f"answer    {', '.join(decision.regions) or '(none)'}  ttl={decision.ttl}  "
+          f"ecs-scope=/{decision.scope_prefix}{'  ALL REGIONS DOWN: rule applied' if decision.all_down else ''}")
+    return 0

@@ -1,0 +1,284 @@
+"""The GSLB's configuration: one YAML file, loaded into frozen dataclasses.
+
+    dns:      listen (host:port list, UDP and TCP on each), max_udp_size, tcp_idle_timeout,
+              tcp_max_connections
+    admin:    listen (host:port, loopback by default), token (bearer token for mutating calls)
+    geoip:    database (path, relative to the config file; default: the bundled DB-IP database)
+    latency:  max_age, max_networks (the client-network latency table)
+    regions:  name -> location [lat, lon], addresses, capacity, probe {...}
+    zones:    see gslb/dns/zone.py
+    services: see gslb/steering/config.py
+
+Every error is a `ConfigError` naming the file, the key path and the reason; unknown
+keys are refused. `load_config(path)` is the only entry point.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from gslb.common.checker import CheckTarget
+from gslb.common.configload import ConfigError, Section
+from gslb.common.health import Thresholds
+from gslb.common.probe import ProbeResult, ProbeSpec
+from gslb.dns.zone import Zone, load_zones
+from gslb.steering.base import Region
+from gslb.steering.config import ServiceConfig, load_services
+
+__all__ = ["ConfigError", "GslbConfig", "load_config", "parse_hostport"]
+
+
+@dataclass(frozen=True, slots=True)
+class Listen:
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class DnsSettings:
+    listen: tuple[Listen, ...]
+    max_udp_size: int = 1232
+    tcp_idle_timeout: float = 10.0
+    tcp_max_connections: int = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class AdminSettings:
+    listen: Listen
+    token: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class LatencySettings:
+    max_age: float = 600.0
+    max_networks: int = 100_000
+
+
+@dataclass(frozen=True, slots=True)
+class RegionProbe:
+    spec: ProbeSpec
+    interval: float
+    thresholds: Thresholds
+    assume_up: bool
+    min_healthy_fraction: float     # from the regional LB's health JSON: below it the region is down
+
+    def target(self, name: str) -> CheckTarget:
+        return CheckTarget(name, self.spec, self.interval, self.thresholds, self.assume_up, self.judge)
+
+    def judge(self, result: ProbeResult) -> tuple[bool, str]:
+        """A regional LB health body reporting too few healthy backends makes the region down."""
+        fraction = healthy_fraction(result)
+        if fraction is not None and fraction < self.min_healthy_fraction:
+            return False, f"only {fraction:.0%} of backends healthy (< {self.min_healthy_fraction:.0%})"
+        return True, result.detail
+
+
+def healthy_fraction(result: ProbeResult) -> float | None:
+    """The `healthy_fraction` a regional LB's /lb/healthz reports, if the body is that JSON."""
+    if not result.body or not result.body.lstrip().startswith(b"{"):
+        return None
+    try:
+        value = json.loads(result.body).get("healthy_fraction")
+    except (ValueError, AttributeError):
+        return None
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+@dataclass(frozen=True, slots=True)
+class RegionConfig:
+    region: Region
+    probe: RegionProbe | None
+
+
+@dataclass(frozen=True, slots=True)
+class GslbConfig:
+    file: str
+    dns: DnsSettings
+    admin: AdminSettings
+    geoip_database: Path
+    latency: LatencySettings
+    regions: dict[str, RegionConfig]
+    zones: tuple[Zone, ...]
+    services: dict[str, ServiceConfig]
+
+    def region_models(self) -> dict[str, Region]:
+        return {name: rc.region for name, rc in self.regions.items()}
+
+    def longest_ttl(self, region: str) -> int:
+        """The longest TTL any answer naming `region` can carry: how long resolvers may keep it."""
+        ttls = [max(s.ttl, s.degraded_ttl) for s in self.services.values() if region in s.regions]
+        return max(ttls, default=0)
+
+
+def parse_hostport(text: str, default_port: int | None = None) -> Listen:
+    """ "127.0.0.1:53", "[::1]:53", "::1" (with a default port) -> Listen; ValueError otherwise."""
+    host, port = text, None
+    if text.startswith("["):
+        host, sep, rest = text[1:].partition("]")
+        if not sep or (rest and not rest.startswith(":")):
+            raise ValueError(f"bad address {text!r}")
+        port = rest[1:] or None
+    elif text.count(":") == 1:
+        host, port = text.split(":")
+    if port is None:
+        if default_port is None:
+            raise ValueError(f"{text!r} needs a port (host:port or [v6]:port)")
+        port_num = default_port
+    else:
+        if not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"bad port in {text!r}")
+        port_num = int(port)
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        if not host or host != host.strip():
+            raise ValueError(f"bad host in {text!r}") from None
+    return Listen(host, port_num)
+
+
+def _listen(sect: Section, key: str, default: str | list[str], *, many: bool) -> tuple[Listen, ...]:
+    raw = sect.take(key, (str, list), default)
+    items = raw if isinstance(raw, list) else [raw]
+    if not items:
+        raise sect.error(key, "must name at least one address")
+    if not many and len(items) != 1:
+        raise sect.error(key, "takes one address")
+    out = []
+    for i, item in enumerate(items):
+        try:
+            out.append(parse_hostport(str(item)))
+        except ValueError as exc:
+            raise sect.error(f"{key}[{i}]" if isinstance(raw, list) else key, str(exc)) from None
+    return tuple(out)
+
+
+def _load_dns(sect: Section) -> DnsSettings:
+    dns = DnsSettings(
+        listen=_listen(sect, "listen", ["127.0.0.1:53", "[::1]:53"], many=True),
+        max_udp_size=sect.take_number("max_udp_size", 1232, minimum=512, maximum=65535, integer=True),
+        tcp_idle_timeout=sect.take_duration("tcp_idle_timeout", 10.0, minimum=0.1),
+        tcp_max_connections=sect.take_number("tcp_max_connections", 1024, minimum=1, integer=True),
+    )
+    sect.done()
+    return dns
+
+
+def _load_admin(sect: Section) -> AdminSettings:
+    (listen,) = _listen(sect, "listen", "127.0.0.1:8053", many=False)
+    token = sect.take("token", str, None)
+    token_file = sect.take("token_file", str, None)
+    if token is not None and token_file is not None:
+        raise sect.error("token_file", "give token or token_file, not both")
+    if token_file is not None:
+        path = Path(sect.file).parent / token_file
+        try:
+            token = path.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise sect.error("token_file", f"cannot read {path}: {exc.strerror}") from None
+    if token is not None and not token:
+        raise sect.error("token", "must not be empty (omit it to disable mutating calls)")
+    sect.done()
+    return AdminSettings(listen, token)
+
+
+def _load_probe(sect: Section, region: str) -> RegionProbe | None:
+    if not sect.data:
+        return None
+    kind = sect.take_choice("type", ("http", "tcp"), "http")
+    timeout = sect.take_duration("timeout", 1.0, minimum=0.01)
+    if kind == "http":
+        url = sect.take("url", str)
+        codes = sect.take("expect_status", (int, list), 200)
+        codes_t = tuple(codes) if isinstance(codes, list) else (codes,)
+        if not codes_t or not all(isinstance(c, int) and 100 <= c <= 599 for c in codes_t):
+            raise sect.error("expect_status", f"expected HTTP status codes, got {codes!r}")
+        try:
+            spec = ProbeSpec.from_url(url, expect_status=codes_t, timeout=timeout,
+                                      verify_tls=sect.take("verify_tls", bool, True))
+        except ValueError as exc:
+            raise sect.error("url", str(exc)) from None
+        host_header = sect.take("host_header", str, None)
+        if host_header:
+            spec = ProbeSpec(spec.kind, spec.host, spec.port, spec.path, spec.scheme, spec.expect_status,
+                             spec.timeout, host_header, spec.verify_tls)
+    else:
+        try:
+            target = parse_hostport(sect.take("target", str))
+        except ValueError as exc:
+            raise sect.error("target", str(exc)) from None
+        spec = ProbeSpec("tcp", target.host, target.port, timeout=timeout)
+    interval = sect.take_duration("interval", 2.0, minimum=0.05)
+    rise = sect.take_number("rise", 2, minimum=1, integer=True)
+    fall = sect.take_number("fall", 3, minimum=1, integer=True)
+    assume = sect.take_choice("assume", ("up", "down"), "up")
+    fraction = sect.take_number("min_healthy_fraction", 0.5, minimum=0.0, maximum=1.0)
+    sect.done()
+    return RegionProbe(spec, interval, Thresholds(rise, fall), assume == "up", fraction)
+
+
+def _load_region(name: str, sect: Section) -> RegionConfig:
+    loc = sect.take("location", list)
+    if len(loc) != 2 or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in loc):
+        raise sect.error("location", f"expected [latitude, longitude], got {loc!r}")
+    lat, lon = float(loc[0]), float(loc[1])
+    if not (-90 <= lat <= 90 and -180 <= lon <= 180):
+        raise sect.error("location", f"latitude must be in [-90, 90] and longitude in [-180, 180], got {loc!r}")
+    v4: list[str] = []
+    v6: list[str] = []
+    for i, text in enumerate(sect.take_list("addresses")):
+        try:
+            addr = ipaddress.ip_address(str(text))
+        except ValueError:
+            raise sect.error("addresses", f"item {i}: not an IP address: {text!r}") from None
+        (v4 if addr.version == 4 else v6).append(str(addr))
+    if not v4 and not v6:
+        raise sect.error("addresses", "must list at least one address")
+    capacity = sect.take_number("capacity", 1.0, minimum=0.0)
+    probe = _load_probe(sect.section("probe"), name)
+    sect.done()
+    return RegionConfig(Region(name, lat, lon, tuple(v4), tuple(v6), capacity), probe)
+
+
+def load_config_section(root: Section, *, base_dir: Path) -> GslbConfig:
+    dns = _load_dns(root.section("dns"))
+    admin = _load_admin(root.section("admin"))
+    geo = root.section("geoip")
+    db_text = geo.take("database", str, None)
+    if db_text is None:
+        from gslb.geoip import DEFAULT_DATABASE
+        database = Path(DEFAULT_DATABASE)
+    else:
+        database = (base_dir / db_text).resolve()
+    geo.done()
+    lat = root.section("latency")
+    latency = LatencySettings(lat.take_duration("max_age", 600.0, minimum=1.0),
+                              lat.take_number("max_networks", 100_000, minimum=1, integer=True))
+    lat.done()
+    regions = {name: _load_region(name, sect) for name, sect in root.named_sections("regions", required=True)}
+    zones = load_zones(root.section("zones", required=True))
+    services = load_services(root.section("services"), {n: r.region for n, r in regions.items()})
+    root.done()
+    _check_services_in_zones(root, zones, services)
+    return GslbConfig(root.file, dns, admin, database, latency, regions, zones, services)
+
+
+def _check_services_in_zones(root: Section, zones: tuple[Zone, ...], services: dict[str, ServiceConfig]) -> None:
+    origins = [zone_origin(z) for z in zones]
+    for name in services:
+        if not any(name == o or name.endswith("." + o) for o in origins):
+            raise root.error("services", f"{name!r} is not inside any configured zone ({', '.join(origins)})")
+
+
+def zone_origin(zone: Zone) -> str:
+    return str(zone.origin).rstrip(".").lower()
+
+
+def load_config(path: str | Path) -> GslbConfig:
+    path = Path(path)
+    return load_config_section(Section.from_file(path), base_dir=path.parent)
