@@ -1,0 +1,153 @@
+"""LatencyPusher against a fake GSLB admin API on loopback, and with the GSLB unreachable."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from regional_lb.latency_push import LatencyPusher, ingest_url
+from regional_lb.rtt import RttAggregator
+from tests.redis_helpers import free_port
+
+
+@dataclass
+class FakeGslb:
+    url: str
+    batches: list[dict[str, Any]] = field(default_factory=list)
+    auth: list[str | None] = field(default_factory=list)
+    status: int = 200
+    got: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+@pytest.fixture
+async def gslb() -> AsyncIterator[FakeGslb]:
+    port = free_port()
+    fake = FakeGslb(url=f"http://127.0.0.1:{port}")
+
+    async def ingest(request: web.Request) -> web.Response:
+        fake.auth.append(request.headers.get("Authorization"))
+        if fake.status != 200:
+            return web.json_response({"error": "nope"}, status=fake.status)
+        fake.batches.append(await request.json())
+        fake.got.set()
+        return web.json_response({"accepted": len(fake.batches[-1]["measurements"])})
+
+    app = web.Application()
+    app.router.add_post("/api/latency", ingest)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", port)
+    await site.start()
+    yield fake
+    await runner.cleanup()
+
+
+class FakeTransport:
+    """Stands for a client connection; the fake RTT source reads `rtt` from it."""
+
+    def __init__(self, rtt: float | None) -> None:
+        self.rtt = rtt
+
+
+def fake_rtt(transport: FakeTransport) -> float | None:
+    return transport.rtt
+
+
+class Clock:
+    now = 500.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_ingest_url() -> None:
+    assert ingest_url("http://127.0.0.1:8053") == "http://127.0.0.1:8053/api/latency"
+    assert ingest_url("http://127.0.0.1:8053/") == "http://127.0.0.1:8053/api/latency"
+    assert ingest_url("https://gslb/x/api/latency") == "https://gslb/x/api/latency"
+    with pytest.raises(ValueError, match="not a URL"):
+        ingest_url("gslb:8053")
+
+
+async def test_pushes_medians_with_token_in_chunks(gslb: FakeGslb) -> None:
+    pusher = LatencyPusher(RttAggregator(), region="ap-northeast", urls=[gslb.url], token="demo-token",
+                           rtt_source=fake_rtt, clock=Clock(), max_batch=2)
+    try:
+        for rtt in (20.0, 30.0, 25.0):
+            pusher.observe(FakeTransport(rtt), "175.45.176.9")
+        pusher.observe(FakeTransport(None), "175.45.176.10")          # no estimate: ignored
+        pusher.observe(FakeTransport(80.0), "2001:db8::1")
+        pusher.observe(FakeTransport(5.0), "10.1.1.1")
+        assert await pusher.push_once() == 1
+        assert await pusher.push_once() == 0                          # nothing new: nothing sent
+    finally:
+        await pusher.close()
+    assert gslb.auth == ["Bearer demo-token", "Bearer demo-token"]
+    assert [len(b["measurements"]) for b in gslb.batches] == [2, 1]
+    assert {b["region"] for b in gslb.batches} == {"ap-northeast"}
+    sent = {m["network"]: m for b in gslb.batches for m in b["measurements"]}
+    assert sent["175.45.176.0/24"] == {"network": "175.45.176.0/24", "region": "ap-northeast",
+                                       "rtt_ms": 25.0, "count": 3}
+    assert sent["2001:db8::/48"]["rtt_ms"] == 80.0
+    assert pusher.stats["measurements_sent"] == 3
+    assert pusher.stats["observations"] == 5
+
+
+async def test_unreachable_gslb_is_logged_once_and_never_raises(gslb: FakeGslb,
+                                                                caplog: pytest.LogCaptureFixture) -> None:
+    dead = f"http://127.0.0.1:{free_port()}"
+    pusher = LatencyPusher(RttAggregator(), region="us-east", urls=[dead, gslb.url], token="t",
+                           rtt_source=fake_rtt, clock=Clock(), timeout=1.0)
+    caplog.set_level(logging.WARNING, logger="regional_lb.latency_push")
+    try:
+        for _ in range(3):
+            pusher.observe(FakeTransport(12.0), "1.2.3.4")
+            assert await pusher.push_once() == 1                      # the live GSLB still gets it
+        assert pusher.unreachable == {dead + "/api/latency"}
+        assert pusher.stats["push_errors"] == 3
+        assert len([r for r in caplog.records if "failed" in r.getMessage()]) == 1
+        assert len(gslb.batches) == 3
+        # a GSLB that refuses the batch counts as failing too, then recovers
+        gslb.status = 401
+        pusher.observe(FakeTransport(12.0), "1.2.3.4")
+        assert await pusher.push_once() == 0
+        assert len(pusher.unreachable) == 2
+        gslb.status = 200
+        pusher.observe(FakeTransport(12.0), "1.2.3.4")
+        assert await pusher.push_once() == 1
+        assert pusher.unreachable == {dead + "/api/latency"}
+        assert any("works again" in r.getMessage() for r in caplog.records)
+    finally:
+        await pusher.close()
+
+
+async def test_rtt_source_errors_are_swallowed() -> None:
+    def broken(_transport: object) -> float | None:
+        raise OSError("socket gone")
+
+    pusher = LatencyPusher(RttAggregator(), region="x", urls=["http://127.0.0.1:1"], token=None,
+                           rtt_source=broken)
+    pusher.observe(object(), "1.2.3.4")
+    assert len(pusher.aggregator) == 0
+    await pusher.close()
+
+
+async def test_background_loop_pushes_and_stops_with_the_app(gslb: FakeGslb) -> None:
+    pusher = LatencyPusher(RttAggregator(), region="eu-central", urls=[gslb.url], token="t",
+                           rtt_source=fake_rtt, interval=0.05)
+    app = web.Application()
+    app.cleanup_ctx.append(pusher.cleanup_ctx)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    try:
+        pusher.observe(FakeTransport(33.0), "8.8.8.8")
+        await asyncio.wait_for(gslb.got.wait(), timeout=5)
+    finally:
+        await runner.cleanup()
+    assert gslb.batches[0]["measurements"][0]["network"] == "8.8.8.0/24"
+    assert pusher._task is None
