@@ -1,0 +1,434 @@
+"""The regional LB process: listeners, admin, health checks, discovery, reload  [edge].
+
+    lb = LoadBalancer(config)            # seams: store, resolver, clock, rng, upstream
+    await lb.start()                     # binds listeners (port 0 allowed) and the admin API
+    lb.listen_addresses / lb.admin_address
+    await lb.reload(new_config)          # validated config in; keeps pool state of pools it keeps
+    await lb.stop()                      # stops accepting, lets in-flight requests finish
+
+`Runtime` is one config generation: the route table, pools, policies and forwarding
+settings. A request reads `lb.rt` once when it starts, so a reload never changes the rules
+under a request in flight; pools and policies whose definition did not change are carried
+over (their health, load, outlier state and round-robin position survive a reload).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import random
+import ssl
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from gslb.common.checker import CheckTarget, HealthChecker
+from gslb.common.configload import ConfigError
+from gslb.common.health import Health
+from gslb.common.probe import ProbeResult, ProbeSpec
+from regional_lb.balancing.base import Backend, Policy
+from regional_lb.config import Config, Listener, PoolConfig, load_config, policy_options
+from regional_lb.discovery import Discovery, Resolver
+from regional_lb.headers import ForwardingSettings, TrustedProxies
+from regional_lb.metrics import Metrics
+from regional_lb.routing import Route, RouteTable
+
+log = logging.getLogger("regional_lb")
+
+
+class SessionTracker:
+    """Sticky-cookie sessions seen per backend (for the drain report): token -> last seen.
+
+    Bounded: at most `cap` tokens per backend (the oldest are forgotten)."""
+
+    def __init__(self, max_idle: float = 1800.0, cap: int = 100_000) -> None:
+        self.max_idle = max_idle
+        self.cap = cap
+        self._seen: dict[str, OrderedDict[str, float]] = {}
+
+    def touch(self, backend_id: str, token: str, now: float) -> None:
+        seen = self._seen.get(backend_id)
+        if seen is None:
+            seen = self._seen[backend_id] = OrderedDict()
+        seen[token] = now
+        seen.move_to_end(token)
+        if len(seen) > self.cap:
+            seen.popitem(last=False)
+
+    def forget(self, backend_id: str, token: str) -> None:
+        seen = self._seen.get(backend_id)
+        if seen is not None:
+            seen.pop(token, None)
+
+    def count(self, backend_id: str, now: float) -> int:
+        seen = self._seen.get(backend_id)
+        if not seen:
+            return 0
+        while seen:
+            _token, t = next(iter(seen.items()))
+            if now - t <= self.max_idle:
+                break
+            seen.popitem(last=False)
+        return len(seen)
+
+
+@dataclass(eq=False)
+class PoolRuntime:
+    """A pool with what the edge keeps beside it: retry budget, checker, discovered backends."""
+
+    name: str
+    config: PoolConfig
+    pool: Any                                   # regional_lb.pool.Pool
+    budget: Any                                 # regional_lb.retry.RetryBudget
+    attempts: int
+    discovered: dict[Any, tuple[Backend, ...]] = field(default_factory=dict)
+    checker: HealthChecker | None = None
+    active: int = 0                             # requests in flight through this pool (budget input)
+
+    def backends(self) -> tuple[Backend, ...]:
+        found = list(self.config.backends)
+        seen = {b.id for b in found}
+        for group in self.discovered.values():
+            for b in group:
+                if b.id not in seen:
+                    seen.add(b.id)
+                    found.append(b)
+        return tuple(found)
+
+    def status_rows(self, now: float | None = None) -> list[dict[str, Any]]:
+        rows: list[dict[str, Any]] = self.pool.status(time.time() if now is None else now)
+        return rows
+
+    def inflight_counts(self) -> dict[str, int]:
+        return {str(r["id"]): int(r.get("inflight", 0)) for r in self.status_rows()}
+
+    def healthy_total(self, now: float) -> tuple[int, int]:
+        rows = self.status_rows(now)
+        healthy = sum(1 for r in rows if r.get("available"))
+        return healthy, len(rows)
+
+
+@dataclass(eq=False)
+class RouteRuntime:
+    route: Route
+    pool: PoolRuntime
+    policy: Policy
+    learns: bool                                # sticky_learn: learn from Set-Cookie / pick.learn
+    ttl: float
+    sessions: SessionTracker | None             # sticky_cookie routes: sessions per backend
+    cookie_name: str | None
+
+
+class Runtime:
+    """One config generation (see the module docstring)."""
+
+    def __init__(self, config: Config, pools: Mapping[str, PoolRuntime],
+                 routes: Mapping[str, RouteRuntime]) -> None:
+        self.config = config
+        self.pools = dict(pools)
+        self.routes = dict(routes)
+        self.table = RouteTable(config.routes)
+        self.forwarding = ForwardingSettings(TrustedProxies(config.trusted_proxies), via=config.via)
+        self.health_path = config.health_endpoint.path
+        self.region = config.region
+
+    def healthz(self, now: float) -> tuple[int, dict[str, Any]]:
+        pools: dict[str, dict[str, int]] = {}
+        healthy = total = 0
+        for name, pr in self.pools.items():
+            h, t = pr.healthy_total(now)
+            pools[name] = {"healthy": h, "total": t}
+            healthy += h
+            total += t
+        fraction = healthy / total if total else 0.0
+        ok = fraction >= self.config.health_endpoint.min_healthy_fraction and total > 0
+        body = {"region": self.region, "role": self.config.role, "pools": pools,
+                "healthy_fraction": round(fraction, 4), "status": "ok" if ok else "unhealthy"}
+        return (200 if ok else 503), body
+
+    def __repr__(self) -> str:
+        return f"<Runtime {self.region} [{len(self.routes)} routes, {len(self.pools)} pools]>"
+
+
+def _pool_settings_equal(a: PoolConfig, b: PoolConfig) -> bool:
+    return a.settings == b.settings
+
+
+def build_runtime(config: Config, *, previous: Runtime | None, now: float) -> Runtime:
+    """The Runtime for `config`, carrying over unchanged pools and policies from `previous`."""
+    from regional_lb.balancing import make_policy
+    from regional_lb.pool import Pool
+
+    pools: dict[str, PoolRuntime] = {}
+    for name, pc in config.pools.items():
+        old = previous.pools.get(name) if previous else None
+        retries = pc.settings.retries
+        if old is not None and _pool_settings_equal(old.config, pc):
+            pr = PoolRuntime(name, pc, old.pool, old.budget, retries.attempts,
+                             discovered={k: v for k, v in old.discovered.items() if k in pc.dns})
+            pr.pool.update_backends(pr.backends(), now)
+        else:
+            pr = PoolRuntime(name, pc, None, retries.budget(), retries.attempts)
+            pr.pool = Pool(name, pr.backends(), pc.settings, now=now)
+        pools[name] = pr
+    routes: dict[str, RouteRuntime] = {}
+    for route in config.routes:
+        old_rr = previous.routes.get(route.name) if previous else None
+        if (old_rr is not None and old_rr.route == route and old_rr.pool.pool is pools[route.pool].pool):
+            policy = old_rr.policy
+            sessions = old_rr.sessions
+        else:
+            policy = make_policy(route.policy, policy_options(config, route), tls=config.any_tls)
+            sessions = None
+        ttl = float(getattr(policy, "ttl", None) or 1800.0)
+        cookie_name = None
+        if route.policy == "sticky_cookie":
+            cookie_name = str(route.options.get("cookie", getattr(policy, "cookie_name", "LBSESSIONID")))
+            if sessions is None:
+                max_idle = getattr(policy, "max_idle", None) or 1800.0
+                sessions = SessionTracker(float(max_idle))
+        routes[route.name] = RouteRuntime(route, pools[route.pool], policy,
+                                          learns=route.policy == "sticky_learn", ttl=ttl,
+                                          sessions=sessions, cookie_name=cookie_name)
+    return Runtime(config, pools, routes)
+
+
+def ssl_context(listener: Listener) -> ssl.SSLContext | None:
+    if listener.tls is None:
+        return None
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(str(listener.tls.cert), str(listener.tls.key))
+    ctx.set_alpn_protocols(["http/1.1"])
+    return ctx
+
+
+class LoadBalancer:
+    """The whole regional LB (see the module docstring)."""
+
+    def __init__(self, config: Config, *, config_path: str | Path | None = None, store: Any = None,
+                 resolver: Resolver | None = None, clock: Callable[[], float] = time.time,
+                 rng: random.Random | None = None, upstream: Any = None,
+                 probe: Any = None) -> None:
+        self.config = config
+        self.config_path = Path(config_path) if config_path else None
+        self.clock = clock
+        self.rng = rng or random.Random()
+        self.metrics = Metrics()
+        self.rt: Runtime = build_runtime(config, previous=None, now=clock())
+        self.metrics.add_core(lambda: self.rt)
+        self._store = store
+        self._resolver = resolver
+        self._upstream = upstream
+        self._probe = probe
+        self.store: Any = None
+        self.upstream: Any = None
+        self.discovery: Discovery | None = None
+        self._runners: list[web.BaseRunner] = []
+        self.listen_addresses: list[tuple[str, int]] = []
+        self.admin_address: tuple[str, int] | None = None
+        self._reload_lock = asyncio.Lock()
+        self.started = False
+
+    def __repr__(self) -> str:
+        return f"<LoadBalancer {self.config.region} {self.rt!r}>"
+
+    # -- lifecycle ---------------------------------------------------------------------
+    async def start(self) -> None:
+        from regional_lb.admin_api import make_admin_app
+        from regional_lb.proxy.handler import ProxyHandler
+        from regional_lb.proxy.server import ProxyServer
+        from regional_lb.proxy.upstream import Upstream
+
+        cfg = self.config
+        self.store = self._store if self._store is not None else _default_store(cfg, self.clock)
+        self.upstream = self._upstream or Upstream(connect_timeout=cfg.timeouts.connect,
+                                                   read_timeout=cfg.timeouts.backend_read)
+        try:
+            for listener in cfg.listeners:
+                server = ProxyServer(ProxyHandler(self, listener), header_timeout=cfg.timeouts.header_read,
+                                     keepalive_timeout=cfg.timeouts.client_idle,
+                                     max_line_size=cfg.limits.max_header_size,
+                                     max_field_size=cfg.limits.max_header_size,
+                                     max_headers=cfg.limits.max_headers, access_log=None,
+                                     auto_decompress=False)
+                runner = web.ServerRunner(server, handle_signals=False, shutdown_timeout=5.0)
+                await runner.setup()
+                self._runners.append(runner)
+                site = web.TCPSite(runner, listener.host, listener.port, ssl_context=ssl_context(listener),
+                                   reuse_address=True)
+                await site.start()
+                self.listen_addresses.append(_bound(runner))
+            if cfg.admin.enabled:
+                runner = web.AppRunner(make_admin_app(self), handle_signals=False, access_log=None)
+                await runner.setup()
+                self._runners.append(runner)
+                site = web.TCPSite(runner, cfg.admin.host, cfg.admin.port, reuse_address=True)
+                await site.start()
+                self.admin_address = _bound(runner)
+            await self._start_checkers(self.rt)
+            self.discovery = Discovery(self, resolver=self._resolver)
+            await self.discovery.start()
+        except BaseException:
+            await self.stop()
+            raise
+        self.started = True
+        log.info("regional LB %s (%s) listening on %s", cfg.region, cfg.role,
+                 ", ".join(f"{h}:{p}" for h, p in self.listen_addresses))
+
+    async def stop(self) -> None:
+        if self.discovery is not None:
+            await self.discovery.stop()
+            self.discovery = None
+        for pr in self.rt.pools.values():
+            await self._stop_checker(pr)
+        for runner in reversed(self._runners):
+            await runner.cleanup()          # stops accepting, waits for in-flight handlers
+        self._runners = []
+        if self.upstream is not None:
+            await self.upstream.close()
+            self.upstream = None
+        if self.store is not None and self._store is None:
+            await self.store.close()
+        self.store = None
+        self.started = False
+
+    # -- health checks -------------------------------------------------------------------
+    def _targets(self, pr: PoolRuntime) -> list[CheckTarget]:
+        hc = pr.config.settings.health
+        if hc.type == "none":
+            return []
+        targets = []
+        for b in pr.backends():
+            spec = ProbeSpec(hc.type, b.host, b.port, hc.path, "http", tuple(hc.expect_status), hc.timeout,
+                             host_header=hc.host_header)
+            targets.append(CheckTarget(b.id, spec, hc.interval, hc.thresholds, assume_up=hc.assume_up))
+        return targets
+
+    async def _start_checkers(self, rt: Runtime) -> None:
+        for pr in rt.pools.values():
+            await self._restart_checker(pr)
+
+    async def _restart_checker(self, pr: PoolRuntime) -> None:
+        await self._stop_checker(pr)
+        targets = self._targets(pr)
+        if not targets:
+            return
+
+        def on_change(backend_id: str, health: Health, result: ProbeResult, pr: PoolRuntime = pr) -> None:
+            pr.pool.set_health(backend_id, health, self.clock())
+            self.metrics.health_transitions.labels(pr.name, backend_id, health.status.value).inc()
+
+        pr.checker = HealthChecker(targets, on_change=on_change, probe=self._probe)
+        await pr.checker.start()
+
+    async def _stop_checker(self, pr: PoolRuntime) -> None:
+        if pr.checker is not None:
+            await pr.checker.stop()
+            pr.checker = None
+
+    async def set_discovered(self, pool_name: str, key: Any, backends: tuple[Backend, ...]) -> None:
+        """Discovery found `backends` for `key` (a DnsBackends) of `pool_name`."""
+        pr = self.rt.pools.get(pool_name)
+        if pr is None or pr.discovered.get(key) == backends:
+            return
+        pr.discovered[key] = backends
+        pr.pool.update_backends(pr.backends(), self.clock())
+        log.info("pool %s: %s now resolves to %s", pool_name, key, ", ".join(b.id for b in backends) or "nothing")
+        await self._restart_checker(pr)
+
+    # -- reload ------------------------------------------------------------------------
+    async def reload(self, config: Config | None = None) -> tuple[bool, str]:
+        """Switch to `config` (or re-read config_path). On any error keep the running config."""
+        async with self._reload_lock:
+            try:
+                if config is None:
+                    if self.config_path is None:
+                        raise ConfigError("<none>", "", "no config file to reload from")
+                    config = load_config(self.config_path)
+                new_rt = build_runtime(config, previous=self.rt, now=self.clock())
+            except ConfigError as exc:
+                log.error("reload refused, keeping the running config: %s", exc)
+                self.metrics.reloads.labels("error").inc()
+                return False, str(exc)
+            except Exception as exc:
+                log.exception("reload failed, keeping the running config")
+                self.metrics.reloads.labels("error").inc()
+                return False, f"{type(exc).__name__}: {exc}"
+            old_rt = self.rt
+            if (config.listeners != self.config.listeners or config.admin != self.config.admin):
+                log.warning("reload: listener/admin changes take effect at the next restart")
+            self.config = config
+            self.rt = new_rt
+            for name, pr in old_rt.pools.items():
+                if new_rt.pools.get(name) is None or new_rt.pools[name].pool is not pr.pool:
+                    await self._stop_checker(pr)
+            for pr in new_rt.pools.values():
+                old = old_rt.pools.get(pr.name)
+                if old is not None and old.pool is pr.pool:
+                    pr.checker = old.checker
+                    if old.backends() != pr.backends():
+                        await self._restart_checker(pr)
+                else:
+                    await self._restart_checker(pr)
+            if self.discovery is not None:
+                await self.discovery.restart()
+            self.metrics.reloads.labels("ok").inc()
+            log.info("reloaded config: %r", new_rt)
+            return True, "reloaded"
+
+    # -- reports -----------------------------------------------------------------------
+    async def pools_report(self) -> dict[str, Any]:
+        now = self.clock()
+        out: dict[str, Any] = {}
+        for name, pr in self.rt.pools.items():
+            rows = []
+            for row in pr.status_rows(now):
+                row = dict(row)
+                bid = str(row["id"])
+                sticky: dict[str, int] = {}
+                for rr in self.rt.routes.values():
+                    if rr.pool is not pr:
+                        continue
+                    if rr.sessions is not None:
+                        sticky[rr.route.name] = rr.sessions.count(bid, now)
+                    elif rr.learns and self.store is not None:
+                        sticky[rr.route.name] = await self.store.count_sticky(rr.route.name, bid)
+                row["sticky_sessions"] = sticky
+                rows.append(row)
+            h, t = pr.healthy_total(now)
+            out[name] = {"backends": rows, "healthy": h, "total": t, "repr": repr(pr.pool)}
+        return out
+
+    def healthz_body(self) -> tuple[int, bytes]:
+        status, body = self.rt.healthz(self.clock())
+        return status, json.dumps(body).encode()
+
+
+def _default_store(config: Config, clock: Callable[[], float]) -> Any:
+    if config.state.backend == "redis":
+        from regional_lb.state.redis import RedisStore
+        return RedisStore.from_url(config.state.url, key_prefix=config.state.key_prefix)  # type: ignore[attr-defined]
+    try:
+        from regional_lb.state.memory import MemoryStore
+    except ImportError:                      # CORE's module not there yet
+        return None
+    return MemoryStore(clock=clock) if _accepts_clock(MemoryStore) else MemoryStore()
+
+
+def _accepts_clock(cls: Any) -> bool:
+    import inspect
+    with contextlib.suppress(TypeError, ValueError):
+        return "clock" in inspect.signature(cls).parameters
+    return False
+
+
+def _bound(runner: web.BaseRunner) -> tuple[str, int]:
+    addr = runner.addresses[-1]
+    return str(addr[0]), int(addr[1])

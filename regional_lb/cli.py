@@ -1,0 +1,103 @@
+"""`regional-lb` command line  [edge].
+
+    regional-lb serve -c edge.yaml [--log-level info] [--access-log]
+    regional-lb check-config edge.yaml      # prints OK, or FILE: key.path: reason and exits 1
+
+`serve` runs until SIGINT/SIGTERM (in-flight requests finish) and reloads the config on
+SIGHUP (a bad new config is logged and the running one kept). uvloop is used when installed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+
+from gslb.common.configload import ConfigError
+from regional_lb.config import load_config
+
+log = logging.getLogger("regional_lb")
+
+
+async def serve(path: str, *, shutdown_trigger: asyncio.Event | None = None,
+                started: asyncio.Event | None = None) -> int:
+    from regional_lb.app import LoadBalancer
+
+    config = load_config(path)
+    lb = LoadBalancer(config, config_path=path)
+    stop = shutdown_trigger or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    reloads: set[asyncio.Task[object]] = set()
+
+    def on_hup() -> None:
+        task = loop.create_task(lb.reload())
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    installed = []
+    for sig, cb in ((signal.SIGTERM, stop.set), (signal.SIGINT, stop.set), (signal.SIGHUP, on_hup)):
+        try:
+            loop.add_signal_handler(sig, cb)
+            installed.append(sig)
+        except (NotImplementedError, RuntimeError, ValueError):  # not the main thread / platform
+            pass
+    await lb.start()
+    try:
+        if started is not None:
+            started.set()
+        await stop.wait()
+        log.info("shutting down: letting in-flight requests finish")
+    finally:
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+        await lb.stop()
+    return 0
+
+
+def _check(path: str) -> int:
+    try:
+        load_config(path)
+    except ConfigError as exc:
+        print(exc, file=sys.stdout)
+        return 1
+    print("OK")
+    return 0
+
+
+def _run(coro: object) -> int:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on POSIX
+        return asyncio.run(coro)  # type: ignore[arg-type]
+    return uvloop.run(coro)  # type: ignore[arg-type,no-any-return]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="regional-lb", description="Sticky L7 regional load balancer")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_serve = sub.add_parser("serve", help="run the load balancer")
+    p_serve.add_argument("-c", "--config", required=True, help="YAML config file")
+    p_serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p_serve.add_argument("--access-log", action="store_true", help="log every request (regional_lb.access)")
+    p_check = sub.add_parser("check-config", help="validate a config file")
+    p_check.add_argument("file")
+    args = parser.parse_args(argv)
+    if args.command == "check-config":
+        return _check(args.file)
+    logging.basicConfig(level=getattr(logging, args.log_level.upper()),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("regional_lb.access").setLevel(logging.INFO if args.access_log else logging.WARNING)
+    try:
+        return _run(serve(args.config))
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,112 @@
+"""Prometheus metrics of the regional LB  [edge].
+
+Per-request metrics (requests, latency, retries) are updated on the request path through
+cached label children (no label lookup per request). Counts the pure core keeps itself
+(policy.stats: sticky hits/misses/resticks, bounded-load spills; pool.stats: panics) and
+in-flight counts are read at scrape time by `CoreCollector`, so they cost nothing per request.
+Each `Metrics` has its own CollectorRegistry (tests build as many as they like).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+_CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx")
+_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+def status_class(status: int) -> str:
+    return _CLASSES[min(max(status // 100, 1), 5) - 1]
+
+
+class CoreCollector(Collector):
+    """Reads counters kept by pools and policies when Prometheus scrapes."""
+
+    def __init__(self, snapshot: Callable[[], Any]) -> None:
+        self._snapshot = snapshot      # () -> the LoadBalancer's current Runtime (or None)
+
+    def collect(self) -> Iterator[Metric]:
+        rt = self._snapshot()
+        inflight = GaugeMetricFamily("rlb_backend_inflight", "Requests in flight per backend",
+                                     labels=["pool", "backend"])
+        healthy = GaugeMetricFamily("rlb_backend_up", "1 if the backend takes requests (health, admin state)",
+                                    labels=["pool", "backend", "admin"])
+        panics = CounterMetricFamily("rlb_pool_panics", "Times a pool entered panic mode", labels=["pool"])
+        policy = CounterMetricFamily("rlb_policy_events", "Policy decisions by kind: sticky hits, misses, "
+                                     "resticks, bounded-load spills, ...", labels=["route", "policy", "event"])
+        if rt is not None:
+            for pr in rt.pools.values():
+                for name, value in pr.inflight_counts().items():
+                    inflight.add_metric([pr.name, name], value)
+                for st in pr.status_rows():
+                    healthy.add_metric([pr.name, str(st.get("id")), str(st.get("admin", "ready"))],
+                                       1.0 if st.get("health") == "up" else 0.0)
+                stats = getattr(pr.pool, "stats", None)
+                count = getattr(stats, "panics", None) if stats is not None else None
+                if count is None and isinstance(stats, dict):
+                    count = stats.get("panics")
+                if count is not None:
+                    panics.add_metric([pr.name], float(count))
+            for rr in rt.routes.values():
+                stats = getattr(rr.policy, "stats", None)
+                if isinstance(stats, dict):
+                    for event, value in stats.items():
+                        policy.add_metric([rr.route.name, rr.route.policy, event], float(value))
+        yield inflight
+        yield healthy
+        yield panics
+        yield policy
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter("rlb_requests", "Proxied requests", ["route", "pool", "backend", "code"],
+                                registry=r)
+        self.latency = Histogram("rlb_request_duration_seconds", "Time to the end of the response",
+                                 ["route"], buckets=_BUCKETS, registry=r)
+        self.retries = Counter("rlb_retries", "Requests retried on another backend", ["route", "reason"],
+                               registry=r)
+        self.errors = Counter("rlb_proxy_errors", "Requests answered by the proxy itself",
+                              ["route", "status"], registry=r)
+        self.health_transitions = Counter("rlb_health_transitions", "Active health check status changes",
+                                          ["pool", "backend", "to"], registry=r)
+        self.reloads = Counter("rlb_config_reloads", "Config reloads by result", ["result"], registry=r)
+        self.sticky = Counter("rlb_sticky_decisions", "Pick reasons on sticky routes (cookie hit, "
+                              "new-session, moved, ...)", ["route", "reason"], registry=r)
+        self._req: dict[tuple[str, str, str, int], Any] = {}
+        self._lat: dict[str, Any] = {}
+        self._sticky: dict[tuple[str, str], Any] = {}
+
+    def add_core(self, snapshot: Callable[[], Any]) -> None:
+        self.registry.register(CoreCollector(snapshot))
+
+    def observe(self, route: str, pool: str, backend: str, status: int, seconds: float) -> None:
+        key = (route, pool, backend, status // 100)
+        child = self._req.get(key)
+        if child is None:
+            if len(self._req) > 20_000:
+                self._req.clear()
+            child = self._req[key] = self.requests.labels(route, pool, backend, status_class(status))
+        child.inc()
+        lat = self._lat.get(route)
+        if lat is None:
+            lat = self._lat[route] = self.latency.labels(route)
+        lat.observe(seconds)
+
+    def pick_reason(self, route: str, reason: str) -> None:
+        key = (route, reason)
+        child = self._sticky.get(key)
+        if child is None:
+            child = self._sticky[key] = self.sticky.labels(route, reason)
+        child.inc()
+
+    def forget_backends(self, keep: Iterable[str]) -> None:  # pragma: no cover - bounded anyway
+        keep = set(keep)
+        self._req = {k: v for k, v in self._req.items() if k[2] in keep}

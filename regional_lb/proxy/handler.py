@@ -1,0 +1,348 @@
+"""The request path: route, pick, forward, stream back  [edge].
+
+For each request `ProxyHandler.__call__`:
+
+1. answers the health endpoint (`/lb/healthz`) itself;
+2. matches a route (404 if none) and rewrites the headers (regional_lb/headers.py);
+3. asks the route's policy for a backend (the stick table first for sticky_learn), as in
+   /work/notes/rlb_contract.md; no pick -> 503;
+4. sends the request with its body streamed (bodies up to 64 KiB are buffered so that an
+   idempotent request can be replayed); connect failures are retried on another backend,
+   failures after sending only for idempotent requests with a replayable body, within the
+   pool's attempts and retry budget;
+5. streams the response back (small bodies in one write), with X-LB-Region / X-LB-Backend and
+   the policy's Set-Cookie added, and reports the outcome and latency to the pool.
+
+Failures before the response headers become short plain-text 502 / 503 / 504 responses; a
+backend that breaks mid-body makes the proxy close the client connection (a truncated body
+the client can detect), never an exception escaping to aiohttp.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Iterator, Mapping
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+from aiohttp import web
+from aiohttp.web_request import BaseRequest
+from multidict import istr
+
+from regional_lb.balancing.base import RequestInfo
+from regional_lb.errors import BackendConnectError, BodyTooLarge, NoBackend, ProxyError
+from regional_lb.headers import downstream_headers, upstream_headers
+from regional_lb.proxy.server import plain_response
+from regional_lb.retry import may_retry
+
+if TYPE_CHECKING:
+    from regional_lb.app import LoadBalancer, RouteRuntime
+    from regional_lb.config import Listener
+
+access_log = logging.getLogger("regional_lb.access")
+log = logging.getLogger("regional_lb.proxy")
+
+BUFFER_LIMIT = 64 * 1024            # request/response bodies up to this are read whole
+_X_LB_REGION = istr("X-LB-Region")
+_X_LB_BACKEND = istr("X-LB-Backend")
+_SET_COOKIE = istr("Set-Cookie")
+_EXPECT = istr("Expect")
+_EMPTY: frozenset[str] = frozenset()
+_INFO = logging.INFO
+
+
+class LazyCookies(Mapping[str, str]):
+    """The request's cookies, parsed from the Cookie header only if a policy asks."""
+
+    __slots__ = ("_header", "_parsed")
+
+    def __init__(self, header: str) -> None:
+        self._header = header
+        self._parsed: dict[str, str] | None = None
+
+    def _get(self) -> dict[str, str]:
+        if self._parsed is None:
+            parsed: dict[str, str] = {}
+            for part in self._header.split(";"):
+                name, sep, value = part.partition("=")
+                name = name.strip()
+                if sep and name and name not in parsed:
+                    value = value.strip()
+                    if len(value) >= 2 and value[0] == value[-1] == '"':
+                        value = value[1:-1]
+                    parsed[name] = value
+            self._parsed = parsed
+        return self._parsed
+
+    def __getitem__(self, key: str) -> str:
+        return self._get()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._get())
+
+    def __len__(self) -> int:
+        return len(self._get())
+
+    def get(self, key: str, default: Any = None) -> Any:
+        if not self._header:
+            return default
+        return self._get().get(key, default)
+
+
+async def _limited(stream: aiohttp.StreamReader, limit: int, state: dict[str, bool]) -> AsyncIterator[bytes]:
+    """A chunked request body, refusing more than `limit` bytes."""
+    total = 0
+    async for chunk in stream.iter_any():
+        total += len(chunk)
+        if total > limit:
+            state["too_large"] = True
+            raise BodyTooLarge()
+        yield chunk
+
+
+def _is_websocket(headers: Mapping[str, str]) -> bool:
+    upgrade = headers.get("Upgrade")
+    if upgrade is None or upgrade.lower() != "websocket":
+        return False
+    return "upgrade" in headers.get("Connection", "").lower()
+
+
+class ProxyHandler:
+    """The aiohttp low-level handler for one listener."""
+
+    def __init__(self, lb: LoadBalancer, listener: Listener) -> None:
+        self.lb = lb
+        self.scheme = listener.scheme
+        self.tls = listener.tls is not None
+
+    async def __call__(self, request: BaseRequest) -> web.StreamResponse:
+        proto = request.protocol
+        started = getattr(proto, "request_started", None)
+        if started is None:
+            return await self.handle(request)
+        started()
+        try:
+            return await self.handle(request)
+        finally:
+            proto.request_finished()
+
+    async def handle(self, request: BaseRequest) -> web.StreamResponse:
+        lb = self.lb
+        rt = lb.rt
+        raw_path = request.raw_path
+        q = raw_path.find("?")
+        path = raw_path if q < 0 else raw_path[:q]
+        if path == rt.health_path:
+            status, body = lb.healthz_body()
+            return web.Response(status=status, body=body, content_type="application/json",
+                                headers={"Cache-Control": "no-store"})
+        headers = request.headers
+        host = headers.get("Host", "")
+        route = rt.table.match(host, path)
+        if route is None:
+            return plain_response(404, "no route for this host and path\n")
+        rr = rt.routes[route.name]
+        peer = request.remote or ""
+        out_headers, client_ip = upstream_headers(headers, peer=peer, scheme=self.scheme,
+                                                  settings=rt.forwarding)
+        info = RequestInfo(client_ip, request.method, host, raw_path, headers,
+                           LazyCookies(headers.get("Cookie", "")), self.tls)
+        if _is_websocket(headers):
+            from regional_lb.proxy.websocket import proxy_websocket
+            return await proxy_websocket(self, request, rr, info, out_headers)
+        return await self._forward(request, rr, info, out_headers)
+
+    # -- the normal request path ---------------------------------------------------------------
+    async def _body(self, request: BaseRequest, out_headers: Any
+                    ) -> tuple[Any, bool, dict[str, bool]]:
+        """(body to send, streamed (not replayable), state flags) or raises BodyTooLarge."""
+        state: dict[str, bool] = {}
+        if not request.body_exists:
+            return None, False, state
+        limit = self.lb.config.limits.max_body_size
+        length = request.content_length
+        if length is not None and length > limit:
+            raise BodyTooLarge()
+        if _EXPECT in out_headers:
+            if out_headers[_EXPECT].lower() == "100-continue" and request.version >= (1, 1):
+                await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            del out_headers[_EXPECT]
+        if length is not None:
+            if length <= BUFFER_LIMIT:
+                return await request.read(), False, state
+            return request.content, True, state
+        return _limited(request.content, limit, state), True, state
+
+    async def _forward(self, request: BaseRequest, rr: RouteRuntime, info: RequestInfo,
+                       out_headers: Any) -> web.StreamResponse:
+        lb = self.lb
+        clock = lb.clock
+        t0 = clock()
+        route = rr.route
+        prt = rr.pool
+        pool = prt.pool
+        policy = rr.policy
+        method = request.method
+        try:
+            body, streamed, body_state = await self._body(request, out_headers)
+        except BodyTooLarge:
+            return self._error(request, rr, 413, "request body too large\n", t0, "-", "limit", close=True)
+        except (aiohttp.ClientPayloadError, ConnectionError) as exc:
+            return self._error(request, rr, 400, f"bad request body: {type(exc).__name__}\n", t0, "-",
+                               "client", close=True)
+
+        key = policy.sticky_key(info)
+        stuck = await lb.store.get_sticky(route.name, key) if key else None
+        attempts = prt.attempts
+        tried: set[str] = set()
+        retrying = False
+        last: ProxyError | None = None
+        prt.active += 1
+        try:
+            for attempt in range(attempts):
+                now = clock()
+                cands = pool.candidates(now)
+                pick = policy.pick(info, cands.list, now=now, rng=lb.rng, stuck_to=stuck,
+                                   exclude=frozenset(tried) if tried else _EMPTY)
+                if pick is None:
+                    if last is not None:
+                        break
+                    return self._error(request, rr, 503, "no backend available\n", t0, "-", "none")
+                backend = pick.backend
+                pool.request_started(backend.id)
+                sent_at = clock()
+                try:
+                    up = await lb.upstream.send(backend, method, info.path, out_headers, body)
+                except ProxyError as exc:
+                    pool.request_finished(backend.id, ok=False, latency=None, now=clock())
+                    if body_state.get("too_large"):
+                        return self._error(request, rr, 413, "request body too large\n", t0, backend.id,
+                                           pick.reason, close=True)
+                    last = exc
+                    sent = not isinstance(exc, BackendConnectError)
+                    if (attempt + 1 < attempts and may_retry(method, sent=sent, body_streamed=streamed)
+                            and prt.budget.can_retry(prt.active)):
+                        tried.add(backend.id)
+                        if retrying:
+                            prt.budget.retry_finished()
+                        prt.budget.retry_started()
+                        retrying = True
+                        lb.metrics.retries.labels(route.name, "connect" if not sent else "reset").inc()
+                        log.debug("retrying %s %s after %s", method, info.path, exc)
+                        continue
+                    break
+                return await self._respond(request, rr, info, pick, up, t0, sent_at)
+        finally:
+            prt.active -= 1
+            if retrying:
+                prt.budget.retry_finished()
+        assert last is not None
+        return self._error(request, rr, last.status, f"{last}\n", t0, "-", "failed",
+                           close=not request.can_read_body)
+
+    async def _respond(self, request: BaseRequest, rr: RouteRuntime, info: RequestInfo, pick: Any,
+                       up: aiohttp.ClientResponse, t0: float, sent_at: float) -> web.StreamResponse:
+        lb = self.lb
+        clock = lb.clock
+        backend = pick.backend
+        pool = rr.pool.pool
+        status = up.status
+        ok = status < 500
+        latency = clock() - sent_at
+        reported = False
+        try:
+            out = web.StreamResponse(status=status, reason=up.reason,
+                                     headers=downstream_headers(up.headers, via=None))
+            h = out.headers
+            if lb.config.lb_headers:
+                h[_X_LB_REGION] = lb.rt.region
+                h[_X_LB_BACKEND] = backend.id
+            if pick.set_cookie:
+                h.add(_SET_COOKIE, pick.set_cookie)
+            await self._sticky_bookkeeping(rr, info, pick, up)
+            length = up.content_length
+            if length is not None and length <= BUFFER_LIMIT and request.method != "HEAD":
+                try:
+                    data = await up.read()
+                except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+                    pool.request_finished(backend.id, ok=False, latency=latency, now=clock())
+                    reported = True
+                    up.close()
+                    return self._error(request, rr, 502, f"backend {backend.id} failed mid-response\n", t0,
+                                       backend.id, pick.reason, exc=exc)
+                await out.prepare(request)
+                await out.write_eof(data)
+            else:
+                await out.prepare(request)
+                try:
+                    async for chunk in up.content.iter_any():
+                        await out.write(chunk)
+                except (TimeoutError, aiohttp.ClientPayloadError, aiohttp.ClientConnectionError) as exc:
+                    # the backend broke mid-body: the client sees a truncated response and a close
+                    ok = False
+                    log.warning("backend %s broke mid-response (%s): closing the client connection",
+                                backend.id, type(exc).__name__)
+                    request.protocol.force_close()
+                    if request.transport is not None:
+                        request.transport.close()
+                    return out
+                await out.write_eof()
+        except (ConnectionError, asyncio.CancelledError):
+            up.close()                  # the client went away: do not reuse a half-read connection
+            raise
+        finally:
+            if not reported:
+                pool.request_finished(backend.id, ok=ok, latency=latency, now=clock())
+            up.release()
+            self._account(request, rr, status, t0, backend.id, pick.reason)
+        return out
+
+    async def _sticky_bookkeeping(self, rr: RouteRuntime, info: RequestInfo, pick: Any,
+                                  up: aiohttp.ClientResponse) -> None:
+        lb = self.lb
+        if rr.sessions is not None and rr.cookie_name:
+            token = None
+            if pick.set_cookie:
+                _name, _, rest = pick.set_cookie.partition("=")
+                token = rest.split(";", 1)[0]
+                old = info.cookies.get(rr.cookie_name)
+                if old:
+                    for bid in list(rr.sessions._seen):
+                        rr.sessions.forget(bid, old)
+            else:
+                token = info.cookies.get(rr.cookie_name)
+            if token:
+                rr.sessions.touch(pick.backend.id, token, lb.clock())
+        if rr.learns:
+            if pick.learn:
+                await lb.store.set_sticky(rr.route.name, pick.learn[0], pick.learn[1], rr.ttl)
+            learnt = rr.policy.learn_from_response(info, pick.backend, up.headers.getall("Set-Cookie", ()))
+            if learnt:
+                await lb.store.set_sticky(rr.route.name, learnt[0], learnt[1], rr.ttl)
+        if rr.route.policy.startswith("sticky"):
+            lb.metrics.pick_reason(rr.route.name, pick.reason)
+
+    # -- accounting --------------------------------------------------------------------------
+    def _account(self, request: BaseRequest, rr: RouteRuntime, status: int, t0: float, backend: str,
+                 reason: str) -> None:
+        lb = self.lb
+        elapsed = lb.clock() - t0
+        lb.metrics.observe(rr.route.name, rr.pool.name, backend, status, elapsed)
+        if access_log.isEnabledFor(_INFO):
+            access_log.info("%s %s %s %s route=%s backend=%s status=%d duration_ms=%.1f pick=%s",
+                            request.remote, request.method, request.host, request.raw_path, rr.route.name,
+                            backend, status, elapsed * 1000, reason)
+
+    def _error(self, request: BaseRequest, rr: RouteRuntime, status: int, text: str, t0: float,
+               backend: str, reason: str, *, close: bool = False, exc: BaseException | None = None
+               ) -> web.Response:
+        self.lb.metrics.errors.labels(rr.route.name, str(status)).inc()
+        self._account(request, rr, status, t0, backend, reason)
+        resp = plain_response(status, text, close=close)
+        if self.lb.config.lb_headers:
+            resp.headers[_X_LB_REGION] = self.lb.rt.region
+        return resp
+
+
+__all__ = ["BUFFER_LIMIT", "LazyCookies", "NoBackend", "ProxyHandler"]

@@ -1,0 +1,111 @@
+"""The client-facing HTTP/1.1 server: aiohttp's low-level server with proxy manners  [edge].
+
+aiohttp's `RequestHandler` parses requests (its C parser) and runs one handler per request.
+`ProxyProtocol` adds what a proxy needs on top:
+
+* a header read timeout: from the first byte of a request until its handler starts, at most
+  `header_read` seconds (slow-loris); then 408 and the connection is closed;
+* parse errors answered with short plain bodies: an over-long header line or field -> 431,
+  anything else the parser refuses -> 400 (never a traceback, logged at debug level);
+* the idle keep-alive timeout is aiohttp's `keepalive_timeout` (config `client_idle`).
+
+`ProxyServer` is an `aiohttp.web.Server` that makes `ProxyProtocol`s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from aiohttp import web
+from aiohttp.http_exceptions import BadHttpMessage, HttpProcessingError, LineTooLong
+from aiohttp.web_protocol import RequestHandler
+from aiohttp.web_request import BaseRequest
+
+log = logging.getLogger("regional_lb.proxy")
+
+_REQUEST_TIMEOUT = (b"HTTP/1.1 408 Request Timeout\r\nContent-Type: text/plain\r\n"
+                    b"Content-Length: 25\r\nConnection: close\r\n\r\nrequest header timed out\n")
+
+_BODIES = {
+    400: "bad request\n",
+    408: "request timeout\n",
+    413: "request body too large\n",
+    431: "request header fields too large\n",
+    500: "internal proxy error\n",
+    504: "gateway timeout\n",
+}
+
+
+def plain_response(status: int, text: str | None = None, *, close: bool = False) -> web.Response:
+    resp = web.Response(status=status, text=text or _BODIES.get(status, f"{status}\n"),
+                        content_type="text/plain")
+    if close:
+        resp.force_close()
+    return resp
+
+
+class ProxyProtocol(RequestHandler):
+    """One client connection (see the module docstring)."""
+
+    def __init__(self, manager: ProxyServer, *, header_timeout: float, **kwargs: Any) -> None:
+        super().__init__(manager, **kwargs)
+        self._header_timeout = header_timeout
+        self._header_handle: asyncio.TimerHandle | None = None
+        self._busy = False
+
+    def data_received(self, data: bytes) -> None:
+        if not self._busy and self._header_handle is None and data:
+            self._header_handle = self._loop.call_later(self._header_timeout, self._header_timed_out)
+        super().data_received(data)
+
+    def request_started(self) -> None:
+        """The handler calls this first: the request's header block is complete."""
+        self._busy = True
+        if self._header_handle is not None:
+            self._header_handle.cancel()
+            self._header_handle = None
+
+    def request_finished(self) -> None:
+        self._busy = False
+
+    def _header_timed_out(self) -> None:
+        self._header_handle = None
+        if self._busy or self.transport is None:
+            return
+        log.debug("closing a connection: request header not complete within %.1fs", self._header_timeout)
+        self.transport.write(_REQUEST_TIMEOUT)
+        self.force_close()
+        self.transport.close()
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        if self._header_handle is not None:
+            self._header_handle.cancel()
+            self._header_handle = None
+        super().connection_lost(exc)
+
+    def handle_error(self, request: BaseRequest, status: int = 500, exc: BaseException | None = None,
+                     message: str | None = None) -> web.StreamResponse:
+        if isinstance(exc, LineTooLong):
+            status = 431
+        elif isinstance(exc, BadHttpMessage | HttpProcessingError):
+            status = exc.code if 400 <= exc.code < 500 else 400
+        if status >= 500 and exc is not None:
+            log.error("error handling a request from %s", request.remote, exc_info=exc)
+        else:
+            log.debug("refused a request from %s: %s %s", request.remote, status, exc)
+        if request.writer.output_size > 0:
+            raise ConnectionError("response already started")
+        return plain_response(status, close=True)
+
+
+class ProxyServer(web.Server):
+    """An aiohttp low-level server whose connections are `ProxyProtocol`s."""
+
+    def __init__(self, handler: Any, *, header_timeout: float, **kwargs: Any) -> None:
+        super().__init__(handler, **kwargs)
+        self._header_timeout = header_timeout
+
+    def __call__(self) -> RequestHandler:
+        return ProxyProtocol(self, header_timeout=self._header_timeout, loop=self._loop, **self._kwargs)
