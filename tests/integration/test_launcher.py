@@ -1,0 +1,157 @@
+"""The demo launcher: configs render with the ports in use; it starts everything and stops everything."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from deploy import launcher
+from deploy.launcher import REGIONS, Child, Ports, choose_ports, render, render_configs, stop_children
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    # a zombie still answers kill(0); it is not running
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+def _listening(host: str, port: int) -> bool:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.2)
+        return sock.connect_ex((host, port)) == 0
+
+
+def test_render_replaces_ports_and_keeps_the_rest() -> None:
+    ports = Ports(dns=2053, admin=2054, lb=2080, lb_admin=2090, app=2000, redis=2379)
+    text = (LOCAL := launcher.LOCAL / "gslb.yaml").read_text()
+    out = yaml.safe_load(render(text, ports, v6=True, template_dir=LOCAL.parent))
+    assert out["dns"]["listen"] == ["127.0.0.1:2053", "[::1]:2053"]
+    assert out["admin"]["listen"] == "127.0.0.1:2054"
+    assert out["regions"]["ap-northeast"]["probe"]["url"] == "http://127.0.3.1:2080/lb/healthz"
+    assert out["regions"]["ap-northeast"]["addresses"] == ["127.0.3.1"]
+    out = yaml.safe_load(render(text, ports, v6=False, template_dir=LOCAL.parent))
+    assert out["dns"]["listen"] == ["127.0.0.1:2053"]
+    edge = yaml.safe_load(render((launcher.LOCAL / "edge-eu-central.yaml").read_text(), ports, v6=True,
+                                 template_dir=LOCAL.parent))
+    assert edge["listen"] == [{"address": "127.0.2.1:2080"}]
+    assert edge["admin"]["listen"] == "127.0.2.1:2090"
+    assert edge["state"]["url"] == "redis://127.0.0.1:2379/2"
+    assert edge["pools"]["internal"]["backends"][0]["address"] == "127.0.2.2:2080"
+    internal = yaml.safe_load(render((launcher.LOCAL / "internal-eu-central.yaml").read_text(), ports, v6=True,
+                                     template_dir=LOCAL.parent))
+    assert [b["address"] for b in internal["pools"]["app"]["backends"]] == ["127.0.2.21:2000", "127.0.2.22:2000"]
+    rel = render("geoip:\n  database: ../x.mmdb   # c\n", ports, v6=True, template_dir=Path("/a/b"))
+    assert rel == "geoip:\n  database: /a/x.mmdb   # c\n"
+
+
+def test_rendered_configs_load(tmp_path: Path) -> None:
+    from regional_lb.config import load_config as load_lb
+
+    ports = choose_ports({"dns": 0, "admin": 0, "lb": 0, "lb_admin": 0, "app": 0, "redis": 0}, v6=True)
+    assert len({ports.dns, ports.admin, ports.lb, ports.lb_admin, ports.app, ports.redis}) == 6
+    configs = render_configs(tmp_path, ports, v6=True)
+    assert set(configs) == {"gslb"} | {f"{role}-{r}" for _, r in REGIONS for role in ("edge", "internal")}
+    for name, path in configs.items():
+        if name != "gslb":
+            cfg = load_lb(path)
+            assert cfg.listeners[0].port == ports.lb
+
+
+def test_stop_children_kills_whole_process_groups(tmp_path: Path) -> None:
+    # a child that ignores SIGTERM and has a grandchild in its process group
+    script = "import signal, subprocess, sys, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); " \
+             "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); " \
+             "print(p.pid, flush=True); time.sleep(60)"
+    stubborn = Child("stubborn", [sys.executable, "-c", script], tmp_path / "s.log", lambda: True, stage=1)
+    polite = Child("polite", [sys.executable, "-c", "import time; time.sleep(60)"], tmp_path / "p.log",
+                   lambda: True, stage=2)
+    for child in (stubborn, polite):
+        child.start(dict(os.environ))
+    deadline = time.monotonic() + 10
+    while not (tmp_path / "s.log").read_text().strip() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    grandchild = int((tmp_path / "s.log").read_text().split()[0])
+    started = time.monotonic()
+    stop_children([stubborn, polite], timeout=0.5)
+    assert time.monotonic() - started < 5
+    assert polite.proc is not None
+    assert polite.proc.returncode == -signal.SIGTERM
+    assert stubborn.proc is not None
+    assert stubborn.proc.returncode == -signal.SIGKILL
+    deadline = time.monotonic() + 5
+    while not _gone(grandchild) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert _gone(grandchild)
+
+
+_PROGRAMS = ("gslb.cli", "gslb.geoip", "gslb.steering.config", "regional_lb.cli", "regional_lb.state.memory")
+_missing = [m for m in _PROGRAMS if importlib.util.find_spec(m) is None]
+
+
+@pytest.mark.timeout(150)
+@pytest.mark.skipif(bool(_missing), reason=f"programs not written yet: {', '.join(_missing)}")
+def test_launcher_starts_everything_and_sigterm_stops_everything(tmp_path: Path) -> None:
+    ready_file = tmp_path / "ready.json"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "deploy.launcher", "--run-dir", str(tmp_path / "run"), "--ready-file",
+         str(ready_file), "--dns-port", "0", "--admin-port", "0", "--lb-port", "0", "--lb-admin-port", "0",
+         "--app-port", "0", "--start-timeout", "60", "--health-timeout", "30"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 100
+        while not ready_file.exists():
+            assert proc.poll() is None, proc.communicate()[0].decode(errors="replace")[-3000:]
+            assert time.monotonic() < deadline, "launcher never became ready"
+            time.sleep(0.1)
+        info = json.loads(ready_file.read_text())
+        assert info["healthy"], info
+        pids = info["pids"]
+        assert len(pids) == 1 + 1 + 4 * len(REGIONS)
+        ports = info["ports"]
+        listening = [("127.0.0.1", ports["dns"]), ("127.0.0.1", ports["gslb_admin"]), ("127.0.0.1", ports["redis"])]
+        for region in info["regions"].values():
+            for addr in (region["edge"], region["internal"], *region["apps"]):
+                host, port = addr.rsplit(":", 1)
+                listening.append((host, int(port)))
+        assert all(_listening(h, p) for h, p in listening)
+
+        # the path works: the edge answers through the internal LB from an app server of its region
+        import urllib.request
+
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        with opener.open(f"http://{info['regions']['ap-northeast']['edge']}/", timeout=5) as resp:
+            assert resp.headers["X-App-Region"] == "ap-northeast"
+            assert resp.headers["X-App-Server"].startswith("ap-northeast-app-")
+
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        assert proc.stdout is not None
+        output = proc.stdout.read().decode(errors="replace")
+        proc.stdout.close()
+    assert "all stopped" in output
+    assert not ready_file.exists()
+    assert all(_gone(pid) for pid in pids.values()), output
+    assert not any(_listening(h, p) for h, p in listening)
