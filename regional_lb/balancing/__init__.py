@@ -21,6 +21,9 @@ from regional_lb.balancing.least_time import LeastResponseTime
 from regional_lb.balancing.random_choice import WeightedRandom
 from regional_lb.balancing.ring import DEFAULT_VNODES
 from regional_lb.balancing.round_robin import RoundRobin
+from regional_lb.balancing.sticky_cookie import StickyCookie, StickyCookieSettings
+from regional_lb.balancing.sticky_learn import StickyLearn
+from regional_lb.cookies import valid_cookie_name
 
 __all__ = ["POLICY_NAMES", "Backend", "Candidate", "ConfigError", "Pick", "Policy", "RequestInfo",
            "make_policy"]
@@ -70,6 +73,57 @@ def _cookie_hash(options: Section, tls: bool) -> Policy:
     return HashPolicy("cookie_hash", cookie_key(cookie), vnodes=_vnodes(options))
 
 
+def _cookie_name(options: Section, default: str) -> str:
+    return str(options.take("cookie", str, default,
+                            check=lambda v: None if valid_cookie_name(v) else "not a valid cookie name"))
+
+
+_FIRST_POLICIES = ("round_robin", "random", "least_connections", "least_response_time", "ip_hash", "uri_hash")
+
+
+def _first(options: Section, tls: bool) -> Policy:
+    name = options.take_choice("first", _FIRST_POLICIES, "least_connections")
+    return _FACTORIES[name](Section({}, file=options.file, path=options.key_path("first")), tls)
+
+
+def _sticky_cookie(options: Section, tls: bool) -> Policy:
+    cookie = _cookie_name(options, "LBSESSIONID")
+    secrets = options.take("secrets", list, None)
+    if secrets is None and "secret" in options:
+        secrets = [options.take("secret", str)]
+    if not secrets:
+        raise options.error("secrets", "at least one secret is required to sign sticky cookies")
+    for i, secret in enumerate(secrets):
+        if not isinstance(secret, str) or not secret.strip():
+            raise options.error("secrets", f"secret [{i}] must be a non-empty string")
+    max_idle = options.take_duration("max_idle", 1800.0, minimum=1.0)
+    max_life = options.take_duration("max_life", 43200.0, minimum=1.0)
+    if max_life < max_idle:
+        raise options.error("max_life", f"must be >= max_idle ({max_idle}s)")
+    samesite = options.take_choice("samesite", ("Lax", "Strict", "None", "off"), "Lax")
+    secure = options.take("secure", (bool, str), "auto")
+    if isinstance(secure, bool):
+        secure = "true" if secure else "false"
+    if secure not in ("auto", "true", "false"):
+        raise options.error("secure", f"must be auto, true or false, got {secure!r}")
+    if samesite == "None" and secure == "false":
+        raise options.error("samesite", "SameSite=None needs Secure (browsers drop it otherwise)")
+    path = options.take("path", str, "/", check=lambda p: None if p.startswith("/") else "must start with /")
+    settings = StickyCookieSettings(
+        cookie=cookie, secrets=tuple(secrets), max_idle=max_idle, max_life=max_life,
+        strict=options.take("strict", bool, False), samesite=None if samesite == "off" else samesite,
+        path=path, secure=secure, httponly=options.take("httponly", bool, True),
+        refresh=options.take_number("refresh", 0.25, minimum=0.0, maximum=1.0),
+        domain=options.take("domain", str, None))
+    return StickyCookie(settings, _first(options, tls), tls=tls)
+
+
+def _sticky_learn(options: Section, tls: bool) -> Policy:
+    cookie = _cookie_name(options, "JSESSIONID")
+    ttl = options.take_duration("ttl", 1800.0, minimum=1.0)
+    return StickyLearn(_first(options, tls), cookie=cookie, ttl=ttl)
+
+
 _FACTORIES: dict[str, Callable[[Section, bool], Policy]] = {
     "round_robin": _round_robin,
     "random": _random,
@@ -79,6 +133,8 @@ _FACTORIES: dict[str, Callable[[Section, bool], Policy]] = {
     "uri_hash": _uri_hash,
     "header_hash": _header_hash,
     "cookie_hash": _cookie_hash,
+    "sticky_cookie": _sticky_cookie,
+    "sticky_learn": _sticky_learn,
 }
 
 POLICY_NAMES: tuple[str, ...] = tuple(_FACTORIES)
@@ -87,7 +143,8 @@ POLICY_NAMES: tuple[str, ...] = tuple(_FACTORIES)
 def make_policy(name: str, options: Section, *, tls: bool) -> Policy:
     """Build the policy `name` from its `options` section; ConfigError on a bad name or option.
 
-    `tls`: the route is served only over TLS (sticky_cookie `secure: auto` then always sets Secure).
+    `tls`: some listener serves TLS (informational; sticky_cookie `secure: auto` decides per
+    request from RequestInfo.tls, so a plain-HTTP listener never gets a Secure cookie).
     """
     factory = _FACTORIES.get(name)
     if factory is None:

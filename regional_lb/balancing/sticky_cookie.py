@@ -1,0 +1,134 @@
+"""Sticky sessions by an LB-issued, signed cookie  [pure].
+
+Like HAProxy `cookie SRV insert indirect nocache` with `dynamic-cookie-key`, and
+nginx-plus `sticky cookie`, but with the session's times signed into the value so the
+server itself enforces `max_idle` and `max_life` (cookies.py has the format):
+
+  * no cookie, or a garbage / tampered / expired / unknown-backend one -> a fresh pick
+    by the `first` policy (default least_connections) and a new cookie; never an error;
+  * a valid cookie whose backend is a candidate -> that backend, even when it is
+    draining (accepting_new False: existing sessions keep going, as HAProxy `drain`);
+  * a valid cookie whose backend is known but not a candidate (down, ejected,
+    maintenance, drain deadline passed) or was excluded by a retry -> moved to a new
+    pick and the cookie rewritten ("resticks"), or None with `strict: true` (503);
+  * the cookie is refreshed (new last_seen, same issued) once it is older than
+    `refresh` x max_idle, and re-signed when an older secret verified it, so idle
+    tracking works without a Set-Cookie on every response.
+
+Stats: hits, new (no cookie), invalid, expired, resticks, strict_refused.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from regional_lb.balancing._common import PolicyBase
+from regional_lb.balancing.base import Candidate, Pick, Policy, RequestInfo
+from regional_lb.cookies import CookieCodec, format_set_cookie
+
+CLOCK_SKEW = 60.0               # seconds a cookie may claim to come from the future (replica clocks)
+
+
+@dataclass(frozen=True, slots=True)
+class StickyCookieSettings:
+    cookie: str = "LBSESSIONID"
+    secrets: tuple[str, ...] = ()
+    max_idle: float = 1800.0
+    max_life: float = 43200.0
+    strict: bool = False
+    samesite: str | None = "Lax"
+    path: str = "/"
+    secure: str = "auto"                # "auto" | "true" | "false"
+    httponly: bool = True
+    refresh: float = 0.25               # refresh after this fraction of max_idle
+    domain: str | None = None
+
+
+class StickyCookie(PolicyBase):
+    name = "sticky_cookie"
+
+    def __init__(self, settings: StickyCookieSettings, first: Policy, *, tls: bool = False) -> None:
+        super().__init__()
+        self.settings = settings
+        self.codec = CookieCodec(settings.secrets)      # ValueError on an empty secret
+        self.first = first
+        self.tls = tls                                  # informational: some listener has TLS
+        self._known: dict[str, None] = {}               # backend ids seen (ordered, bounded)
+        self.stats.update(hits=0, new=0, invalid=0, expired=0, resticks=0, strict_refused=0)
+
+    @property
+    def cookie_name(self) -> str:
+        return self.settings.cookie
+
+    @property
+    def max_idle(self) -> float:
+        return self.settings.max_idle
+
+    # -- helpers -------------------------------------------------------------------------------
+    def _secure(self, request: RequestInfo) -> bool:
+        mode = self.settings.secure
+        if mode == "auto":             # per request: a plain-HTTP listener must not get Secure cookies
+            return request.tls or self.settings.samesite == "None"
+        return mode == "true"
+
+    def _set_cookie(self, request: RequestInfo, backend_id: str, issued: float, now: float) -> str:
+        s = self.settings
+        value = self.codec.encode(backend_id, issued=issued, last_seen=now)
+        max_age = int(issued + s.max_life - now)
+        return format_set_cookie(s.cookie, value, path=s.path, max_age=max(1, max_age),
+                                 secure=self._secure(request), httponly=s.httponly,
+                                 samesite=s.samesite, domain=s.domain)
+
+    def _remember(self, candidates: Sequence[Candidate]) -> None:
+        for c in candidates:
+            if c.backend.id not in self._known:
+                self._known[c.backend.id] = None
+                if len(self._known) > 4096:
+                    del self._known[next(iter(self._known))]
+
+    def _fresh(self, request: RequestInfo, candidates: Sequence[Candidate], now: float,
+               rng: random.Random, exclude: frozenset[str], reason: str) -> Pick | None:
+        chosen = self.first.pick(request, candidates, now=now, rng=rng, exclude=exclude)
+        if chosen is None:
+            self.count("none")
+            return None
+        self.count("picks")
+        return Pick(chosen.backend, reason, set_cookie=self._set_cookie(request, chosen.backend.id, now, now))
+
+    # -- the policy ----------------------------------------------------------------------------
+    def pick(self, request: RequestInfo, candidates: Sequence[Candidate], *, now: float,
+             rng: random.Random, stuck_to: str | None = None,
+             exclude: frozenset[str] = frozenset()) -> Pick | None:
+        s = self.settings
+        self._remember(candidates)
+        raw = request.cookies.get(s.cookie)
+        if raw is None:
+            self.count("new")
+            return self._fresh(request, candidates, now, rng, exclude, "new-session")
+        cookie = self.codec.decode(raw)
+        if cookie is None or cookie.issued > now + CLOCK_SKEW or cookie.last_seen < cookie.issued:
+            self.count("invalid")
+            return self._fresh(request, candidates, now, rng, exclude, "new-session")
+        if now - cookie.issued > s.max_life or now - cookie.last_seen > s.max_idle:
+            self.count("expired")
+            return self._fresh(request, candidates, now, rng, exclude, "new-session")
+        by_id = {c.backend.id: c for c in candidates}
+        backend_id = self.codec.resolve(cookie, by_id)
+        if backend_id is not None and backend_id not in exclude:
+            self.count("hits")
+            self.count("picks")
+            stale = now - cookie.last_seen >= s.refresh * s.max_idle or cookie.secret_index != 0
+            set_cookie = self._set_cookie(request, backend_id, cookie.issued, now) if stale else None
+            return Pick(by_id[backend_id].backend, "cookie", set_cookie=set_cookie)
+        known = backend_id is not None or self.codec.resolve(cookie, self._known) is not None
+        if not known:                   # a backend this LB never had: like garbage
+            self.count("invalid")
+            return self._fresh(request, candidates, now, rng, exclude, "new-session")
+        if s.strict:
+            self.count("strict_refused")
+            self.count("none")
+            return None
+        self.count("resticks")
+        return self._fresh(request, candidates, now, rng, exclude, "moved")
