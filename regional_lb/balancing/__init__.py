@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 from gslb.common.configload import ConfigError, Section
 from regional_lb.balancing.base import Backend, Candidate, Pick, Policy, RequestInfo
+from regional_lb.balancing.bounded_load import BoundedLoad
 from regional_lb.balancing.hashing import HashPolicy, cookie_key, header_key, ip_key, uri_key
 from regional_lb.balancing.least_conn import LeastConnections
 from regional_lb.balancing.least_time import LeastResponseTime
@@ -71,6 +72,24 @@ def _header_hash(options: Section, tls: bool) -> Policy:
 def _cookie_hash(options: Section, tls: bool) -> Policy:
     cookie = options.take("cookie", str, check=lambda v: None if v.strip() else "must not be empty")
     return HashPolicy("cookie_hash", cookie_key(cookie), vnodes=_vnodes(options))
+
+
+def _bounded_load(options: Section, tls: bool) -> Policy:
+    spec = options.take("key", str, "ip")
+    kind, _, arg = spec.partition(":")
+    if kind == "ip" and not arg:
+        key_fn = ip_key
+    elif kind == "uri" and not arg:
+        key_fn = uri_key()
+    elif kind == "header" and arg.strip():
+        key_fn = header_key(arg.strip())
+    elif kind == "cookie" and arg.strip():
+        key_fn = cookie_key(arg.strip())
+    else:
+        raise options.error("key", f"must be ip, uri, header:<name> or cookie:<name>, got {spec!r}")
+    c = options.take_number("c", 1.25, minimum=1.0, maximum=100.0)
+    fallback = options.take_choice("fallback", ("ring", "least_connections"), "ring")
+    return BoundedLoad(key_fn, c=c, fallback=fallback, vnodes=_vnodes(options))
 
 
 def _cookie_name(options: Section, default: str) -> str:
@@ -133,6 +152,7 @@ _FACTORIES: dict[str, Callable[[Section, bool], Policy]] = {
     "uri_hash": _uri_hash,
     "header_hash": _header_hash,
     "cookie_hash": _cookie_hash,
+    "bounded_load": _bounded_load,
     "sticky_cookie": _sticky_cookie,
     "sticky_learn": _sticky_learn,
 }
