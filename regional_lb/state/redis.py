@@ -215,10 +215,10 @@ def _redis_errors() -> tuple[type[BaseException], ...]:
     return (RedisError, OSError, TimeoutError)
 
 
-def _default_fallback() -> StateStore:
+def _default_fallback(clock: Callable[[], float]) -> StateStore:
     from regional_lb.state.memory import MemoryStore
 
-    return MemoryStore()
+    return MemoryStore(clock=clock)
 
 
 def _text(value: Any) -> str | None:
@@ -238,7 +238,7 @@ class RedisStore:
         self.key_prefix = key_prefix
         self._own_client = client is None
         self._client = client if client is not None else make_client(url, timeout=timeout)
-        self._fallback = fallback if fallback is not None else _default_fallback()
+        self._fallback = fallback if fallback is not None else _default_fallback(clock)
         self._clock = clock
         self._errors = _redis_errors()
         self._backoff_initial = backoff_initial

@@ -15,9 +15,6 @@ from tests.redis_helpers import CuttableClient, RedisServer, redis_server
 
 __all__ = ["redis_server"]  # the fixture, re-exported for pytest
 
-# the default fallback is CORE's MemoryStore; until it lands the whole file waits for it
-pytest.importorskip("regional_lb.state.memory")
-
 
 class FakeClock:
     def __init__(self) -> None:
