@@ -259,6 +259,11 @@ class RedisStore:
         self._incr = self._client.register_script(_INCR)
         self._decr = self._client.register_script(_DECR)
 
+    @classmethod
+    def from_url(cls, url: str, **kwargs: Any) -> RedisStore:
+        """Same as the constructor (the name the proxy calls it by)."""
+        return cls(url, **kwargs)
+
     def __repr__(self) -> str:
         state = "up" if self.available else "down, using local state"
         return f"<RedisStore {self.url} [{state}, {self.stats['redis_errors']} errors]>"

@@ -107,14 +107,17 @@ async def test_concurrent_counters_across_two_replicas_are_atomic(stores: Callab
     assert await a.inflight("app", []) == {}
 
 
-async def test_two_replicas_share_the_stick_table(stores: Callable[..., RedisStore]) -> None:
-    a, b = stores(), stores()
+async def test_two_replicas_share_the_stick_table(stores: Callable[..., RedisStore],
+                                                  redis_server: RedisServer) -> None:
+    a = stores()
+    b = RedisStore.from_url(redis_server.url, key_prefix="lb:")
     await a.set_sticky("auth", "JSESSIONID=x", "app-2", ttl=60)
     assert await b.get_sticky("auth", "JSESSIONID=x") == "app-2"
     assert await b.count_sticky("auth", "app-2") == 1
     await b.delete_sticky("auth", "JSESSIONID=x")
     assert await a.get_sticky("auth", "JSESSIONID=x") is None
     assert await a.count_sticky("auth", "app-2") == 0
+    await b.close()
 
 
 async def test_outage_falls_back_fast_then_recovers(
