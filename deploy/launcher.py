@@ -351,6 +351,54 @@ Ctrl-C stops everything.
 """
 
 
+# -- for tests: the launcher as a context manager ---------------------------------------------------
+
+@contextlib.contextmanager
+def running_demo(run_dir: Path, *, free_ports: bool = True, timeout: float = 100.0,
+                 extra_args: tuple[str, ...] = ()) -> Any:
+    """Start the launcher in a subprocess, yield its ready-file JSON (plus "output": a callable
+    returning what it printed so far), and stop it with SIGTERM on exit (SIGKILL to its group
+    if it does not stop within 60 s).
+
+        with running_demo(tmp_path) as demo:
+            edge = demo["regions"]["ap-northeast"]["edge"]      # "127.0.3.1:PORT"
+    """
+    run_dir.mkdir(parents=True, exist_ok=True)
+    ready_file = run_dir / "ready.json"
+    out_path = run_dir / "launcher.out"
+    ports = ["--dns-port", "0", "--admin-port", "0", "--lb-port", "0", "--lb-admin-port", "0",
+             "--app-port", "0"] if free_ports else []
+    with out_path.open("wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "deploy.launcher", "--run-dir", str(run_dir / "run"),
+                                 "--ready-file", str(ready_file), *ports, *extra_args],
+                                cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def output() -> str:
+        return out_path.read_text(errors="replace")
+
+    try:
+        deadline = time.monotonic() + timeout
+        while not ready_file.exists():
+            if proc.poll() is not None:
+                raise RuntimeError(f"launcher exited with {proc.returncode}:\n{output()[-4000:]}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"launcher not ready within {timeout:g}s:\n{output()[-4000:]}")
+            time.sleep(0.1)
+        info = json.loads(ready_file.read_text())
+        info["output"] = output
+        info["process"] = proc
+        yield info
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+
 # -- main ---------------------------------------------------------------------------------------
 
 class _Stop(Exception):

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 import signal
 import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -16,7 +14,16 @@ import pytest
 import yaml
 
 from deploy import launcher
-from deploy.launcher import REGIONS, Child, Ports, choose_ports, render, render_configs, stop_children
+from deploy.launcher import (
+    REGIONS,
+    Child,
+    Ports,
+    choose_ports,
+    render,
+    render_configs,
+    running_demo,
+    stop_children,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -110,48 +117,32 @@ _missing = [m for m in _PROGRAMS if importlib.util.find_spec(m) is None]
 @pytest.mark.timeout(150)
 @pytest.mark.skipif(bool(_missing), reason=f"programs not written yet: {', '.join(_missing)}")
 def test_launcher_starts_everything_and_sigterm_stops_everything(tmp_path: Path) -> None:
-    ready_file = tmp_path / "ready.json"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "deploy.launcher", "--run-dir", str(tmp_path / "run"), "--ready-file",
-         str(ready_file), "--dns-port", "0", "--admin-port", "0", "--lb-port", "0", "--lb-admin-port", "0",
-         "--app-port", "0", "--start-timeout", "60", "--health-timeout", "30"],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 100
-        while not ready_file.exists():
-            assert proc.poll() is None, proc.communicate()[0].decode(errors="replace")[-3000:]
-            assert time.monotonic() < deadline, "launcher never became ready"
-            time.sleep(0.1)
-        info = json.loads(ready_file.read_text())
-        assert info["healthy"], info
-        pids = info["pids"]
+    import urllib.request
+
+    with running_demo(tmp_path) as demo:
+        assert demo["healthy"], demo["output"]()
+        pids = demo["pids"]
         assert len(pids) == 1 + 1 + 4 * len(REGIONS)
-        ports = info["ports"]
-        listening = [("127.0.0.1", ports["dns"]), ("127.0.0.1", ports["gslb_admin"]), ("127.0.0.1", ports["redis"])]
-        for region in info["regions"].values():
+        ports = demo["ports"]
+        listening = [("127.0.0.1", ports["dns"]), ("127.0.0.1", ports["gslb_admin"]),
+                     ("127.0.0.1", ports["redis"])]
+        for region in demo["regions"].values():
             for addr in (region["edge"], region["internal"], *region["apps"]):
                 host, port = addr.rsplit(":", 1)
                 listening.append((host, int(port)))
         assert all(_listening(h, p) for h, p in listening)
 
         # the path works: the edge answers through the internal LB from an app server of its region
-        import urllib.request
-
         opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-        with opener.open(f"http://{info['regions']['ap-northeast']['edge']}/", timeout=5) as resp:
+        with opener.open(f"http://{demo['regions']['ap-northeast']['edge']}/", timeout=5) as resp:
             assert resp.headers["X-App-Region"] == "ap-northeast"
             assert resp.headers["X-App-Server"].startswith("ap-northeast-app-")
 
+        proc = demo["process"]
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 0
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        assert proc.stdout is not None
-        output = proc.stdout.read().decode(errors="replace")
-        proc.stdout.close()
+        output = demo["output"]()
     assert "all stopped" in output
-    assert not ready_file.exists()
+    assert not (tmp_path / "ready.json").exists()
     assert all(_gone(pid) for pid in pids.values()), output
     assert not any(_listening(h, p) for h, p in listening)
