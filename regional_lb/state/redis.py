@@ -173,7 +173,7 @@ def _host_port(item: str, default_port: int, url: str) -> tuple[str, int]:
         host, _, port_text = item.partition(":")
     if not host:
         raise RedisUrlError(f"{RedisUrlError.__doc__} {url!r}: empty host in {item!r}")
-    if port_text and not port_text.isdigit():
+    if port_text and not (port_text.isdigit() and 0 < int(port_text) < 65536):
         raise RedisUrlError(f"{RedisUrlError.__doc__} {url!r}: bad port in {item!r}")
     return host, int(port_text) if port_text else default_port
 

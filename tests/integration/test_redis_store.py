@@ -9,6 +9,8 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 import redis.asyncio
+from hypothesis import given
+from hypothesis import strategies as st
 
 from regional_lb.state.redis import RedisStore, RedisUrlError, make_client, parse_redis_url
 from tests.redis_helpers import CuttableClient, RedisServer, redis_server
@@ -245,7 +247,21 @@ def test_parse_sentinel_credentials() -> None:
 
 @pytest.mark.parametrize("url", ["http://x", "redis+sentinel://s1", "redis+sentinel://s1/a/b/c",
                                  "redis+sentinel://s1/svc/notanumber", "redis+cluster://c1/0",
-                                 "redis+sentinel://s1:port/svc", "redis+cluster://"])
+                                 "redis+sentinel://s1:port/svc", "redis+cluster://",
+                                 "redis+cluster://c1:70000", "redis+sentinel://[::1/svc"])
 def test_parse_redis_url_rejects(url: str) -> None:
     with pytest.raises(RedisUrlError):
         parse_redis_url(url)
+
+
+@given(st.text(max_size=80) | st.builds(lambda s, rest: s + "://" + rest,
+                                         st.sampled_from(["redis", "rediss", "redis+sentinel", "redis+cluster",
+                                                          "rediss+sentinel", "http"]),
+                                         st.text(max_size=60)))
+def test_parse_redis_url_never_fails_otherwise(url: str) -> None:
+    try:
+        target = parse_redis_url(url)
+    except RedisUrlError:
+        return
+    assert target.kind in ("url", "sentinel", "cluster")
+    assert target.kind == "url" or target.nodes
