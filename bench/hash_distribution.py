@@ -25,10 +25,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from regional_lb.balancing.base import Backend, Candidate, RequestInfo  # noqa: E402
-from regional_lb.balancing.bounded_load import BoundedLoad  # noqa: E402
-from regional_lb.balancing.hashing import ip_key  # noqa: E402
-from regional_lb.balancing.ring import DEFAULT_VNODES, HashRing, stable_hash  # noqa: E402
+from regional_lb.balancing.base import Backend, Candidate, RequestInfo
+from regional_lb.balancing.bounded_load import BoundedLoad
+from regional_lb.balancing.hashing import ip_key
+from regional_lb.balancing.ring import DEFAULT_VNODES, HashRing, stable_hash
 
 
 def workloads(n_keys: int, seed: int = 7) -> dict[str, list[str]]:

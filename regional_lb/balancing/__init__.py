@@ -16,7 +16,7 @@ from collections.abc import Callable
 from gslb.common.configload import ConfigError, Section
 from regional_lb.balancing.base import Backend, Candidate, Pick, Policy, RequestInfo
 from regional_lb.balancing.bounded_load import BoundedLoad
-from regional_lb.balancing.hashing import HashPolicy, cookie_key, header_key, ip_key, uri_key
+from regional_lb.balancing.hashing import HashPolicy, KeyFn, cookie_key, header_key, ip_key, uri_key
 from regional_lb.balancing.least_conn import LeastConnections
 from regional_lb.balancing.least_time import LeastResponseTime
 from regional_lb.balancing.random_choice import WeightedRandom
@@ -77,6 +77,7 @@ def _cookie_hash(options: Section, tls: bool) -> Policy:
 def _bounded_load(options: Section, tls: bool) -> Policy:
     spec = options.take("key", str, "ip")
     kind, _, arg = spec.partition(":")
+    key_fn: KeyFn
     if kind == "ip" and not arg:
         key_fn = ip_key
     elif kind == "uri" and not arg:

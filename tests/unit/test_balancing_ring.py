@@ -100,3 +100,27 @@ def test_ring_cache_reuses_rings_and_evicts_the_oldest() -> None:
     assert cache.get([("x", 1), ("y", 1)]) is not a
     assert cache.builds == 4
     assert "2 backends" in repr(a)
+
+
+def reference_lookup(members: list[tuple[str, int]], vnodes: int, key_hash: int) -> str:
+    """The slow, obvious ring: scan every point for the first one >= key_hash (else wrap)."""
+    points = sorted((stable_hash(f"{b}#{i}"), b) for b, w in members for i in range(w * vnodes))
+    return next((b for p, b in points if p >= key_hash), points[0][1])
+
+
+@given(st.lists(st.tuples(st.text(min_size=1, max_size=6), st.integers(1, 3)), min_size=1, max_size=5,
+                unique_by=lambda m: m[0]),
+       st.lists(st.integers(0, 2**64 - 1), min_size=1, max_size=20))
+@settings(max_examples=50, deadline=None)
+def test_ring_matches_the_reference_scan(members: list[tuple[str, int]], hashes: list[int]) -> None:
+    ring = HashRing(members, vnodes=5)
+    for h in hashes:
+        assert ring.lookup(h) == reference_lookup(members, 5, h)
+
+
+def test_ring_validation_and_size() -> None:
+    import pytest
+
+    with pytest.raises(ValueError, match="vnodes"):
+        HashRing([("a", 1)], vnodes=0)
+    assert len(HashRing([("a", 1), ("b", 2), ("a", 1)])) == 2

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from gslb.common.configload import ConfigError, Section
 from regional_lb.balancing import make_policy
-from regional_lb.balancing.base import Pick, Policy
+from regional_lb.balancing.base import Candidate, Pick, Policy
 from regional_lb.balancing.sticky_cookie import StickyCookie
 from regional_lb.balancing.sticky_learn import StickyLearn
 from regional_lb.cookies import CookieCodec
@@ -336,3 +336,15 @@ def test_sticky_learn_config_errors() -> None:
         learn(ttl=0)
     with pytest.raises(ConfigError, match="cookie: not a valid cookie name"):
         learn(cookie="a b")
+
+
+def test_known_backend_memory_is_bounded() -> None:
+    p = sticky()
+    for i in range(4100):
+        p._remember([Candidate(backend(f"n{i}"))])
+    assert len(p._known) == 4096
+    assert "n0" not in p._known
+
+
+def test_learn_cookie_name_property() -> None:
+    assert learn(cookie="SID").cookie_name == "SID"

@@ -117,3 +117,13 @@ def test_cookie_names() -> None:
     assert not valid_cookie_name("bad name")
     assert not valid_cookie_name("a;b")
     assert not valid_cookie_name("")
+
+
+def test_token_cache_is_bounded() -> None:
+    codec = CookieCodec(["k"])
+    first = codec.token("b0")
+    for i in range(65540):
+        codec._tokens[(0, f"x{i}")] = b"12345678"
+    codec.token("newcomer")                     # a miss on a full cache clears it
+    assert len(codec._tokens) == 1
+    assert codec.token("b0") == first

@@ -293,3 +293,10 @@ def test_health_type_none_is_always_up() -> None:
     assert ids(pool) == ["b0"]
     down_first = Pool("y", [backend(0)], load_pool_settings(sect({"health": {"assume": "down"}})), now=0.0)
     assert down_first.healthy_fraction() == 0.0
+
+
+def test_pool_settings_validation() -> None:
+    with pytest.raises(ValueError, match="panic_threshold"):
+        PoolSettings(panic_threshold=2.0)
+    with pytest.raises(ValueError, match="slow_start"):
+        PoolSettings(slow_start=-1)
