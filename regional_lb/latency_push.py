@@ -6,6 +6,15 @@
     ...
     pusher.observe(request.transport, peer_ip)        # in the proxy, per request (or per connection)
 
+Config (an edge LB's YAML; `load_latency_push(root.section("latency_push"))` reads it, None if absent):
+
+    latency_push:
+      urls: ["http://10.0.0.53:8053", "http://10.1.0.53:8053"]   # every GSLB admin API
+      token: "..."                     # or token_file: relative to the config file
+      interval: 10s
+      window: 60s                      # samples older than this at push time are left out
+      max_networks: 10000
+
 Every `interval` seconds the aggregator's batch is POSTed as
 
     {"region": "us-east", "measurements": [{"network": "1.2.3.0/24", "region": "us-east",
@@ -26,10 +35,13 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 
+from gslb.common.configload import Section
 from regional_lb.rtt import RttAggregator, transport_rtt_ms
 
 log = logging.getLogger("regional_lb.latency_push")
@@ -44,6 +56,46 @@ def ingest_url(base: str) -> str:
     if not slash or not path:
         return base.rstrip("/") + "/api/latency"
     return base
+
+
+@dataclass(frozen=True, slots=True)
+class LatencyPushSettings:
+    urls: tuple[str, ...]
+    token: str | None
+    interval: float = 10.0
+    window: float = 60.0
+    max_networks: int = 10_000
+    timeout: float = 2.0
+
+
+def load_latency_push(sect: Section) -> LatencyPushSettings | None:
+    """The `latency_push` section of an edge config; None when it is absent or empty."""
+    if not sect.data:
+        return None
+    urls = sect.take_list("urls")
+    if not urls:
+        raise sect.error("urls", "must list at least one GSLB admin URL")
+    for i, url in enumerate(urls):
+        if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+            raise sect.error("urls", f"[{i}] expected an http(s) URL, got {url!r}")
+    token = sect.take("token", str, None)
+    token_file = sect.take("token_file", str, None)
+    if token is not None and token_file is not None:
+        raise sect.error("token_file", "give token or token_file, not both")
+    if token_file is not None:
+        path = Path(sect.file).parent / token_file
+        try:
+            token = path.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise sect.error("token_file", f"cannot read {path}: {exc.strerror}") from None
+    settings = LatencyPushSettings(
+        urls=tuple(ingest_url(u) for u in urls), token=token,
+        interval=sect.take_duration("interval", 10.0, minimum=0.05),
+        window=sect.take_duration("window", 60.0, minimum=1.0),
+        max_networks=sect.take_number("max_networks", 10_000, minimum=1, integer=True),
+        timeout=sect.take_duration("timeout", 2.0, minimum=0.01))
+    sect.done()
+    return settings
 
 
 class LatencyPusher:
@@ -69,6 +121,13 @@ class LatencyPusher:
         self._down: set[str] = set()
         self.stats: dict[str, int] = {"pushes": 0, "push_errors": 0, "measurements_sent": 0,
                                       "observations": 0}
+
+    @classmethod
+    def from_settings(cls, settings: LatencyPushSettings, *, region: str, **seams: Any) -> LatencyPusher:
+        """`seams`: rtt_source, clock, session (tests)."""
+        return cls(RttAggregator(window=settings.window, max_networks=settings.max_networks), region=region,
+                   urls=settings.urls, token=settings.token, interval=settings.interval,
+                   timeout=settings.timeout, **seams)
 
     def __repr__(self) -> str:
         return f"<LatencyPusher {self.region} -> {len(self.urls)} GSLB(s) [{len(self._down)} unreachable]>"

@@ -6,12 +6,14 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp import web
 
-from regional_lb.latency_push import LatencyPusher, ingest_url
+from gslb.common.configload import ConfigError, Section
+from regional_lb.latency_push import LatencyPusher, LatencyPushSettings, ingest_url, load_latency_push
 from regional_lb.rtt import RttAggregator
 from tests.redis_helpers import free_port
 
@@ -151,3 +153,31 @@ async def test_background_loop_pushes_and_stops_with_the_app(gslb: FakeGslb) -> 
         await runner.cleanup()
     assert gslb.batches[0]["measurements"][0]["network"] == "8.8.8.0/24"
     assert pusher._task is None
+
+
+def test_load_latency_push_settings(tmp_path: Path) -> None:
+    (tmp_path / "token").write_text("s3cret\n")
+    root = Section.from_yaml_text(
+        "latency_push:\n  urls: ['http://10.0.0.53:8053', 'https://g2/x/api/latency']\n  token_file: token\n"
+        "  interval: 5s\n  window: 2m\n", file=str(tmp_path / "edge.yaml"))
+    settings = load_latency_push(root.section("latency_push"))
+    assert settings == LatencyPushSettings(urls=("http://10.0.0.53:8053/api/latency", "https://g2/x/api/latency"),
+                                           token="s3cret", interval=5.0, window=120.0)
+    pusher = LatencyPusher.from_settings(settings, region="eu-central", rtt_source=fake_rtt)
+    assert (pusher.urls, pusher.token, pusher.aggregator.window) == (settings.urls, "s3cret", 120.0)
+    assert load_latency_push(Section({}, file="x.yaml").section("latency_push")) is None
+
+
+@pytest.mark.parametrize(("body", "reason"), [
+    ("urls: []", "at least one"),
+    ("urls: ['gslb:8053']", "http"),
+    ("urls: ['http://g']\ntoken: a\ntoken_file: b", "not both"),
+    ("urls: ['http://g']\nintervl: 5s", "did you mean 'interval'"),
+    ("urls: ['http://g']\ntoken_file: missing", "cannot read"),
+])
+def test_load_latency_push_rejects(tmp_path: Path, body: str, reason: str) -> None:
+    text = "latency_push:\n" + "\n".join("  " + line for line in body.splitlines()) + "\n"
+    root = Section.from_yaml_text(text, file=str(tmp_path / "edge.yaml"))
+    with pytest.raises(ConfigError, match=reason) as err:
+        load_latency_push(root.section("latency_push"))
+    assert "latency_push" in str(err.value)
