@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import ctypes
+import functools
 import json
 import os
 import re
@@ -275,7 +276,7 @@ def dns_answers(port: int, name: str = "example.test") -> bool:
             sock.settimeout(0.5)
             sock.sendto(query.pack(), ("127.0.0.1", port))
             data, _ = sock.recvfrom(4096)
-        return DNSRecord.parse(data).header.id == query.header.id
+        return bool(DNSRecord.parse(data).header.id == query.header.id)
     except Exception:              # refused, timed out, or not a DNS answer
         return False
 
@@ -284,7 +285,7 @@ def gslb_regions_up(admin_port: int) -> bool:
     body = http_json(f"http://127.0.0.1:{admin_port}/api/regions")
     if not isinstance(body, dict) or not isinstance(body.get("regions"), list):
         return False
-    return all(r.get("probed") and r.get("eligible") for r in body["regions"])
+    return all(bool(r.get("probed") and r.get("eligible")) for r in body["regions"])
 
 
 # -- the topology -------------------------------------------------------------------------------
@@ -314,13 +315,19 @@ def build_children(run_dir: Path, configs: dict[str, Path], ports: Ports, redis_
                 name, [sys.executable, "-m", "deploy.demo_app", "--listen", f"{host}:{ports.app}", "--name", name,
                        "--region", region, "--redis", f"redis://127.0.0.1:{ports.redis}/{n}"],
                 logs / f"{name}.log",
-                (lambda url=f"http://{host}:{ports.app}/healthz": http_status(url) == 200), stage=2))
+                functools.partial(_answers, f"http://{host}:{ports.app}/healthz", 200), stage=2))
         for role, host, stage in (("internal", internal_host(n), 3), ("edge", edge_host(n), 4)):
             children.append(Child(
                 f"{role}-{region}", python_cmd("regional_lb.cli", "serve", "-c", str(configs[f"{role}-{region}"])),
                 logs / f"{role}-{region}.log",
-                (lambda url=f"http://{host}:{ports.lb}/lb/healthz": http_status(url) is not None), stage=stage))
+                functools.partial(_answers, f"http://{host}:{ports.lb}/lb/healthz", None), stage=stage))
     return children
+
+
+def _answers(url: str, status: int | None) -> bool:
+    """`url` answers HTTP at all (status None) or with `status`."""
+    got = http_status(url)
+    return got is not None and (status is None or got == status)
 
 
 def regions_healthy(ports: Ports) -> dict[str, bool]:

@@ -43,7 +43,7 @@ def tcp_rtt_ms(sock: Any) -> float | None:
     if not isinstance(raw, bytes) or len(raw) < TCPI_RTT_OFFSET + 4:
         return None
     (rtt_us,) = _U32.unpack_from(raw, TCPI_RTT_OFFSET)
-    return rtt_us / 1000.0
+    return int(rtt_us) / 1000.0
 
 
 def transport_rtt_ms(transport: Any) -> float | None:

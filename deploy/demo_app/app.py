@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import web
 
@@ -29,12 +29,26 @@ class AppInfo:
     key_prefix: str = "demo:session:"
 
 
+class SessionStore(Protocol):
+    """What the app needs of redis.asyncio.Redis (a fake with these four methods works too)."""
+
+    def get(self, name: str) -> Awaitable[Any]: ...
+
+    def set(self, name: str, value: str, ex: int | None = None) -> Awaitable[Any]: ...
+
+    def delete(self, *names: str) -> Awaitable[Any]: ...
+
+    def ping(self) -> Awaitable[Any]: ...
+
+
 APP_INFO = web.AppKey("app_info", AppInfo)
-REDIS = web.AppKey("redis", Any)  # a redis.asyncio.Redis (or a fake with get/set/delete/ping)
+REDIS = web.AppKey("redis", SessionStore)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 @web.middleware
-async def stamp_headers(request: web.Request, handler: Any) -> web.StreamResponse:
+async def stamp_headers(request: web.Request, handler: Handler) -> web.StreamResponse:
     info = request.app[APP_INFO]
     try:
         response = await handler(request)
@@ -139,7 +153,8 @@ async def healthz(request: web.Request) -> web.Response:
                         content_type="application/json")
 
 
-def make_app(info: AppInfo, *, redis_url: str | None = None, redis_client: Any = None) -> web.Application:
+def make_app(info: AppInfo, *, redis_url: str | None = None,
+             redis_client: SessionStore | None = None) -> web.Application:
     """The demo app; give a `redis_client` (tests) or a `redis_url` (opened and closed with the app)."""
     if (redis_url is None) == (redis_client is None):
         raise ValueError("give exactly one of redis_url and redis_client")
@@ -153,13 +168,14 @@ def make_app(info: AppInfo, *, redis_url: str | None = None, redis_client: Any =
             return
         import redis.asyncio
 
-        client = redis.asyncio.from_url(redis_url, decode_responses=True, socket_timeout=1.0,
-                                        socket_connect_timeout=1.0)
+        assert redis_url is not None
+        client: SessionStore = redis.asyncio.from_url(redis_url, decode_responses=True, socket_timeout=1.0,
+                                                      socket_connect_timeout=1.0)
         app[REDIS] = client
         try:
             yield
         finally:
-            await client.aclose()
+            await client.aclose()  # type: ignore[attr-defined]
 
     app.cleanup_ctx.append(redis_ctx)
     app.router.add_post("/api/auth/login", login)

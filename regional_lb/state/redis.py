@@ -196,12 +196,12 @@ def make_client(url: str, *, timeout: float = 0.5, max_connections: int = 64) ->
             target.url, max_connections=max_connections, timeout=2 * timeout, retry=Retry(NoBackoff(), 0),
             **common)
         return redis.asyncio.Redis.from_pool(pool)
-    auth = {"username": target.username, "password": target.password}
+    auth: dict[str, Any] = {"username": target.username, "password": target.password}
     if target.kind == "sentinel":
         from redis.asyncio.sentinel import Sentinel
 
-        sentinel = Sentinel(list(target.nodes), sentinel_kwargs={**common, **auth}, ssl=target.tls,
-                            retry=Retry(NoBackoff(), 0), **common)
+        sentinel = Sentinel(list(target.nodes), sentinel_kwargs={**common, **auth},  # type: ignore[no-untyped-call]
+                            ssl=target.tls, retry=Retry(NoBackoff(), 0), **common)
         return sentinel.master_for(target.service, db=target.db, **auth)
     from redis.asyncio.cluster import ClusterNode, RedisCluster
 
