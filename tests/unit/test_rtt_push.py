@@ -181,3 +181,38 @@ def test_load_latency_push_rejects(tmp_path: Path, body: str, reason: str) -> No
     with pytest.raises(ConfigError, match=reason) as err:
         load_latency_push(root.section("latency_push"))
     assert "latency_push" in str(err.value)
+
+
+async def test_default_rtt_source_reads_aiohttp_request_transports() -> None:
+    """The hook the proxy uses: observe(request.transport, peer) with the real TCP_INFO source."""
+    import sys
+
+    import aiohttp
+
+    pusher = LatencyPusher(RttAggregator(), region="us-east", urls=["http://127.0.0.1:1"], token=None,
+                           clock=Clock())
+
+    async def handler(request: web.Request) -> web.Response:
+        pusher.observe(request.transport, request.remote or "")
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_get("/", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        async with aiohttp.ClientSession() as session, session.get(f"http://127.0.0.1:{port}/") as resp:
+            assert resp.status == 200
+    finally:
+        await runner.cleanup()
+        await pusher.close()
+    batch = pusher.aggregator.drain_batch(Clock.now)
+    if not sys.platform.startswith("linux"):
+        assert batch == []
+        return
+    assert len(batch) == 1
+    assert batch[0]["network"] == "127.0.0.0/24"
+    assert batch[0]["count"] == 1
+    assert 0 <= batch[0]["rtt_ms"] < 100
