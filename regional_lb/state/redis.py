@@ -301,9 +301,13 @@ class RedisStore:
             self._backoff = self._backoff_initial
             log.warning("Redis %s unreachable (%s: %s): using local state, retrying in %.1fs",
                         self.url, type(exc).__name__, exc, self._backoff)
-        else:
+        elif now >= self._retry_at:
+            # a retry after the back-off failed (calls that were already under way when the outage
+            # was noticed, or concurrent retries, do not grow the back-off again)
             self._backoff = min(self._backoff * 2, self._backoff_max)
             log.debug("Redis %s still unreachable (%s); next try in %.1fs", self.url, exc, self._backoff)
+        else:
+            return
         self._retry_at = now + self._backoff
 
     def _recovered(self, now: float) -> None:

@@ -181,6 +181,32 @@ async def test_backoff_grows_to_its_cap(stores: Callable[..., RedisStore], redis
     assert tries == [0.0, 1.0, 3.0, 7.0, 11.0, 15.0, 19.0]
 
 
+async def test_a_burst_of_failures_counts_as_one_outage(stores: Callable[..., RedisStore],
+                                                        redis_server: RedisServer) -> None:
+    clock = FakeClock()
+    store = stores(clock=clock, backoff_initial=1.0, backoff_max=30.0)
+    await store.get_sticky("t", "warm-up")                          # a pooled connection exists
+    redis_server.stop()
+    await asyncio.gather(*(store.incr_inflight("p", "a") for _ in range(40)))
+    assert store.stats["outages"] == 1
+    assert store.stats["redis_errors"] >= 1
+    assert await store.inflight("p", ["a"]) == {"a": 40}
+    errors = store.stats["redis_errors"]
+    clock.now += 0.9                                                # still inside the first back-off
+    await store.get_sticky("t", "k")
+    assert store.stats["redis_errors"] == errors
+    clock.now += 0.2                                                # the 1 s back-off was not inflated
+    await asyncio.gather(*(store.get_sticky("t", "k") for _ in range(10)))
+    assert store.stats["redis_errors"] > errors
+    clock.now += 1.5                                                # next back-off is 2 s, not 2**10 s
+    errors = store.stats["redis_errors"]
+    await store.get_sticky("t", "k")
+    assert store.stats["redis_errors"] == errors
+    clock.now += 0.6
+    await store.get_sticky("t", "k")
+    assert store.stats["redis_errors"] == errors + 1
+
+
 async def test_decrements_owed_during_an_outage_are_paid_on_recovery(redis_server: RedisServer) -> None:
     clock = FakeClock()
     link = CuttableClient(make_client(redis_server.url))
