@@ -122,7 +122,47 @@ def main() -> None:
             counts[x] += 1
         avg = len(r) / n
         print(f"| {vnodes} | {max(counts.values()) / avg:.3f} | {min(counts.values()) / avg:.3f} |")
+    print()
+    pick_cost(n)
     print(f"\n(ran in {time.perf_counter() - started:.1f} s on Python {sys.version.split()[0]})")
+
+
+def pick_cost(n: int, picks: int = 20_000) -> None:
+    """Microseconds per Policy.pick over n candidates (the policy alone: no pool, no proxy)."""
+    from gslb.common.configload import Section
+    from regional_lb.balancing import make_policy
+
+    cands = [Candidate(Backend(b, b.rsplit(":", 1)[0], 8080), inflight=i % 4, ewma=0.01 * (i + 1))
+             for i, b in enumerate(ids(n))]
+    specs: list[tuple[str, dict[str, object]]] = [
+        ("round_robin", {}), ("random", {}), ("least_connections", {}), ("least_connections", {"choices": 2}),
+        ("least_response_time", {}), ("ip_hash", {}), ("bounded_load", {}),
+        ("sticky_cookie", {"secrets": ["k"]}), ("sticky_learn", {})]
+    print(f"Pick cost, {n} candidates, {picks:,} picks each (CPython, one core):\n")
+    print("| policy | µs per pick |")
+    print("|---|---:|")
+    for name, options in specs:
+        policy = make_policy(name, Section(dict(options), file="bench", path="options"), tls=False)
+        rng = random.Random(0)
+        reqs = [RequestInfo(client_ip=f"198.51.{i // 256 % 256}.{i % 256}", method="GET", host="h", path="/",
+                            headers={}, cookies={}) for i in range(1000)]
+        if name == "sticky_cookie":        # returning visitors: every request carries a valid cookie
+            first = [policy.pick(r, cands, now=1e9, rng=rng) for r in reqs]
+            reqs = [RequestInfo(r.client_ip, "GET", "h", "/", {}, {"LBSESSIONID": p.set_cookie.split(";")[0]
+                                .split("=", 1)[1]}) for r, p in zip(reqs, first, strict=True)
+                    if p is not None and p.set_cookie]
+        t = time.perf_counter()
+        for i in range(picks):
+            policy.pick(reqs[i % len(reqs)], cands, now=1e9, rng=rng)
+        label = name + (f" (choices={options['choices']})" if "choices" in options else "")
+        print(f"| {label} | {(time.perf_counter() - t) / picks * 1e6:.1f} |")
+    from regional_lb.pool import Pool, PoolSettings
+
+    pool = Pool("bench", [c.backend for c in cands], PoolSettings(slow_start=30.0), now=0.0)
+    t = time.perf_counter()
+    for i in range(picks):
+        pool.candidates(float(i))
+    print(f"| (pool.candidates, per request) | {(time.perf_counter() - t) / picks * 1e6:.1f} |")
 
 
 if __name__ == "__main__":

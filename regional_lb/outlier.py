@@ -81,6 +81,8 @@ class Outlier:
         self.ejected_until: float | None = None     # also kept after return, to forgive later
 
     def ejected(self, now: float) -> bool:
+        if self.state is OState.ACTIVE:             # the common case, without the table walk
+            return False
         self.event(OEvent.EXPIRE, now, may_eject=False)
         return self.state is OState.EJECTED
 

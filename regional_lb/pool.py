@@ -164,7 +164,11 @@ ADMIN_TRANSITIONS: dict[tuple[AdminState, AdminEvent], tuple[AdminState, bool]] 
     (AdminState.MAINTENANCE, AdminEvent.DEADLINE): (AdminState.MAINTENANCE, False),
 }
 
-_REMOVED = frozenset({AdminState.DRAINED, AdminState.MAINTENANCE})
+
+
+def _removed(state: AdminState) -> bool:
+    """Taken out by an operator (maintenance, or a drain whose deadline passed)."""
+    return state is AdminState.MAINTENANCE or state is AdminState.DRAINED
 
 
 def slow_start_factor(ramp_from: float | None, now: float, duration: float) -> float:
@@ -303,13 +307,13 @@ class Pool:
             self.stats.drains_expired += 1
 
     def _available(self, m: _Member, now: float) -> bool:
-        return m.admin not in _REMOVED and m.health.up and not m.outlier.ejected(now)
+        return not _removed(m.admin) and m.health.up and not m.outlier.ejected(now)
 
     def _size(self) -> int:
-        return sum(1 for m in self._members.values() if m.admin not in _REMOVED)
+        return sum(1 for m in self._members.values() if not _removed(m.admin))
 
     def _ejected_count(self, now: float) -> int:
-        return sum(1 for m in self._members.values() if m.admin not in _REMOVED and m.outlier.ejected(now))
+        return sum(1 for m in self._members.values() if not _removed(m.admin) and m.outlier.ejected(now))
 
     def healthy_fraction(self, now: float | None = None) -> float:
         """Available backends / backends not removed by an admin (0.0 for an empty pool)."""
@@ -323,7 +327,7 @@ class Pool:
         self._now = max(self._now, now)
         for m in self._members.values():
             self._expire(m, now)
-        live = [m for m in self._members.values() if m.admin not in _REMOVED]
+        live = [m for m in self._members.values() if not _removed(m.admin)]
         available = [m for m in live if self._available(m, now)]
         panic = bool(live) and len(available) / len(live) < self.settings.panic_threshold
         if panic:

@@ -45,13 +45,14 @@ def cookie_key(name: str) -> KeyFn:
 
 
 def ring_walk(ring: HashRing, key: str, by_id: dict[str, Candidate],
-              exclude: frozenset[str]) -> Candidate | None:
-    """The first candidate clockwise from `key` that accepts new requests and is not excluded."""
-    for backend_id in ring.walk(stable_hash(key)):
+              exclude: frozenset[str]) -> tuple[Candidate | None, bool]:
+    """The first candidate clockwise from `key` that accepts new requests and is not excluded,
+    and whether it is the key's owner (the very first backend on the ring)."""
+    for position, backend_id in enumerate(ring.walk(stable_hash(key))):
         c = by_id[backend_id]
         if c.accepting_new and c.backend.id not in exclude and c.weight > 0:
-            return c
-    return None
+            return c, position == 0
+    return None, False
 
 
 class HashPolicy(PolicyBase):
@@ -79,13 +80,12 @@ class HashPolicy(PolicyBase):
             return fallback
         ring = self.ring_for(candidates)
         by_id = {c.backend.id: c for c in candidates}
-        chosen = ring_walk(ring, key, by_id, exclude)
+        chosen, home = ring_walk(ring, key, by_id, exclude)
         if chosen is None:
             self.count("none")
             return None
         self.count("picks")
-        home = ring.lookup(stable_hash(key))
-        if chosen.backend.id == home:
+        if home:
             self.count("hits")
             return Pick(chosen.backend, "hash")
         self.count("moved")
