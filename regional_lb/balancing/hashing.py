@@ -47,11 +47,15 @@ def cookie_key(name: str) -> KeyFn:
 def ring_walk(ring: HashRing, key: str, by_id: dict[str, Candidate],
               exclude: frozenset[str]) -> tuple[Candidate | None, bool]:
     """The first candidate clockwise from `key` that accepts new requests and is not excluded,
-    and whether it is the key's owner (the very first backend on the ring)."""
-    for position, backend_id in enumerate(ring.walk(stable_hash(key))):
-        c = by_id[backend_id]
+    and whether it is the key's owner (the first *candidate* on the ring)."""
+    first = True
+    for backend_id in ring.walk(stable_hash(key)):
+        c = by_id.get(backend_id)
+        if c is None:                   # on a cached superset ring but not a candidate now
+            continue
         if c.accepting_new and c.backend.id not in exclude and c.weight > 0:
-            return c, position == 0
+            return c, first
+        first = False
     return None, False
 
 

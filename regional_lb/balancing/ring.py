@@ -32,12 +32,13 @@ def stable_hash(key: str | bytes) -> int:
 class HashRing:
     """Immutable ring built from (backend id, weight) pairs."""
 
-    __slots__ = ("_ids", "_owners", "_points", "members")
+    __slots__ = ("_ids", "_owners", "_points", "member_set", "members")
 
     def __init__(self, members: Iterable[tuple[str, int]], *, vnodes: int = DEFAULT_VNODES) -> None:
         if vnodes < 1:
             raise ValueError("vnodes must be >= 1")
         self.members: tuple[tuple[str, int], ...] = tuple(sorted(set(members)))
+        self.member_set = frozenset(self.members)
         pairs: list[tuple[int, str]] = []
         for backend_id, weight in self.members:
             for i in range(max(1, int(weight)) * vnodes):
@@ -74,7 +75,13 @@ class HashRing:
 
 
 class RingCache:
-    """A few rings keyed by their member set, so a policy rebuilds only when the pool changes."""
+    """A few rings keyed by their member set, so a policy rebuilds only when the pool changes.
+
+    `get` also returns a cached ring built from a *superset* of the members (a backend
+    went down, was ejected or drained): callers walk past ids that are not candidates,
+    which gives exactly the mapping of the smaller ring, so health flaps cost no rebuild.
+    A superset with more than `slack` extra backends is not reused (walks stay short).
+    """
 
     def __init__(self, *, vnodes: int = DEFAULT_VNODES, size: int = 8) -> None:
         self.vnodes = vnodes
@@ -84,7 +91,7 @@ class RingCache:
 
     def get(self, members: Iterable[tuple[str, int]]) -> HashRing:
         key = tuple(sorted(set(members)))
-        ring = self._rings.get(key)
+        ring = self._rings.get(key) or self._superset(key)
         if ring is None:
             ring = HashRing(key, vnodes=self.vnodes)
             self.builds += 1
@@ -92,5 +99,13 @@ class RingCache:
             while len(self._rings) > self.size:
                 self._rings.popitem(last=False)
         else:
-            self._rings.move_to_end(key)
+            self._rings.move_to_end(ring.members)
         return ring
+
+    def _superset(self, key: tuple[tuple[str, int], ...]) -> HashRing | None:
+        wanted = set(key)
+        slack = max(2, len(key) // 2)
+        for ring in reversed(self._rings.values()):
+            if len(ring.members) - len(key) <= slack and wanted <= ring.member_set:
+                return ring
+        return None

@@ -234,3 +234,21 @@ def test_make_policy_refuses_unknown_names_and_options() -> None:
     with pytest.raises(ConfigError, match="must not be empty"):
         make_policy("cookie_hash", opts(cookie=" "), tls=False)
     assert "round_robin" in POLICY_NAMES
+
+
+def test_hash_policy_does_not_rebuild_when_a_backend_goes_down() -> None:
+    policy = HashPolicy("ip_hash", ip_key)
+    cs = cands(6)
+    reqs = [request(ip=f"192.0.2.{i}") for i in range(100)]
+    home = {r.client_ip: policy.pick(r, cs, now=0, rng=random.Random()) for r in reqs}
+    fresh = HashPolicy("ip_hash", ip_key)
+    for r in reqs:
+        a = policy.pick(r, cs[1:], now=0, rng=random.Random())
+        b = fresh.pick(r, cs[1:], now=0, rng=random.Random())
+        assert a is not None
+        assert b is not None
+        assert a.backend == b.backend                  # superset ring walked == exact ring
+        assert (a.reason == "hash") is (b.reason == "hash")
+        if home[r.client_ip].backend.id != "b0":  # type: ignore[union-attr]
+            assert a.backend == home[r.client_ip].backend  # type: ignore[union-attr]
+    assert policy.rings.builds == 1

@@ -95,8 +95,8 @@ def test_ring_cache_reuses_rings_and_evicts_the_oldest() -> None:
     cache = RingCache(vnodes=4, size=2)
     a = cache.get([("x", 1), ("y", 1)])
     assert cache.get([("y", 1), ("x", 1)]) is a
-    cache.get([("x", 1)])
-    cache.get([("y", 1)])
+    cache.get([("p", 1)])
+    cache.get([("q", 1)])
     assert cache.get([("x", 1), ("y", 1)]) is not a
     assert cache.builds == 4
     assert "2 backends" in repr(a)
@@ -124,3 +124,20 @@ def test_ring_validation_and_size() -> None:
     with pytest.raises(ValueError, match="vnodes"):
         HashRing([("a", 1)], vnodes=0)
     assert len(HashRing([("a", 1), ("b", 2), ("a", 1)])) == 2
+
+
+def test_cache_reuses_a_superset_ring_and_walking_it_equals_the_exact_ring() -> None:
+    cache = RingCache(vnodes=50)
+    full = [(f"b{i}", 1) for i in range(6)]
+    big = cache.get(full)
+    smaller = [m for m in full if m[0] != "b3"]
+    assert cache.get(smaller) is big                  # a backend went down: no rebuild
+    assert cache.builds == 1
+    exact = HashRing(smaller, vnodes=50)
+    live = {b for b, _ in smaller}
+    for k in KEYS[:500]:
+        walked = next(b for b in big.walk(stable_hash(k)) if b in live)
+        assert walked == exact.lookup(stable_hash(k))
+    assert cache.get([("b0", 1)]) is not big          # too many extra backends: build the exact ring
+    assert cache.get([*full, ("new", 1)]) is not big  # a new backend: rebuild
+    assert cache.builds == 3
