@@ -1,0 +1,191 @@
+"""Where is a client? The GeoIP seam  [edge].
+
+    GeoLocator (protocol)   locate(address) -> Location | None
+        MaxMindLocator      a GeoIP2/GeoLite2 City or DB-IP City (Lite) .mmdb, via maxminddb
+        FakeLocator         a dict of CIDR -> Place, for tests
+
+    GeoIPError              the database cannot be opened or read (the only exception raised here)
+
+A `Location` carries the coordinates, the country and continent codes, the city name and
+the *network of the database record* that matched (its prefix length is where ECS scope
+computation starts, and the network is what steering caches decisions on).
+
+IPv4-mapped IPv6 addresses (::ffff:a.b.c.d) are located as the IPv4 address.
+
+The bundled database (geo_data/, built by geo_data/build.py) is `DEFAULT_DATABASE`; its
+licence requires `ATTRIBUTION` to be shown (the server prints it in --version and status).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+DEFAULT_DATABASE = Path(__file__).resolve().parent.parent / "geo_data" / "dbip-city-lite-compact.mmdb"
+ATTRIBUTION = "IP Geolocation by DB-IP (https://db-ip.com), licensed under CC BY 4.0"
+
+
+class GeoIPError(Exception):
+    """The GeoIP database cannot be used."""
+
+
+@dataclass(frozen=True, slots=True)
+class Place:
+    """What a database record says about a network (the content of a City record)."""
+
+    lat: float | None
+    lon: float | None
+    country: str = ""       # ISO 3166-1 alpha-2, upper case; "" if unknown
+    continent: str = ""     # AF AN AS EU NA OC SA; "" if unknown
+    city: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Location:
+    """A located client: the record's place and the record's network."""
+
+    lat: float | None
+    lon: float | None
+    country: str
+    continent: str
+    city: str
+    network: IPNetwork      # the database record that matched (prefix_len = network.prefixlen)
+
+    @property
+    def prefix_len(self) -> int:
+        return self.network.prefixlen
+
+    @property
+    def has_coordinates(self) -> bool:
+        return self.lat is not None and self.lon is not None
+
+    def describe(self) -> str:
+        """"KR Seoul (1.2.0.0/16)"-style, for `gslb explain`."""
+        where = " ".join(p for p in (self.country or "??", self.city) if p)
+        if self.has_coordinates:
+            where += f" [{self.lat:.1f},{self.lon:.1f}]"
+        return f"{where} ({self.network})"
+
+
+class GeoLocator(Protocol):
+    def locate(self, address: IPAddress) -> Location | None:
+        """The record for `address`, or None when the database has none."""
+        ...
+
+
+def unmap(address: IPAddress) -> IPAddress:
+    """::ffff:a.b.c.d -> a.b.c.d; everything else unchanged."""
+    if address.version == 6:
+        mapped = address.ipv4_mapped  # type: ignore[union-attr]
+        if mapped is not None:
+            return mapped
+    return address
+
+
+def _str(value: Any) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def _float(value: Any) -> float | None:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    return None
+
+
+def place_from_record(record: Any) -> Place | None:
+    """A Place from a GeoIP2-City-shaped record (tolerant of missing or odd fields)."""
+    if not isinstance(record, dict):
+        return None
+    loc = record.get("location")
+    loc = loc if isinstance(loc, dict) else {}
+    country = record.get("country")
+    country = country if isinstance(country, dict) else {}
+    if not country:     # GeoIP2 falls back to the registered country
+        reg = record.get("registered_country")
+        country = reg if isinstance(reg, dict) else {}
+    continent = record.get("continent")
+    continent = continent if isinstance(continent, dict) else {}
+    city = record.get("city")
+    names = city.get("names") if isinstance(city, dict) else None
+    city_name = _str(names.get("en")) if isinstance(names, dict) else ""
+    lat, lon = _float(loc.get("latitude")), _float(loc.get("longitude"))
+    if lat is None or lon is None:
+        lat = lon = None
+    place = Place(lat, lon, _str(country.get("iso_code")).upper(), _str(continent.get("code")).upper(),
+                  city_name)
+    if place == Place(None, None):
+        return None
+    return place
+
+
+class MaxMindLocator:
+    """Reads a GeoIP2/GeoLite2 City or DB-IP City (Lite) database with maxminddb."""
+
+    def __init__(self, path: str | Path = DEFAULT_DATABASE, *, mode: int | None = None) -> None:
+        import maxminddb
+
+        self.path = Path(path)
+        try:
+            self._reader = maxminddb.open_database(
+                str(self.path), maxminddb.MODE_AUTO if mode is None else mode)
+        except (OSError, ValueError, maxminddb.InvalidDatabaseError) as exc:
+            reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+            raise GeoIPError(f"cannot open GeoIP database {self.path}: {reason}") from None
+        meta = self._reader.metadata()
+        self.database_type: str = meta.database_type
+        self.build_epoch: int = meta.build_epoch
+        self.ip_version: int = meta.ip_version
+        self._invalid = maxminddb.InvalidDatabaseError
+
+    def locate(self, address: IPAddress) -> Location | None:
+        address = unmap(address)
+        if address.version == 6 and self.ip_version == 4:
+            return None
+        try:
+            record, prefix_len = self._reader.get_with_prefix_len(address)
+        except self._invalid as exc:
+            raise GeoIPError(f"cannot read GeoIP database {self.path}: {exc}") from None
+        place = place_from_record(record)
+        if place is None:
+            return None
+        network = ipaddress.ip_network((address, prefix_len), strict=False)
+        return Location(place.lat, place.lon, place.country, place.continent, place.city, network)
+
+    def close(self) -> None:
+        self._reader.close()
+
+    def __enter__(self) -> MaxMindLocator:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<MaxMindLocator {self.path.name} [{self.database_type}, IPv{self.ip_version}]>"
+
+
+class FakeLocator:
+    """A locator over a dict of CIDR -> Place (longest prefix wins), for tests."""
+
+    def __init__(self, places: Mapping[str, Place] | None = None) -> None:
+        self._nets: list[tuple[IPNetwork, Place]] = sorted(
+            ((ipaddress.ip_network(cidr), place) for cidr, place in (places or {}).items()),
+            key=lambda item: -item[0].prefixlen)
+        self.calls = 0
+
+    def locate(self, address: IPAddress) -> Location | None:
+        self.calls += 1
+        address = unmap(address)
+        for net, place in self._nets:
+            if address.version == net.version and address in net:
+                return Location(place.lat, place.lon, place.country, place.continent, place.city, net)
+        return None
+
+    def __repr__(self) -> str:
+        return f"<FakeLocator {len(self._nets)} networks>"

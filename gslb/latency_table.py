@@ -1,0 +1,162 @@
+"""Measured round-trip times from client networks to regions  [pure].
+
+Regions (or RUM beacons) report RTTs per client network through the admin API; the
+`latency` steering policy sends a client to the region with the lowest fresh RTT.
+
+    table = LatencyTable(max_networks=100_000, max_age=600.0)
+    table.ingest(ip_network("1.2.3.0/24"), "us-east", 23.5, now)
+    table.lookup(ip_address("1.2.3.77"), now)      # {"us-east": 23.5}
+
+Networks are normalised to /24 (IPv4) and /48 (IPv6) (`network_of`); a longer prefix is
+folded into its /24 or /48, a shorter one is refused (it would claim RTTs for networks that
+never reported). Entries older than `max_age` are not returned and are dropped by `expire`.
+Memory is bounded: at most `max_networks` networks (the least recently *reported* is
+evicted first) and at most `max_regions` regions per network. `generation` counts changes.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+from collections import OrderedDict
+from collections.abc import Container
+from typing import Any
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+V4_PREFIX = 24
+V6_PREFIX = 48
+
+
+def network_of(address: IPAddress) -> IPNetwork:
+    """The /24 (IPv4, including v4-mapped IPv6) or /48 (IPv6) holding `address`."""
+    if address.version == 6 and address.ipv4_mapped is not None:  # type: ignore[union-attr]
+        address = address.ipv4_mapped  # type: ignore[union-attr]
+    prefix = V4_PREFIX if address.version == 4 else V6_PREFIX
+    return ipaddress.ip_network((address, prefix), strict=False)
+
+
+def normalise(network: IPNetwork) -> IPNetwork:
+    """`network` as the /24 or /48 table key; ValueError for a network shorter than that."""
+    if network.version == 6 and network.network_address.ipv4_mapped is not None \
+            and network.prefixlen >= 96:  # type: ignore[union-attr]
+        network = ipaddress.ip_network(
+            (network.network_address.ipv4_mapped, network.prefixlen - 96))  # type: ignore[union-attr]
+    prefix = V4_PREFIX if network.version == 4 else V6_PREFIX
+    if network.prefixlen < prefix:
+        raise ValueError(f"network {network} is wider than /{prefix}: report per /{prefix}")
+    return network.supernet(new_prefix=prefix) if network.prefixlen > prefix else network
+
+
+class LatencyTable:
+    """RTTs by client network and region, bounded in size and age."""
+
+    def __init__(self, max_networks: int = 100_000, max_age: float = 600.0, max_regions: int = 64) -> None:
+        if max_networks < 1 or max_regions < 1 or not max_age > 0:
+            raise ValueError("max_networks and max_regions must be >= 1 and max_age > 0")
+        self.max_networks = max_networks
+        self.max_age = max_age
+        self.max_regions = max_regions
+        # network -> {region: (rtt_ms, measured_at)}; order = least recently reported first
+        self._nets: OrderedDict[IPNetwork, dict[str, tuple[float, float]]] = OrderedDict()
+        self.generation = 0
+        self.evicted = 0
+
+    def __len__(self) -> int:
+        return len(self._nets)
+
+    def __repr__(self) -> str:
+        return (f"<LatencyTable {len(self._nets)} networks (max {self.max_networks}), "
+                f"max_age {self.max_age:g}s, generation {self.generation}>")
+
+    def ingest(self, network: IPNetwork, region: str, rtt_ms: float, now: float) -> None:
+        """Record one measurement (ValueError for a bad network or RTT)."""
+        if isinstance(rtt_ms, bool) or not isinstance(rtt_ms, int | float) \
+                or not math.isfinite(rtt_ms) or rtt_ms < 0:
+            raise ValueError(f"rtt_ms must be a finite number >= 0, got {rtt_ms!r}")
+        key = normalise(network)
+        regions = self._nets.get(key)
+        if regions is None:
+            regions = self._nets[key] = {}
+            while len(self._nets) > self.max_networks:
+                self._nets.popitem(last=False)
+                self.evicted += 1
+        else:
+            self._nets.move_to_end(key)
+        regions[region] = (float(rtt_ms), now)
+        if len(regions) > self.max_regions:
+            oldest = min(regions, key=lambda r: regions[r][1])
+            del regions[oldest]
+        self.generation += 1
+
+    def ingest_batch(self, payload: Any, now: float, regions: Container[str] | None = None) -> int:
+        """Validate then ingest `{"measurements": [{"network", "region", "rtt_ms"}, ...]}`.
+
+        All items are checked before any is ingested; a ValueError names the bad item.
+        `regions`, if given, is the set of known region names. Returns the number ingested.
+        """
+        if not isinstance(payload, dict) or not isinstance(payload.get("measurements"), list):
+            raise ValueError('expected an object {"measurements": [...]}')
+        unknown_keys = set(payload) - {"measurements"}
+        if unknown_keys:
+            raise ValueError(f"unknown key {sorted(unknown_keys)[0]!r}; expected only 'measurements'")
+        items: list[tuple[IPNetwork, str, float]] = []
+        for i, item in enumerate(payload["measurements"]):
+            where = f"measurements[{i}]"
+            if not isinstance(item, dict):
+                raise ValueError(f"{where}: expected an object, got {item!r}")
+            extra = set(item) - {"network", "region", "rtt_ms"}
+            if extra:
+                raise ValueError(f"{where}: unknown key {sorted(extra)[0]!r}")
+            net, region, rtt = item.get("network"), item.get("region"), item.get("rtt_ms")
+            if not isinstance(net, str):
+                raise ValueError(f"{where}.network: expected a CIDR string, got {net!r}")
+            try:
+                network = normalise(ipaddress.ip_network(net, strict=False))
+            except ValueError as exc:
+                raise ValueError(f"{where}.network: {exc}") from None
+            if not isinstance(region, str) or not region:
+                raise ValueError(f"{where}.region: expected a region name, got {region!r}")
+            if regions is not None and region not in regions:
+                raise ValueError(f"{where}.region: unknown region {region!r}")
+            if isinstance(rtt, bool) or not isinstance(rtt, int | float) or not math.isfinite(rtt) \
+                    or rtt < 0:
+                raise ValueError(f"{where}.rtt_ms: expected a finite number >= 0, got {rtt!r}")
+            items.append((network, region, float(rtt)))
+        for network, region, rtt in items:
+            self.ingest(network, region, rtt, now)
+        return len(items)
+
+    def lookup(self, address: IPAddress, now: float, max_age: float | None = None) -> dict[str, float]:
+        """Fresh RTTs (ms) by region for the network holding `address`."""
+        return self.lookup_detail(address, now, max_age)[0]
+
+    def lookup_detail(self, address: IPAddress, now: float,
+                      max_age: float | None = None) -> tuple[dict[str, float], float]:
+        """(fresh RTTs by region, the time the first of them goes stale; inf if none)."""
+        regions = self._nets.get(network_of(address))
+        if not regions:
+            return {}, math.inf
+        age = self.max_age if max_age is None else min(max_age, self.max_age)
+        fresh: dict[str, float] = {}
+        until = math.inf
+        for region, (rtt, at) in regions.items():
+            if now - at <= age:
+                fresh[region] = rtt
+                until = min(until, at + age)
+        return fresh, until
+
+    def expire(self, now: float) -> int:
+        """Drop measurements older than max_age; returns how many were dropped."""
+        dropped = 0
+        for key in list(self._nets):
+            regions = self._nets[key]
+            for region in [r for r, (_, at) in regions.items() if now - at > self.max_age]:
+                del regions[region]
+                dropped += 1
+            if not regions:
+                del self._nets[key]
+        if dropped:
+            self.generation += 1
+        return dropped
