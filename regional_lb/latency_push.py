@@ -17,8 +17,11 @@ Config (an edge LB's YAML; `load_latency_push(root.section("latency_push"))` rea
 
 Every `interval` seconds the aggregator's batch is POSTed as
 
-    {"region": "us-east", "measurements": [{"network": "1.2.3.0/24", "region": "us-east",
-                                            "rtt_ms": 23.5, "count": 12}, ...]}
+    {"measurements": [{"network": "1.2.3.0/24", "region": "us-east", "rtt_ms": 23.5}, ...]}
+
+(what gslb/latency_table.py `ingest_batch` accepts; it refuses unknown keys.  With
+`send_counts=True` the batch also carries the sample count per item and the region at the top,
+``{"region": "us-east", "measurements": [{..., "count": 12}]}``, for a GSLB that weighs by it)
 
 to ``<url>/api/latency`` with ``Authorization: Bearer <token>``, in chunks of `max_batch`, to *every*
 GSLB URL: GSLB instances share nothing, each keeps its own latency table.  A GSLB that is down or
@@ -103,7 +106,7 @@ class LatencyPusher:
                  interval: float = 10.0, timeout: float = 2.0, max_batch: int = 2000,
                  rtt_source: Callable[[Any], float | None] = transport_rtt_ms,
                  clock: Callable[[], float] = time.monotonic,
-                 session: aiohttp.ClientSession | None = None) -> None:
+                 session: aiohttp.ClientSession | None = None, send_counts: bool = False) -> None:
         if interval <= 0 or max_batch < 1:
             raise ValueError("interval and max_batch must be positive")
         self.aggregator = aggregator
@@ -115,6 +118,7 @@ class LatencyPusher:
         self.max_batch = max_batch
         self.rtt_source = rtt_source
         self.clock = clock
+        self.send_counts = send_counts
         self._session = session
         self._own_session = session is None
         self._task: asyncio.Task[None] | None = None
@@ -145,9 +149,14 @@ class LatencyPusher:
 
     # -- pushing -------------------------------------------------------------------------------
     def _payload_chunks(self, batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        measurements = [{"network": m["network"], "region": self.region, "rtt_ms": m["rtt_ms"],
-                         "count": m["count"]} for m in batch]
-        return [{"region": self.region, "measurements": measurements[i:i + self.max_batch]}
+        if self.send_counts:
+            measurements = [{"network": m["network"], "region": self.region, "rtt_ms": m["rtt_ms"],
+                             "count": m["count"]} for m in batch]
+        else:
+            measurements = [{"network": m["network"], "region": self.region, "rtt_ms": m["rtt_ms"]}
+                            for m in batch]
+        top = {"region": self.region} if self.send_counts else {}
+        return [{**top, "measurements": measurements[i:i + self.max_batch]}
                 for i in range(0, len(measurements), self.max_batch)]
 
     async def push_once(self) -> int:

@@ -91,13 +91,38 @@ async def test_pushes_medians_with_token_in_chunks(gslb: FakeGslb) -> None:
         await pusher.close()
     assert gslb.auth == ["Bearer demo-token", "Bearer demo-token"]
     assert [len(b["measurements"]) for b in gslb.batches] == [2, 1]
-    assert {b["region"] for b in gslb.batches} == {"ap-northeast"}
+    assert all(set(b) == {"measurements"} for b in gslb.batches)     # what gslb's ingest_batch accepts
     sent = {m["network"]: m for b in gslb.batches for m in b["measurements"]}
-    assert sent["175.45.176.0/24"] == {"network": "175.45.176.0/24", "region": "ap-northeast",
-                                       "rtt_ms": 25.0, "count": 3}
+    assert sent["175.45.176.0/24"] == {"network": "175.45.176.0/24", "region": "ap-northeast", "rtt_ms": 25.0}
     assert sent["2001:db8::/48"]["rtt_ms"] == 80.0
     assert pusher.stats["measurements_sent"] == 3
     assert pusher.stats["observations"] == 5
+
+
+async def test_counts_on_request(gslb: FakeGslb) -> None:
+    pusher = LatencyPusher(RttAggregator(), region="us-east", urls=[gslb.url], token="t",
+                           rtt_source=fake_rtt, clock=Clock(), send_counts=True)
+    try:
+        for rtt in (10.0, 12.0):
+            pusher.observe(FakeTransport(rtt), "1.2.3.4")
+        assert await pusher.push_once() == 1
+    finally:
+        await pusher.close()
+    assert gslb.batches == [{"region": "us-east", "measurements": [
+        {"network": "1.2.3.0/24", "region": "us-east", "rtt_ms": 11.0, "count": 2}]}]
+
+
+def test_batches_are_what_the_gslb_ingests() -> None:
+    """The payload passes the GSLB's own validation (gslb/latency_table.py), when it exists."""
+    latency_table = pytest.importorskip("gslb.latency_table")
+    pusher = LatencyPusher(RttAggregator(), region="eu-central", urls=["http://127.0.0.1:1"], token=None,
+                           rtt_source=fake_rtt, clock=Clock())
+    for i in range(5):
+        pusher.observe(FakeTransport(10.0 + i), f"81.169.{i}.7")
+    pusher.observe(FakeTransport(3.0), "2001:db8:5::1")
+    (chunk,) = pusher._payload_chunks(pusher.aggregator.drain_batch(Clock.now))
+    table = latency_table.LatencyTable(max_networks=100, max_age=600)
+    assert table.ingest_batch(chunk, 0.0, {"eu-central"}) == 6
 
 
 async def test_unreachable_gslb_is_logged_once_and_never_raises(gslb: FakeGslb,
