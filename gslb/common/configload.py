@@ -166,9 +166,10 @@ class Section:
         except ValueError:
             raise self.error(key, f"not an IP address: {value!r}") from None
 
-    def take_list(self, key: str, default: Any = _MISSING) -> list[Any]:
+    def take_list(self, key: str, default: Any = _MISSING) -> Any:
+        """A list (copied), or `default` when absent."""
         value = self.take(key, list, default)
-        return list(value) if value is not None else value
+        return list(value) if isinstance(value, list) else value
 
     def section(self, key: str, *, required: bool = False) -> Section:
         self._taken.add(key)
