@@ -14,6 +14,7 @@ and has special paths:
     /download?n=<bytes>           a streamed body of n bytes (chunked, 64 KiB writes)
     /upload                       reads the body as a stream, answers {"received": n}
     /broken                       sends headers and part of a body, then drops the connection
+    /drop?on=<name>               backend <name> drops the connection without answering
     /set-cookie?name=&value=      answers with that Set-Cookie
     /ws                           a websocket echo that prefixes messages with "<name>:"
 `hits` counts requests per path; `closed_after_headers` etc. are plain attributes.
@@ -84,6 +85,10 @@ class TestBackend:
             async for chunk in request.content.iter_any():
                 total += len(chunk)
             return web.json_response({"received": total, "backend": self.name}, headers=headers)
+        if path == "/drop" and request.query.get("on", self.name) == self.name:
+            assert request.transport is not None
+            request.transport.close()           # no response at all
+            return web.Response(status=500)
         if path == "/broken":
             resp = web.StreamResponse(headers=headers)
             resp.content_length = 100_000

@@ -21,6 +21,7 @@ the client can detect), never an exception escaping to aiohttp.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
@@ -99,6 +100,16 @@ async def _limited(stream: aiohttp.StreamReader, limit: int, state: dict[str, bo
             state["too_large"] = True
             raise BodyTooLarge()
         yield chunk
+
+
+async def _send_and_close(request: BaseRequest, resp: web.StreamResponse) -> web.StreamResponse:
+    """Send `resp` now and close the connection: the rest of the request body is never read
+    (aiohttp would otherwise linger reading and discarding it)."""
+    with contextlib.suppress(ConnectionError):
+        await resp.prepare(request)
+        await resp.write_eof()
+    request.protocol.force_close()
+    return resp
 
 
 def _is_websocket(headers: Mapping[str, str]) -> bool:
@@ -187,10 +198,11 @@ class ProxyHandler:
         try:
             body, streamed, body_state = await self._body(request, out_headers)
         except BodyTooLarge:
-            return self._error(request, rr, 413, "request body too large\n", t0, "-", "limit", close=True)
+            return await _send_and_close(request, self._error(request, rr, 413, "request body too large\n",
+                                                              t0, "-", "limit", close=True))
         except (aiohttp.ClientPayloadError, ConnectionError) as exc:
-            return self._error(request, rr, 400, f"bad request body: {type(exc).__name__}\n", t0, "-",
-                               "client", close=True)
+            return await _send_and_close(request, self._error(
+                request, rr, 400, f"bad request body: {type(exc).__name__}\n", t0, "-", "client", close=True))
 
         key = policy.sticky_key(info)
         stuck = await lb.store.get_sticky(route.name, key) if key else None
@@ -217,8 +229,9 @@ class ProxyHandler:
                 except ProxyError as exc:
                     pool.request_finished(backend.id, ok=False, latency=None, now=clock())
                     if body_state.get("too_large"):
-                        return self._error(request, rr, 413, "request body too large\n", t0, backend.id,
-                                           pick.reason, close=True)
+                        return await _send_and_close(request, self._error(
+                            request, rr, 413, "request body too large\n", t0, backend.id, pick.reason,
+                            close=True))
                     last = exc
                     sent = not isinstance(exc, BackendConnectError)
                     if (attempt + 1 < attempts and may_retry(method, sent=sent, body_streamed=streamed)
