@@ -235,6 +235,7 @@ class LoadBalancer:
         self.admin_address: tuple[str, int] | None = None
         self._reload_lock = asyncio.Lock()
         self.started = False
+        self.shared_inflight = config.state.backend == "redis"   # in-flight counts from the store
 
     def __repr__(self) -> str:
         return f"<LoadBalancer {self.config.region} {self.rt!r}>"
@@ -414,7 +415,7 @@ class LoadBalancer:
 def _default_store(config: Config, clock: Callable[[], float]) -> Any:
     if config.state.backend == "redis":
         from regional_lb.state.redis import RedisStore
-        return RedisStore.from_url(config.state.url, key_prefix=config.state.key_prefix)  # type: ignore[attr-defined]
+        return RedisStore.from_url(config.state.url, key_prefix=config.state.key_prefix, clock=clock)
     try:
         from regional_lb.state.memory import MemoryStore
     except ImportError:                      # CORE's module not there yet

@@ -217,7 +217,7 @@ def _listeners(root: Section, base_dir: Path) -> tuple[Listener, ...]:
         raise root.error("listen", "needs at least one listener")
     seen = set()
     for i, lst in enumerate(out):
-        if (lst.host, lst.port) in seen:
+        if lst.port and (lst.host, lst.port) in seen:
             raise root.error("listen", f"[{i}] {format_address(lst.host, lst.port)} is listed twice")
         seen.add((lst.host, lst.port))
     return tuple(out)

@@ -214,7 +214,11 @@ class ProxyHandler:
         try:
             for attempt in range(attempts):
                 now = clock()
-                cands = pool.candidates(now)
+                if lb.shared_inflight:
+                    counts = await lb.store.inflight(prt.name, [b.id for b in pool.backends])
+                    cands = pool.candidates(now, counts)
+                else:
+                    cands = pool.candidates(now)
                 pick = policy.pick(info, cands.list, now=now, rng=lb.rng, stuck_to=stuck,
                                    exclude=frozenset(tried) if tried else _EMPTY)
                 if pick is None:
@@ -223,11 +227,15 @@ class ProxyHandler:
                     return self._error(request, rr, 503, "no backend available\n", t0, "-", "none")
                 backend = pick.backend
                 pool.request_started(backend.id)
+                if lb.shared_inflight:
+                    await lb.store.incr_inflight(prt.name, backend.id)
                 sent_at = clock()
                 try:
                     up = await lb.upstream.send(backend, method, info.path, out_headers, body)
                 except ProxyError as exc:
                     pool.request_finished(backend.id, ok=False, latency=None, now=clock())
+                    if lb.shared_inflight:
+                        await lb.store.decr_inflight(prt.name, backend.id)
                     if body_state.get("too_large"):
                         return await _send_and_close(request, self._error(
                             request, rr, 413, "request body too large\n", t0, backend.id, pick.reason,
@@ -307,6 +315,8 @@ class ProxyHandler:
         finally:
             if not reported:
                 pool.request_finished(backend.id, ok=ok, latency=latency, now=clock())
+            if lb.shared_inflight:
+                await lb.store.decr_inflight(rr.pool.name, backend.id)
             up.release()
             self._account(request, rr, status, t0, backend.id, pick.reason)
         return out
