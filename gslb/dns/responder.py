@@ -1,0 +1,493 @@
+"""The authoritative responder: datagram in, datagram out  [pure].
+
+    responder = Responder(zones, steering, max_udp_size=1232, stats=ResponderStats())
+    reply = responder.respond(data, client, now, tcp=False)    # bytes, or None: drop
+
+Two paths give the same bytes:
+
+* the reference path (`respond_uncached`): parse the query (wire.py), resolve it
+  against the zones and the steering (`_resolve`), pack the response
+  (`_pack`: compression, EDNS, ECS echo, truncation);
+* the fast path (`respond`): a dict from the query bytes after the ID (plus
+  the client's /24 or /56 when the answer came from steering without ECS) to
+  the packed response after the ID; a hit splices the query's ID in front.
+  An entry lives while `steering.generation` is unchanged and, for service
+  answers, for `ServiceAnswer.cache_for` seconds (0: never cached). The cache
+  is cleared when it reaches `cache_size` entries.
+
+Resolution (RFC 1034 §4.3.2 with RFC 2308, 4592, 6604, 6891, 7871, 8482):
+REFUSED outside our zones; referral (AA=0, NS in authority, glue in
+additional) at or below a delegation; CNAME chains followed through our
+zones (into service names too) with loop protection; service names answered
+by `steering.answer`; static records, wildcards and empty non-terminals from
+the zone; NXDOMAIN / NODATA with the SOA in authority at the negative TTL.
+`respond` never raises: an unexpected error is counted in
+`stats.internal_errors` and the query dropped.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+from gslb.dns.ecs import IPAddress, client_network, echo_scope, locate
+from gslb.dns.errors import BadVersion, FormError, NotImplementedOpcode, Unanswerable, WireError
+from gslb.dns.records import (
+    AAAA,
+    ANY,
+    AXFR,
+    CNAME,
+    DS,
+    HINFO,
+    IXFR,
+    NS,
+    SOA,
+    TYPE_NAMES,
+    A,
+    RRset,
+    check_name,
+    in_zone,
+)
+from gslb.dns.wire import (
+    AA,
+    BADVERS,
+    CD,
+    FORMERR,
+    NOTIMP,
+    NXDOMAIN,
+    OPCODE_MASK,
+    QR,
+    RCODE_NAMES,
+    RD,
+    REFUSED,
+    SERVFAIL,
+    TC,
+    Edns,
+    MessageWriter,
+    Query,
+    Question,
+    name_text,
+    parse_query,
+)
+from gslb.dns.zone import Zone
+from gslb.steering.base import ServiceSteering
+
+MAX_CHAIN = 8          # CNAME hops followed before giving up
+TCP_LIMIT = 65535
+
+
+@dataclass(eq=False)
+class ResponderStats:
+    """Plain counters; the server exports them (labels are bounded: known names or OTHER)."""
+
+    queries: int = 0
+    dropped: int = 0            # no reply: garbage, responses, internal errors
+    cache_hits: int = 0
+    cache_misses: int = 0
+    truncated: int = 0          # TC=1 sent
+    steering_errors: int = 0    # steering.answer raised: SERVFAIL
+    internal_errors: int = 0    # a bug: the query was dropped
+    by_rcode: Counter[str] = field(default_factory=Counter)
+    by_qtype: Counter[str] = field(default_factory=Counter)
+    by_region: Counter[str] = field(default_factory=Counter)     # answers holding each region
+    all_down: Counter[str] = field(default_factory=Counter)      # all-down rule applied, by service
+
+    def __repr__(self) -> str:
+        return (f"<ResponderStats {self.queries} queries, {self.cache_hits} hits, "
+                f"{self.dropped} dropped, rcodes={dict(self.by_rcode)}>")
+
+
+class _Result:
+    """What resolution decided, before packing."""
+
+    __slots__ = ("aa", "additional", "all_down", "answer", "authority", "cache_for", "client_dependent",
+                 "located", "rcode", "referral", "regions", "scope")
+
+    def __init__(self) -> None:
+        self.rcode = 0
+        self.aa = True
+        self.referral = False
+        self.answer: list[tuple[str, RRset]] = []
+        self.authority: list[tuple[str, RRset]] = []
+        self.additional: list[tuple[str, RRset]] = []
+        self.scope = 0
+        self.cache_for = math.inf
+        self.client_dependent = False
+        self.located: tuple[IPAddress, int | None, int] | None = None
+        self.regions: tuple[str, ...] = ()
+        self.all_down: tuple[str, ...] = ()
+
+
+class _Entry:
+    """A packed response (after the ID) and what to count when it is served again."""
+
+    __slots__ = ("all_down", "body", "expires", "generation", "per_client", "qtype", "rcode", "regions",
+                 "truncated")
+
+    def __init__(self, body: bytes, generation: int, expires: float, rcode: str, qtype: str,
+                 regions: tuple[str, ...], all_down: tuple[str, ...], truncated: bool) -> None:
+        self.body = body
+        self.generation = generation
+        self.expires = expires
+        self.rcode = rcode
+        self.qtype = qtype
+        self.regions = regions
+        self.all_down = all_down
+        self.truncated = truncated
+        self.per_client: dict[int, _Entry] | None = None
+
+
+class _SteeringFailed(Exception):
+    """steering.answer raised or returned something unusable."""
+
+
+@lru_cache(maxsize=4096)
+def _packed_address(rtype: int, text: str) -> bytes:
+    if rtype == A:
+        return ipaddress.IPv4Address(text).packed
+    return ipaddress.IPv6Address(text).packed
+
+
+def _qtype_label(qtype: int) -> str:
+    return TYPE_NAMES.get(qtype, "OTHER")
+
+
+class Responder:
+    """Answers queries for `zones`, asking `steering` about service names."""
+
+    def __init__(self, zones: Iterable[Zone], steering: ServiceSteering, *, max_udp_size: int = 1232,
+                 stats: ResponderStats | None = None, cache_size: int = 50_000) -> None:
+        self.zones = tuple(zones)
+        self._zones = {zone.origin: zone for zone in self.zones}
+        self._steering = steering
+        self.max_udp_size = max(512, min(int(max_udp_size), TCP_LIMIT))
+        self.stats = stats if stats is not None else ResponderStats()
+        self.cache_size = cache_size
+        self._udp_cache: dict[bytes, _Entry] = {}
+        self._tcp_cache: dict[bytes, _Entry] = {}
+        self._cached = 0
+        self._negative_soa = {zone.origin: RRset(SOA, zone.negative_ttl, zone.soa_rrset.rdatas)
+                              for zone in self.zones}
+
+    def __repr__(self) -> str:
+        return (f"<Responder {', '.join(self._zones) or 'no zones'} "
+                f"[cache {self._cached}/{self.cache_size}]>")
+
+    # -- fast path ------------------------------------------------------------------
+    def respond(self, data: bytes, client: IPAddress, now: float, *, tcp: bool = False) -> bytes | None:
+        """The response to `data` from `client` (the resolver's address), or None to drop it."""
+        if type(data) is not bytes:
+            data = bytes(data)
+        cache = self._tcp_cache if tcp else self._udp_cache
+        key = data[2:]
+        entry = cache.get(key)
+        if entry is not None:
+            if entry.per_client is not None:
+                entry = entry.per_client.get(client_network(client))
+            if entry is not None and now < entry.expires and entry.generation == self._steering.generation:
+                stats = self.stats
+                stats.queries += 1
+                stats.cache_hits += 1
+                stats.by_rcode[entry.rcode] += 1
+                stats.by_qtype[entry.qtype] += 1
+                for region in entry.regions:
+                    stats.by_region[region] += 1
+                for service in entry.all_down:
+                    stats.all_down[service] += 1
+                if entry.truncated:
+                    stats.truncated += 1
+                return data[:2] + entry.body
+        return self._respond_slow(data, client, now, tcp, cache if self.cache_size > 0 else None)
+
+    def respond_uncached(self, data: bytes, client: IPAddress, now: float, *, tcp: bool = False
+                         ) -> bytes | None:
+        """The reference path: the same bytes as `respond`, built from scratch every time."""
+        return self._respond_slow(bytes(data), client, now, tcp, None)
+
+    def clear_cache(self) -> None:
+        self._udp_cache.clear()
+        self._tcp_cache.clear()
+        self._cached = 0
+
+    def _respond_slow(self, data: bytes, client: IPAddress, now: float, tcp: bool,
+                      cache: dict[bytes, _Entry] | None) -> bytes | None:
+        stats = self.stats
+        stats.queries += 1
+        stats.cache_misses += 1
+        try:
+            generation = self._steering.generation
+            response, res, qtype, rcode_value = self._answer(data, client, now, tcp)
+        except Exception:  # the robustness net: never raise into the server loop
+            stats.internal_errors += 1
+            stats.dropped += 1
+            return None
+        if response is None:
+            stats.dropped += 1
+            return None
+        rcode = RCODE_NAMES.get(rcode_value, "OTHER")
+        truncated = bool(response[2] & 0x02)
+        stats.by_rcode[rcode] += 1
+        stats.by_qtype[qtype] += 1
+        if truncated:
+            stats.truncated += 1
+        if res is None:
+            return response
+        for region in res.regions:
+            stats.by_region[region] += 1
+        for service in res.all_down:
+            stats.all_down[service] += 1
+        if cache is not None and res.rcode != SERVFAIL and res.cache_for > 0:
+            expires = now + res.cache_for
+            entry = _Entry(response[2:], generation, expires, rcode, qtype, res.regions, res.all_down,
+                           truncated)
+            if self._cached >= self.cache_size:
+                self.clear_cache()
+            key = data[2:]
+            if res.client_dependent:
+                holder = cache.get(key)
+                if holder is None or holder.per_client is None:
+                    holder = _Entry(b"", generation, math.inf, rcode, qtype, (), (), False)
+                    holder.per_client = {}
+                    cache[key] = holder
+                holder.per_client[client_network(client)] = entry
+            else:
+                cache[key] = entry
+            self._cached += 1
+        return response
+
+    # -- reference path ---------------------------------------------------------------
+    def _answer(self, data: bytes, client: IPAddress, now: float, tcp: bool
+                ) -> tuple[bytes | None, _Result | None, str, int]:
+        try:
+            query = parse_query(data)
+        except Unanswerable:
+            return None, None, "OTHER", 0
+        except BadVersion as exc:
+            return self._error(exc, BADVERS, tcp), None, self._exc_qtype(exc), BADVERS
+        except NotImplementedOpcode as exc:
+            return self._error(exc, NOTIMP, tcp), None, self._exc_qtype(exc), NOTIMP
+        except FormError as exc:
+            return self._error(exc, FORMERR, tcp), None, self._exc_qtype(exc), FORMERR
+        question = query.question
+        if question.qclass != 1:
+            res = _Result()
+            res.rcode, res.aa = REFUSED, False
+        else:
+            try:
+                res = self._resolve(question, query.edns, client, now)
+            except _SteeringFailed:
+                self.stats.steering_errors += 1
+                res = _Result()
+                res.rcode, res.aa = SERVFAIL, False
+        return self._pack(query, res, tcp), res, _qtype_label(question.qtype), res.rcode
+
+    @staticmethod
+    def _exc_qtype(exc: WireError) -> str:
+        return _qtype_label(exc.question.qtype) if exc.question is not None else "OTHER"
+
+    def _error(self, exc: WireError, rcode: int, tcp: bool) -> bytes:
+        """FORMERR / NOTIMP / BADVERS: the question when it was read, OPT when it was sound."""
+        writer = MessageWriter()
+        if exc.question is not None:
+            writer.question(exc.question)
+        edns: Edns | None = exc.edns
+        if edns is not None:
+            writer.opt(self.max_udp_size, rcode >> 4, edns.do, b"")
+        flags = QR | (exc.flags & (OPCODE_MASK | RD | CD)) | (rcode & 0xF)
+        return writer.finish(exc.msg_id, flags)
+
+    def _zone_for(self, name: str) -> Zone | None:
+        zones = self._zones
+        while True:
+            zone = zones.get(name)
+            if zone is not None:
+                return zone
+            if not name:
+                return None
+            name = name.partition(".")[2]
+
+    def _resolve(self, question: Question, edns: Edns | None, client: IPAddress, now: float) -> _Result:
+        res = _Result()
+        name = question.name
+        qtype = question.qtype
+        if "\\" in name:
+            return self._resolve_odd(question, res)
+        zone = self._zone_for(name)
+        if zone is None or qtype in (AXFR, IXFR):
+            res.rcode, res.aa = REFUSED, False
+            return res
+        seen = {name}
+        for hop in range(MAX_CHAIN + 1):
+            cut = zone.find_cut(name)
+            if cut is not None and not (qtype == DS and cut == name):
+                if hop == 0:
+                    self._referral(res, zone, cut)
+                return res
+            node = zone.nodes.get(name)
+            target: str | None = None
+            if node is None:
+                if self._steering.is_service(name):
+                    target = self._service(res, zone, name, qtype, edns, client, now)
+                    if target is None:
+                        return res
+                elif name in zone.names:
+                    self._negative(res, zone, nxdomain=False)
+                    return res
+                else:
+                    wildcard = zone.wildcard(name)
+                    if wildcard is None:
+                        self._negative(res, zone, nxdomain=True)
+                        return res
+                    node = zone.nodes[wildcard]
+            if node is not None:
+                cname = node.get(CNAME)
+                if cname is None or qtype == CNAME:
+                    self._static(res, zone, name, node, qtype)
+                    return res
+                res.answer.append((name, cname))
+                if qtype == ANY:
+                    return res
+                target = str(cname.rdatas[0][0])
+            assert target is not None
+            if target in seen or hop == MAX_CHAIN:
+                return res
+            seen.add(target)
+            next_zone = self._zone_for(target)
+            if next_zone is None:
+                return res
+            zone, name = next_zone, target
+        return res  # pragma: no cover - the loop returns
+
+    def _resolve_odd(self, question: Question, res: _Result) -> _Result:
+        """A name with a label holding '.' or '\\': it exists nowhere; only the zone and cuts matter."""
+        labels = question.labels
+        suffixes = [name_text(labels[i:]) for i in range(len(labels) + 1)]
+        zone = next((self._zones[s] for s in suffixes if s in self._zones), None)
+        if zone is None or question.qtype in (AXFR, IXFR):
+            res.rcode, res.aa = REFUSED, False
+            return res
+        for suffix in reversed(suffixes):
+            if suffix in zone.cuts:
+                self._referral(res, zone, suffix)
+                return res
+        self._negative(res, zone, nxdomain=True)
+        return res
+
+    def _static(self, res: _Result, zone: Zone, name: str, node: Mapping[int, RRset], qtype: int) -> None:
+        # RFC 8482: ANY gets one RRset
+        rrset = next(iter(node.values())) if qtype == ANY else node.get(qtype)
+        if rrset is None:
+            self._negative(res, zone, nxdomain=False)
+            return
+        res.answer.append((name, rrset))
+        if rrset.rtype == NS:
+            for target in rrset.names():
+                if in_zone(target, zone.origin):
+                    res.additional.extend(zone.addresses(target))
+
+    def _negative(self, res: _Result, zone: Zone, *, nxdomain: bool, soa: RRset | None = None) -> None:
+        res.rcode = NXDOMAIN if nxdomain else 0
+        res.authority.append((zone.origin, soa or self._negative_soa[zone.origin]))
+
+    def _referral(self, res: _Result, zone: Zone, cut: str) -> None:
+        res.aa = False
+        res.referral = True
+        ns = zone.nodes[cut][NS]
+        res.authority.append((cut, ns))
+        for target in ns.names():
+            if in_zone(target, zone.origin):
+                res.additional.extend(zone.addresses(target))
+
+    def _service(self, res: _Result, zone: Zone, name: str, qtype: int, edns: Edns | None,
+                 client: IPAddress, now: float) -> str | None:
+        """Answer a service name; returns a CNAME target to follow, if the answer is one."""
+        if qtype == ANY:
+            res.answer.append((name, RRset(HINFO, zone.ttl, (b"\x07RFC8482\x00",))))
+            return None
+        if qtype not in (A, AAAA):
+            self._negative(res, zone, nxdomain=False)
+            return None
+        if res.located is None:
+            res.located = locate(edns.ecs if edns is not None else None, client)
+        address, source, _ = res.located
+        try:
+            answer = self._steering.answer(name, address, source, now)
+            decision = answer.decision
+            ttl = max(0, min(int(answer.ttl), 2**31 - 1))
+            res.client_dependent = res.client_dependent or source is None
+            res.scope = max(res.scope, int(answer.scope_prefix))
+            res.cache_for = min(res.cache_for, float(answer.cache_for))
+            res.regions += tuple(decision.regions)
+            if decision.all_down:
+                res.all_down += (name,)
+            if answer.cname:
+                target = answer.cname.rstrip(".").lower()
+                if check_name(target) or not target:
+                    raise _SteeringFailed(f"bad cname {answer.cname!r}")
+                res.answer.append((name, RRset(CNAME, ttl, ((target,),))))
+                return target
+            if answer.negative_ttl is not None:
+                negative_ttl = max(0, min(int(answer.negative_ttl), 2**31 - 1))
+                self._negative(res, zone, nxdomain=False,
+                               soa=RRset(SOA, negative_ttl, zone.soa_rrset.rdatas))
+                return None
+            texts = answer.v4 if qtype == A else answer.v6
+            if not texts:
+                self._negative(res, zone, nxdomain=False)
+                return None
+            rdatas = tuple((_packed_address(qtype, text),) for text in texts)
+        except _SteeringFailed:
+            raise
+        except Exception as exc:  # a steering bug or bad data: SERVFAIL, not a crash
+            raise _SteeringFailed(repr(exc)) from exc
+        res.answer.append((name, RRset(qtype, ttl, rdatas)))
+        return None
+
+    # -- packing --------------------------------------------------------------------
+    def _pack(self, query: Query, res: _Result, tcp: bool) -> bytes:
+        question = query.question
+        edns = query.edns
+        flags = QR | (query.flags & (OPCODE_MASK | RD | CD)) | (res.rcode & 0xF)
+        if res.aa:
+            flags |= AA
+        writer = MessageWriter()
+        writer.question(question)
+        for section, records in ((1, res.answer), (2, res.authority)):
+            for owner, rrset in records:
+                for rdata in rrset.rdatas:
+                    writer.record(section, owner, rrset.rtype, rrset.ttl, rdata)
+        before_additional = writer.mark()
+        for owner, rrset in res.additional:
+            for rdata in rrset.rdatas:
+                writer.record(3, owner, rrset.rtype, rrset.ttl, rdata)
+        options = b""
+        if edns is not None:
+            limit = TCP_LIMIT if tcp else min(max(edns.udp_size, 512), self.max_udp_size)
+            ecs = edns.ecs
+            if ecs is not None:
+                scope = 0
+                if ecs.source and res.located is not None:
+                    scope = echo_scope(res.scope, res.located[2])
+                options = ecs.to_wire(scope)
+            writer.opt(self.max_udp_size, res.rcode >> 4, edns.do, options)
+        else:
+            limit = TCP_LIMIT if tcp else 512
+        message = writer.finish(query.msg_id, flags)
+        if len(message) <= limit:
+            return message
+        if res.additional and not res.referral:   # additional data is optional: drop it first
+            writer.rollback(before_additional)
+            if edns is not None:
+                writer.opt(self.max_udp_size, res.rcode >> 4, edns.do, options)
+            message = writer.finish(query.msg_id, flags)
+            if len(message) <= limit:
+                return message
+        writer = MessageWriter()
+        writer.question(question)
+        if edns is not None:
+            writer.opt(self.max_udp_size, res.rcode >> 4, edns.do, options)
+        return writer.finish(query.msg_id, flags | TC)
