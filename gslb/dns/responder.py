@@ -406,7 +406,7 @@ class Responder:
                  client: IPAddress, now: float) -> str | None:
         """Answer a service name; returns a CNAME target to follow, if the answer is one."""
         if qtype == ANY:
-            res.answer.append((name, RRset(HINFO, zone.ttl, (b"\x07RFC8482\x00",))))
+            res.answer.append((name, RRset(HINFO, zone.ttl, ((b"\x07RFC8482\x00",),))))
             return None
         if qtype not in (A, AAAA):
             self._negative(res, zone, nxdomain=False)

@@ -19,38 +19,38 @@ ZONES_YAML = """
 zones:
   example.test:
     ttl: 3600
-    soa: {mname: ns1.example.test, rname: hostmaster.example.test, serial: 2026112401,
-          refresh: 3600, retry: 600, expire: 1209600, minimum: 60}
+    soa: {{mname: ns1.example.test, rname: hostmaster.example.test, serial: 2026112401,
+          refresh: 3600, retry: 600, expire: 1209600, minimum: 60}}
     ns: [ns1.example.test, ns2.example.test]
     records:
-      "@":   {MX: ["10 mail.example.test."], TXT: ["v=spf1 -all"], CAA: ['0 issue "letsencrypt.org"']}
-      ns1:   {A: [127.0.0.1], AAAA: ["::1"]}
-      ns2:   {A: [127.0.0.2]}
-      mail:  {A: [127.0.0.25]}
-      app:   {CNAME: www}
-      app2:  {CNAME: app}
-      static-alias: {CNAME: mail}
-      outside: {CNAME: www.elsewhere.invalid.}
-      loop1: {CNAME: loop2}
-      loop2: {CNAME: loop1}
-      dangling: {CNAME: nothing-here}
-      sub:   {NS: [ns.sub.example.test., ns.other.invalid.]}
-      ns.sub: {A: [127.0.0.53]}
-      "*.wild": {A: [127.0.0.9]}
-      _acme.www: {TXT: ["token"]}
-      a.b.ent: {A: [127.0.0.10]}
-      srv: {SRV: ["10 5 443 mail"]}
-      ptr: {PTR: [mail]}
-      txtlong: {TXT: ["%s"]}
-      big: {A: [%s]}
-      ttl-override: {ttl: 60, A: [127.0.0.7]}
+      "@":   {{MX: ["10 mail.example.test."], TXT: ["v=spf1 -all"], CAA: ['0 issue "letsencrypt.org"']}}
+      ns1:   {{A: [127.0.0.1], AAAA: ["::1"]}}
+      ns2:   {{A: [127.0.0.2]}}
+      mail:  {{A: [127.0.0.25]}}
+      app:   {{CNAME: www}}
+      app2:  {{CNAME: app}}
+      static-alias: {{CNAME: mail}}
+      outside: {{CNAME: www.elsewhere.invalid.}}
+      loop1: {{CNAME: loop2}}
+      loop2: {{CNAME: loop1}}
+      dangling: {{CNAME: nothing-here}}
+      sub:   {{NS: [ns.sub.example.test., ns.other.invalid.]}}
+      ns.sub: {{A: [127.0.0.53]}}
+      "*.wild": {{A: [127.0.0.9]}}
+      _acme.www: {{TXT: ["token"]}}
+      a.b.ent: {{A: [127.0.0.10]}}
+      srv: {{SRV: ["10 5 443 mail"]}}
+      ptr: {{PTR: [mail]}}
+      txtlong: {{TXT: ["{}"]}}
+      big: {{A: [{}]}}
+      ttl-override: {{ttl: 60, A: [127.0.0.7]}}
   other.test:
     ttl: 300
-    soa: {mname: ns1.example.test, rname: hostmaster.example.test, minimum: 900}
+    soa: {{mname: ns1.example.test, rname: hostmaster.example.test, minimum: 900}}
     ns: [ns1.example.test]
     records:
-      alias: {CNAME: www.example.test.}
-""" % ("x" * 600, ", ".join(f"127.1.{i // 250}.{i % 250 + 1}" for i in range(100)))
+      alias: {{CNAME: www.example.test.}}
+""".format("x" * 600, ", ".join(f"127.1.{i // 250}.{i % 250 + 1}" for i in range(100)))
 
 
 def load_test_zones(text: str = ZONES_YAML) -> tuple[Zone, ...]:
@@ -129,7 +129,7 @@ def ask(responder: Responder, data: bytes, client: IPAddress = CLIENT, now: floa
     return dns.message.from_wire(reply)
 
 
-def rrset_texts(section: list) -> list[str]:
-    return sorted(rr.to_text() for rrset in section for rr in rrset.to_rdataset().__iter__()) \
-        if False else sorted(f"{rrset.name} {rrset.ttl} {dns.rdatatype.to_text(rrset.rdtype)} {rd}"
-                             for rrset in section for rd in rrset)
+def records(section: list) -> list[str]:
+    """'name ttl TYPE rdata' lines of a dnspython message section, sorted."""
+    return sorted(f"{rrset.name} {rrset.ttl} {dns.rdatatype.to_text(rrset.rdtype)} {rd}"
+                  for rrset in section for rd in rrset)
