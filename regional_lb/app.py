@@ -250,7 +250,8 @@ class LoadBalancer:
         cfg = self.config
         self.store = self._store if self._store is not None else _default_store(cfg, self.clock)
         self.upstream = self._upstream or Upstream(connect_timeout=cfg.timeouts.connect,
-                                                   read_timeout=cfg.timeouts.backend_read)
+                                                   read_timeout=cfg.timeouts.backend_read,
+                                                   max_header_size=max(cfg.limits.max_header_size, 65536))
         try:
             for listener in cfg.listeners:
                 server = ProxyServer(ProxyHandler(self, listener), header_timeout=cfg.timeouts.header_read,

@@ -153,6 +153,7 @@ def format_forwarded_node(addr: str) -> str:
     return f'"[{addr}]"' if ":" in addr else addr
 
 
+@lru_cache(maxsize=1024)
 def _quote_token(value: str) -> str:
     if value and all(c.isalnum() or c in "!#$%&'*+-.^_`|~" for c in value):
         return value

@@ -9,11 +9,12 @@ Each `Metrics` has its own CollectorRegistry (tests build as many as they like).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from bisect import bisect_left
+from collections.abc import Callable, Iterator
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client import CollectorRegistry, Counter
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 _CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx")
@@ -63,14 +64,32 @@ class CoreCollector(Collector):
         yield policy
 
 
+class _RequestCollector(Collector):
+    def __init__(self, metrics: Metrics) -> None:
+        self._m = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        req = CounterMetricFamily("rlb_requests", "Proxied requests by route, pool, backend and status class",
+                                  labels=["route", "pool", "backend", "code"])
+        for (route, pool, backend, cls), n in list(self._m._req.items()):
+            req.add_metric([route, pool, backend, status_class(cls * 100)], float(n))
+        yield req
+        hist = HistogramMetricFamily("rlb_request_duration_seconds", "Time to the end of the response",
+                                     labels=["route"])
+        for route, lat in list(self._m._lat.items()):
+            cumulative = 0.0
+            buckets = []
+            for bound, n in zip((*_BUCKETS, float("inf")), lat[:-1], strict=True):
+                cumulative += n
+                buckets.append(("+Inf" if bound == float("inf") else repr(bound), cumulative))
+            hist.add_metric([route], buckets, lat[-1])
+        yield hist
+
+
 class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry(auto_describe=True)
         r = self.registry
-        self.requests = Counter("rlb_requests", "Proxied requests", ["route", "pool", "backend", "code"],
-                                registry=r)
-        self.latency = Histogram("rlb_request_duration_seconds", "Time to the end of the response",
-                                 ["route"], buckets=_BUCKETS, registry=r)
         self.retries = Counter("rlb_retries", "Requests retried on another backend", ["route", "reason"],
                                registry=r)
         self.errors = Counter("rlb_proxy_errors", "Requests answered by the proxy itself",
@@ -80,25 +99,27 @@ class Metrics:
         self.reloads = Counter("rlb_config_reloads", "Config reloads by result", ["result"], registry=r)
         self.sticky = Counter("rlb_sticky_decisions", "Pick reasons on sticky routes (cookie hit, "
                               "new-session, moved, ...)", ["route", "reason"], registry=r)
-        self._req: dict[tuple[str, str, str, int], Any] = {}
-        self._lat: dict[str, Any] = {}
+        # the two per-request metrics are plain counters, exported by `_collect_requests`
+        self._req: dict[tuple[str, str, str, int], int] = {}
+        self._lat: dict[str, list[float]] = {}    # route -> [count per bucket..., +Inf count, sum]
         self._sticky: dict[tuple[str, str], Any] = {}
+        r.register(_RequestCollector(self))
 
     def add_core(self, snapshot: Callable[[], Any]) -> None:
         self.registry.register(CoreCollector(snapshot))
 
     def observe(self, route: str, pool: str, backend: str, status: int, seconds: float) -> None:
         key = (route, pool, backend, status // 100)
-        child = self._req.get(key)
-        if child is None:
-            if len(self._req) > 20_000:
-                self._req.clear()
-            child = self._req[key] = self.requests.labels(route, pool, backend, status_class(status))
-        child.inc()
+        req = self._req
+        if key in req:
+            req[key] += 1
+        elif len(req) < 50_000:                 # bounded: ids come from config and discovery
+            req[key] = 1
         lat = self._lat.get(route)
         if lat is None:
-            lat = self._lat[route] = self.latency.labels(route)
-        lat.observe(seconds)
+            lat = self._lat[route] = [0.0] * (len(_BUCKETS) + 2)
+        lat[bisect_left(_BUCKETS, seconds)] += 1
+        lat[-1] += seconds
 
     def pick_reason(self, route: str, reason: str) -> None:
         key = (route, reason)
@@ -107,6 +128,3 @@ class Metrics:
             child = self._sticky[key] = self.sticky.labels(route, reason)
         child.inc()
 
-    def forget_backends(self, keep: Iterable[str]) -> None:  # pragma: no cover - bounded anyway
-        keep = set(keep)
-        self._req = {k: v for k, v in self._req.items() if k[2] in keep}

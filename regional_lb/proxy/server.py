@@ -52,41 +52,37 @@ class ProxyProtocol(RequestHandler):
     def __init__(self, manager: ProxyServer, *, header_timeout: float, **kwargs: Any) -> None:
         super().__init__(manager, **kwargs)
         self._header_timeout = header_timeout
-        self._header_handle: asyncio.TimerHandle | None = None
+        self.header_since: float | None = None      # loop time of the first byte of a pending request
         self._busy = False
+        self._proxy_server = manager
 
     def data_received(self, data: bytes) -> None:
-        if not self._busy and self._header_handle is None and data:
-            self._header_handle = self._loop.call_later(self._header_timeout, self._header_timed_out)
+        if not self._busy and self.header_since is None and data:
+            self.header_since = self._loop.time()
+            self._proxy_server.watch()
         super().data_received(data)
 
     def request_started(self) -> None:
         """The handler calls this first: the request's header block is complete."""
         self._busy = True
-        if self._header_handle is not None:
-            self._header_handle.cancel()
-            self._header_handle = None
+        self.header_since = None
 
     def request_finished(self) -> None:
         self._busy = False
 
-    def _header_timed_out(self) -> None:
-        self._header_handle = None
+    def header_timed_out(self) -> None:
+        self.header_since = None
         if self._busy or self.transport is None:
             return
         log.debug("closing a connection: request header not complete within %.1fs", self._header_timeout)
         self.transport.write(_REQUEST_TIMEOUT)
         self.force_close()
-        self.transport.close()
-
-    def connection_lost(self, exc: BaseException | None) -> None:
-        if self._header_handle is not None:
-            self._header_handle.cancel()
-            self._header_handle = None
-        super().connection_lost(exc)
 
     def handle_error(self, request: BaseRequest, status: int = 500, exc: BaseException | None = None,
                      message: str | None = None) -> web.StreamResponse:
+        if isinstance(exc, ConnectionError):      # the client went away mid-response: nothing to send
+            log.debug("client %s disconnected: %s", request.remote, exc)
+            raise ConnectionError("client disconnected") from exc
         if isinstance(exc, LineTooLong):
             status = 431
         elif isinstance(exc, BadHttpMessage | HttpProcessingError):
@@ -101,11 +97,42 @@ class ProxyProtocol(RequestHandler):
 
 
 class ProxyServer(web.Server):
-    """An aiohttp low-level server whose connections are `ProxyProtocol`s."""
+    """An aiohttp low-level server whose connections are `ProxyProtocol`s.
+
+    Header read timeouts are enforced by one sweep over the connections every
+    header_timeout / 4 (at most 1 s) while any connection waits for a header block,
+    instead of a timer per request."""
 
     def __init__(self, handler: Any, *, header_timeout: float, **kwargs: Any) -> None:
         super().__init__(handler, **kwargs)
         self._header_timeout = header_timeout
+        self._sweep_every = min(1.0, header_timeout / 4)
+        self._sweeper: asyncio.TimerHandle | None = None
 
     def __call__(self) -> RequestHandler:
         return ProxyProtocol(self, header_timeout=self._header_timeout, loop=self._loop, **self._kwargs)
+
+    def watch(self) -> None:
+        if self._sweeper is None:
+            self._sweeper = self._loop.call_later(self._sweep_every, self._sweep)
+
+    def _sweep(self) -> None:
+        self._sweeper = None
+        deadline = self._loop.time() - self._header_timeout
+        waiting = False
+        for proto in list(self._connections):
+            since = getattr(proto, "header_since", None)
+            if since is None:
+                continue
+            if since <= deadline:
+                proto.header_timed_out()  # type: ignore[attr-defined]
+            else:
+                waiting = True
+        if waiting:
+            self.watch()
+
+    async def shutdown(self, timeout: float | None = None) -> None:  # noqa: ASYNC109 - aiohttp signature
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
+        await super().shutdown(timeout)
