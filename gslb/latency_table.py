@@ -90,11 +90,11 @@ class LatencyTable:
             del regions[oldest]
         self.generation += 1
 
-    def ingest_batch(self, payload: Any, now: float, regions: Container[str] | None = None) -> int:
+    def ingest_batch(self, payload: Any, now: float, known_regions: Container[str] | None = None) -> int:
         """Validate then ingest `{"measurements": [{"network", "region", "rtt_ms"}, ...]}`.
 
         All items are checked before any is ingested; a ValueError names the bad item.
-        `regions`, if given, is the set of known region names. Returns the number ingested.
+        `known_regions`, if given, is the set of known region names. Returns the number ingested.
         """
         if not isinstance(payload, dict) or not isinstance(payload.get("measurements"), list):
             raise ValueError('expected an object {"measurements": [...]}')
@@ -118,7 +118,7 @@ class LatencyTable:
                 raise ValueError(f"{where}.network: {exc}") from None
             if not isinstance(region, str) or not region:
                 raise ValueError(f"{where}.region: expected a region name, got {region!r}")
-            if regions is not None and region not in regions:
+            if known_regions is not None and region not in known_regions:
                 raise ValueError(f"{where}.region: unknown region {region!r}")
             if isinstance(rtt, bool) or not isinstance(rtt, int | float) or not math.isfinite(rtt) \
                     or rtt < 0:

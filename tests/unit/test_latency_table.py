@@ -96,7 +96,7 @@ def test_batch_ingest() -> None:
     n = t.ingest_batch({"measurements": [
         {"network": "1.2.3.0/24", "region": "us-east", "rtt_ms": 23.5},
         {"network": "2001:db8::/48", "region": "eu", "rtt_ms": 80},
-    ]}, now=0.0, regions={"us-east", "eu"})
+    ]}, now=0.0, known_regions={"us-east", "eu"})
     assert n == 2
     assert t.lookup(ip("2001:db8::5"), now=0.0) == {"eu": 80.0}
 
@@ -122,7 +122,7 @@ def test_batch_validation_is_atomic(payload, message) -> None:
         payload = {**payload, "measurements": [good, *payload["measurements"]]}
         message = message.replace(r"measurements\[0\]", r"measurements\[1\]")
     with pytest.raises(ValueError, match=message):
-        t.ingest_batch(payload, now=0.0, regions={"a"})
+        t.ingest_batch(payload, now=0.0, known_regions={"a"})
     assert len(t) == 0
 
 
