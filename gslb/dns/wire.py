@@ -23,7 +23,6 @@ from gslb.dns.errors import (
     BadQuestionCount,
     BadVersion,
     DuplicateOpt,
-    FormError,
     NotAQuery,
     NotImplementedOpcode,
     ShortHeader,
@@ -162,11 +161,7 @@ def parse_query(data: bytes) -> Query:
         if flags & QR:
             raise NotAQuery()
         if flags & OPCODE_MASK:
-            if qdcount == 1:
-                try:
-                    question, _ = _read_question(data)
-                except FormError:
-                    question = None
+            # no question echoed: other opcodes give the section other meanings (UPDATE's zone)
             raise NotImplementedOpcode(f"opcode {(flags & OPCODE_MASK) >> 11}")
         if qdcount == 0:
             raise BadQuestionCount("no question")

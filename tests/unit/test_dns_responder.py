@@ -100,7 +100,7 @@ def test_opcode_other_than_query_is_notimp() -> None:
     reply = ask(responder, msg.to_wire())
     assert reply.rcode() == dns.rcode.NOTIMP
     assert reply.opcode() == dns.opcode.NOTIFY
-    assert str(reply.question[0].name) == "www.example.test."
+    assert reply.question == []
 
 
 def test_names_are_case_insensitive_and_case_is_echoed() -> None:

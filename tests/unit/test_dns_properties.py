@@ -1,0 +1,138 @@
+"""Properties of the responder: any bytes -> a valid message or a drop; cache == reference path."""
+
+from __future__ import annotations
+
+import ipaddress
+import struct
+
+import dns.exception
+import dns.message
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from gslb.dns.responder import Responder
+from tests.unit.dns_helpers import CLIENT, default_steering, load_test_zones, query
+
+ZONES = load_test_zones()
+NAMES = ["www.example.test", "WWW.example.TEST", "app2.example.test", "mail.example.test", "nope.example.test",
+         "example.test", "sub.example.test", "x.sub.example.test", "a.wild.example.test", "b.ent.example.test",
+         "loop1.example.test", "big.example.test", "txtlong.example.test", "down.example.test",
+         "moved.example.test", "v4only.example.test", "weighted.example.test", "alias.other.test",
+         "www.example.org", "dangling.example.test"]
+TYPES = ["A", "AAAA", "NS", "SOA", "MX", "TXT", "CNAME", "ANY", "CAA", "DS", "SRV"]
+ECS = [None, "1.2.3.0/24", "1.2.3.4/32", "0.0.0.0/0", "2001:db8::/48", "::ffff:1.2.3.0/120", "10.0.0.0/8"]
+CLIENTS = [CLIENT, ipaddress.IPv4Address("198.51.100.200"), ipaddress.IPv4Address("203.0.113.9"),
+           ipaddress.IPv6Address("2001:db8::53"), ipaddress.IPv6Address("::ffff:203.0.113.9")]
+
+
+def _valid_or_none(reply: bytes | None) -> None:
+    if reply is None:
+        return
+    message = dns.message.from_wire(reply)
+    assert message.flags & 0x8000      # QR
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.binary(max_size=600), st.booleans())
+def test_any_bytes_give_a_valid_message_or_a_drop(data: bytes, tcp: bool) -> None:
+    responder = Responder(ZONES, default_steering())
+    _valid_or_none(responder.respond(data, CLIENT, 1.0, tcp=tcp))
+    assert responder.stats.internal_errors == 0
+
+
+VALID = [query(name, rdtype, ecs=ecs) for name in NAMES[:6] for rdtype in ("A", "AAAA", "ANY")
+         for ecs in (None, "1.2.3.0/24", "2001:db8::/56")] + [query("www.example.test", "A", edns=None)]
+
+
+@st.composite
+def mutated(draw: st.DrawFn) -> bytes:
+    data = bytearray(draw(st.sampled_from(VALID)))
+    for _ in range(draw(st.integers(1, 4))):
+        kind = draw(st.sampled_from(["flip", "cut", "insert", "set"]))
+        position = draw(st.integers(0, max(0, len(data) - 1)))
+        if kind == "flip" and data:
+            data[position] ^= 1 << draw(st.integers(0, 7))
+        elif kind == "cut":
+            del data[position:]
+        elif kind == "insert":
+            data[position:position] = draw(st.binary(min_size=1, max_size=8))
+        elif data:
+            data[position] = draw(st.sampled_from([0x00, 0x3F, 0x40, 0xC0, 0xFF, 0x29, 0x08]))
+    return bytes(data)
+
+
+@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(mutated(), st.booleans())
+def test_mutated_queries_give_a_valid_message_or_a_drop(data: bytes, tcp: bool) -> None:
+    responder = Responder(ZONES, default_steering())
+    reply = responder.respond(data, CLIENT, 1.0, tcp=tcp)
+    _valid_or_none(reply)
+    assert responder.stats.internal_errors == 0
+    again = responder.respond(data, CLIENT, 1.0, tcp=tcp)      # the cache gives the same bytes
+    assert again == reply
+
+
+def test_compression_pointer_loops_are_formerr_not_hangs() -> None:
+    responder = Responder(ZONES, default_steering())
+    header = struct.pack("!6H", 1, 0, 1, 0, 0, 0)
+    for name in (b"\xc0\x0c", b"\x01a\xc0\x0c", b"\xc0\x0e\xc0\x0c", b"\x01a\xc0", b"\x01a\xc0\x0e"):
+        reply = responder.respond(header + name + b"\x00\x01\x00\x01", CLIENT, 1.0)
+        assert reply is not None
+        assert dns.message.from_wire(reply).rcode() == 1
+    # pointing backwards into the header is not a loop: it reads a (root) name there
+    into_header = responder.respond(header + b"\xc0\x00" + b"\x00\x01\x00\x01", CLIENT, 1.0)
+    assert into_header is not None
+    assert dns.message.from_wire(into_header).rcode() == 5
+    # a pointer in the OPT owner that loops on itself
+    base = query("www.example.test", "A", edns=None)
+    loop = struct.pack("!6H", 2, 0, 1, 0, 0, 1) + base[12:] + b"\xc0" + bytes([len(base)]) + b"\x00" * 10
+    reply = responder.respond(loop, CLIENT, 1.0)
+    assert reply is not None
+    assert dns.message.from_wire(reply).rcode() == 1
+
+
+@st.composite
+def query_steps(draw: st.DrawFn) -> list[tuple[bytes, ipaddress.IPv4Address | ipaddress.IPv6Address, float,
+                                                bool, bool]]:
+    steps = []
+    now = 1000.0
+    for _ in range(draw(st.integers(1, 25))):
+        name = draw(st.sampled_from(NAMES))
+        edns = draw(st.sampled_from([None, 0, 0, 1]))
+        data = query(name, draw(st.sampled_from(TYPES)), ecs=draw(st.sampled_from(ECS)) if edns == 0 else None,
+                     edns=edns, payload=draw(st.sampled_from([512, 1232, 4096])),
+                     qid=draw(st.integers(0, 65535)), rd=draw(st.booleans()))
+        now += draw(st.sampled_from([0.0, 0.5, 3.0, 11.0]))
+        steps.append((data, draw(st.sampled_from(CLIENTS)), now, draw(st.booleans()),
+                      draw(st.booleans())))
+    return steps
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(query_steps())
+def test_cache_hits_give_the_reference_bytes(steps: list) -> None:
+    fast_steering, slow_steering = default_steering(), default_steering()
+    fast = Responder(ZONES, fast_steering)
+    slow = Responder(ZONES, slow_steering)
+    for data, client, now, tcp, bump in steps:
+        if bump:
+            fast_steering.generation += 1
+            slow_steering.generation += 1
+        expected = slow.respond_uncached(data, client, now, tcp=tcp)
+        assert fast.respond(data, client, now, tcp=tcp) == expected
+        assert fast.respond(data, client, now, tcp=tcp) == expected     # and again, from the cache
+    assert fast.stats.by_rcode.total() == 2 * slow.stats.by_rcode.total()
+
+
+def test_dnspython_parses_every_scripted_answer() -> None:
+    responder = Responder(ZONES, default_steering())
+    for name in NAMES:
+        for rdtype in TYPES:
+            for ecs in ECS:
+                reply = responder.respond(query(name, rdtype, ecs=ecs), CLIENT, 1.0)
+                assert reply is not None
+                try:
+                    dns.message.from_wire(reply)
+                except dns.exception.DNSException as exc:  # pragma: no cover - the failure message
+                    raise AssertionError(f"{name} {rdtype} {ecs}: {exc}") from exc
+    assert responder.stats.internal_errors == 0
