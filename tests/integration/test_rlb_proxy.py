@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 import re
 
 import aiohttp
+import pytest
 
 from tests.rlb_helpers import admin_url, backend_servers, lb_config, lb_url, raw_request, running_lb
 
@@ -70,3 +72,25 @@ async def test_malformed_request_gets_400_and_server_survives() -> None:
         assert answer.endswith(b"bad request\n")
         answer = await raw_request(host, port, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", read_timeout=1.0)
         assert answer.startswith(b"HTTP/1.1 200")
+
+
+async def test_trusted_proxy_chain_feeds_ip_hash_and_access_log(caplog: pytest.LogCaptureFixture) -> None:
+    routes = [{"name": "hashed", "pool": "app", "policy": "ip_hash"}]
+    async with backend_servers(["a", "b", "c"]) as bs, \
+            running_lb(lb_config(bs, routes=routes, trusted_proxies=["127.0.0.0/8"])) as lb, \
+            aiohttp.ClientSession() as s:
+        owners: dict[str, set[str]] = {}
+        with caplog.at_level(logging.INFO, logger="regional_lb.access"):
+            for i in range(30):
+                client = f"203.0.113.{i % 10}"
+                async with s.get(lb_url(lb, "/x"), headers={"X-Forwarded-For": f"6.6.6.{i}, {client}"}) as r:
+                    body = await r.json()
+                    assert body["headers"]["X-Forwarded-For"] == f"6.6.6.{i}, {client}, 127.0.0.1"
+                    owners.setdefault(client, set()).add(r.headers["X-Backend"])
+        assert all(len(v) == 1 for v in owners.values())          # keyed on the right-most untrusted hop
+        assert len({next(iter(v)) for v in owners.values()}) > 1
+        lines = [r.getMessage() for r in caplog.records if r.name == "regional_lb.access"]
+        assert len(lines) == 30
+        assert "route=hashed" in lines[0]
+        assert "status=200" in lines[0]
+        assert "pick=" in lines[0]
