@@ -93,7 +93,7 @@ def _embedded_v4(value: int, prefix: int) -> tuple[ipaddress.IPv4Address, int, i
     top96 = value >> 32
     if prefix >= 96 and top96 in (_MAPPED >> 32, _NAT64 >> 32):
         return ipaddress.IPv4Address(value & 0xFFFFFFFF), prefix - 96, 96
-    if prefix >= 48 and value >> 112 == 0x2002:
+    if prefix > 16 and value >> 112 == 0x2002:
         return ipaddress.IPv4Address((value >> 80) & 0xFFFFFFFF), min(prefix - 16, 32), 16
     if prefix == 128 and value >> 96 == 0x20010000:
         return ipaddress.IPv4Address(~value & 0xFFFFFFFF), 32, 96
