@@ -125,6 +125,11 @@ class RouteRuntime:
     sessions: SessionTracker | None             # sticky_cookie routes: sessions per backend
     cookie_name: str | None
 
+    bookkeeping: bool = False                   # responses update stick tables / session counts / metrics
+
+    def __post_init__(self) -> None:
+        self.bookkeeping = self.sessions is not None or self.learns or self.route.policy.startswith("sticky")
+
 
 class Runtime:
     """One config generation (see the module docstring)."""

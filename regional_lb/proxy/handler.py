@@ -281,7 +281,8 @@ class ProxyHandler:
                 h[_X_LB_BACKEND] = backend.id
             if pick.set_cookie:
                 h.add(_SET_COOKIE, pick.set_cookie)
-            await self._sticky_bookkeeping(rr, info, pick, up)
+            if rr.bookkeeping:
+                await self._sticky_bookkeeping(rr, info, pick, up)
             length = up.content_length
             if length is not None and length <= BUFFER_LIMIT and request.method != "HEAD":
                 try:
@@ -290,8 +291,10 @@ class ProxyHandler:
                     pool.request_finished(backend.id, ok=False, latency=latency, now=clock())
                     reported = True
                     up.close()
+                    status = 502              # what the client gets (accounted in `finally`)
+                    log.warning("backend %s failed mid-response: %s", backend.id, type(exc).__name__)
                     return self._error(request, rr, 502, f"backend {backend.id} failed mid-response\n", t0,
-                                       backend.id, pick.reason, exc=exc)
+                                       backend.id, pick.reason, account=False)
                 await out.prepare(request)
                 await out.write_eof(data)
             else:
@@ -358,10 +361,10 @@ class ProxyHandler:
                             backend, status, elapsed * 1000, reason)
 
     def _error(self, request: BaseRequest, rr: RouteRuntime, status: int, text: str, t0: float,
-               backend: str, reason: str, *, close: bool = False, exc: BaseException | None = None
-               ) -> web.Response:
+               backend: str, reason: str, *, close: bool = False, account: bool = True) -> web.Response:
         self.lb.metrics.errors.labels(rr.route.name, str(status)).inc()
-        self._account(request, rr, status, t0, backend, reason)
+        if account:
+            self._account(request, rr, status, t0, backend, reason)
         resp = plain_response(status, text, close=close)
         if self.lb.config.lb_headers:
             resp.headers[_X_LB_REGION] = self.lb.rt.region

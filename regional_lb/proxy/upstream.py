@@ -212,6 +212,8 @@ class Upstream:
     async def _exchange(self, proto: ResponseHandler, pool: _BackendPool, backend: Backend, method: str,
                         path: str, headers: Any, body: Any) -> UpstreamResponse:
         items = list(headers.items())
+        if "Host" not in headers:                # an HTTP/1.0 client sent none; HTTP/1.1 needs one
+            items.append(("Host", backend_origin(backend).split("://", 1)[1]))
         streamed = body is not None and not isinstance(body, bytes | bytearray)
         if streamed and "Content-Length" not in headers:
             items.append(("Transfer-Encoding", "chunked"))

@@ -51,3 +51,11 @@ async def test_garbage_never_crashes_the_proxy() -> None:
             assert answer == b"" or re.match(rb"HTTP/1\.[01] (4\d\d|200|404)", answer), (data, answer[:80])
         answer = await raw_request(host, port, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         assert answer.startswith(b"HTTP/1.1 200")
+
+
+async def test_http10_request_without_host_gets_one_upstream() -> None:
+    async with backend_servers(["a"]) as bs, running_lb(lb_config(bs)) as lb:
+        host, port = lb.listen_addresses[0]
+        answer = await raw_request(host, port, b"GET /x HTTP/1.0\r\n\r\n")
+        assert answer.startswith(b"HTTP/1.1 200") or answer.startswith(b"HTTP/1.0 200")
+        assert f'"Host": "{bs[0].address}"'.encode() in answer
