@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import os
 import signal
 import socket
@@ -110,8 +110,17 @@ def test_stop_children_kills_whole_process_groups(tmp_path: Path) -> None:
     assert _gone(grandchild)
 
 
-_PROGRAMS = ("gslb.cli", "gslb.geoip", "gslb.steering.config", "regional_lb.cli", "regional_lb.state.memory")
-_missing = [m for m in _PROGRAMS if importlib.util.find_spec(m) is None]
+def _not_importable(module: str) -> bool:
+    try:
+        importlib.import_module(module)
+    except Exception:          # not written yet, or half-written by someone else right now
+        return True
+    return False
+
+
+# the programs' serving code; until it is all written the end-to-end launcher test waits
+_PROGRAMS = ("gslb.cli", "gslb.app", "gslb.admin_api", "regional_lb.cli", "regional_lb.app")
+_missing = [m for m in _PROGRAMS if _not_importable(m)]
 
 
 @pytest.mark.timeout(150)
