@@ -351,6 +351,12 @@ Demo running (logs and rendered configs in {run_dir}). Try:
   curl -si -c jar -b jar -d user=alice http://127.0.3.1:{lb}/api/auth/login
   curl -si -c jar -b jar http://127.0.3.1:{lb}/api/auth/me
   curl -s  http://127.0.0.1:{ports.admin}/api/regions | python3 -m json.tool
+
+  # latency steering (api.example.test): report that Seoul's network is fastest from eu-central
+  curl -s -X POST -H 'Authorization: Bearer {ADMIN_TOKEN}' -H 'Content-Type: application/json' \\
+       -d '{{"measurements":[{{"network":"175.45.176.0/24","region":"eu-central","rtt_ms":5}}]}}' \\
+       http://127.0.0.1:{ports.admin}/api/latency
+  dig @127.0.0.1 -p {dns} api.example.test +subnet=175.45.176.0/24 +short  # -> 127.0.2.1
   curl -s  http://127.0.3.1:{ports.lb_admin}/api/pools -H 'Authorization: Bearer {ADMIN_TOKEN}'
 
 Kill an app server or an edge (see pids in the ready file / `ps`) and watch the answers move.
