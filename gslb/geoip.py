@@ -142,6 +142,8 @@ class MaxMindLocator:
         self.build_epoch: int = meta.build_epoch
         self.ip_version: int = meta.ip_version
         self._invalid = maxminddb.InvalidDatabaseError
+        self._memo: dict[tuple[int, int, int], Location] = {}
+        self.memo_size = 100_000
 
     def locate(self, address: IPAddress) -> Location | None:
         address = unmap(address)
@@ -151,11 +153,23 @@ class MaxMindLocator:
             record, prefix_len = self._reader.get_with_prefix_len(address)
         except self._invalid as exc:
             raise GeoIPError(f"cannot read GeoIP database {self.path}: {exc}") from None
+        if record is None:
+            return None
+        # Location objects are memoised per record network (a hit skips building the
+        # network and the dataclass: most of the cost of a lookup).
+        key = (address.version, int(address) >> (address.max_prefixlen - prefix_len), prefix_len)
+        found = self._memo.get(key)
+        if found is not None:
+            return found
         place = place_from_record(record)
         if place is None:
             return None
         network = ipaddress.ip_network((address, prefix_len), strict=False)
-        return Location(place.lat, place.lon, place.country, place.continent, place.city, network)
+        found = Location(place.lat, place.lon, place.country, place.continent, place.city, network)
+        if len(self._memo) >= self.memo_size:
+            self._memo.clear()
+        self._memo[key] = found
+        return found
 
     def close(self) -> None:
         self._reader.close()

@@ -1,0 +1,13 @@
+"""GSLB steering: which regions answer for a service, and why  [pure].
+
+    base.py      the contract (Region, RegionState, Decision, ServiceAnswer, ServiceSteering)
+    config.py    the `services` config section -> ServiceConfig
+    core.py      Steering: locate, rank, filter, spill, all-down, TTL, ECS scope, decision cache
+    geo.py geo_map.py latency.py failover.py weighted.py   one policy each
+    spill.py     capacity spill (weighted rendezvous on the client network)
+    distance.py  great-circle distance
+"""
+
+from gslb.steering.core import Steering, SteeringError
+
+__all__ = ["Steering", "SteeringError"]

@@ -1,0 +1,366 @@
+"""Steering: from a client address to the regions of a service  [pure].
+
+    Steering(regions, services, locator, latency, rng=None)
+        .answer(name, client, source_prefix, now) -> ServiceAnswer     (the DNS core's call)
+        .explain(name, client, source_prefix, now) -> Decision          (`gslb explain`)
+        .update_region_states({region: RegionState})                    (probes, drain)
+        .generation                                                     (caches key on it)
+
+One query:
+
+  1. locate the client (GeoIP record: place + record network);
+  2. rank the service's regions with its policy (geo, geo_map, latency, failover, weighted);
+  3. keep the `count` best *eligible* ones (up and not drained); for geo and latency, if the
+     first choice is not eligible its clients spill over the eligible regions in proportion
+     to capacity, hashed on the client network (spill.py);
+  4. none eligible: the service's all-down rule (fail_open = answer as if all were up);
+  5. TTL: degraded_ttl when a chosen region is degraded or a drained region was skipped
+     (or all are down), else ttl;
+  6. ECS scope (RFC 7871): the widest prefix around the client with the same answer (below).
+
+The answer depends on the client only through its *key network*: the GeoIP record network,
+made longer where the policy needs it (latency data is per /24 or /48; a geo_map CIDR entry
+may split a record). Decisions are cached by (service, key network) and the cache is emptied
+when `generation` changes, so a query for a known network costs a GeoIP lookup and a dict
+lookup. `decide` is the slow reference path the cache is tested against.
+
+ECS scope: start at the key network's prefix and widen while the sibling network is one
+record of exactly that size whose answer is the same (at most MAX_WIDEN steps; computed once
+per cache entry). Scope 0 when the answer does not depend on the client: failover, weighted,
+a one-region service, an all-down answer that is not fail_open. Unlocated clients get their
+own SOURCE prefix back (we cannot tell how far the "unknown" block reaches).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import random
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+
+from gslb.geoip import GeoLocator, Location, unmap
+from gslb.latency_table import V4_PREFIX, V6_PREFIX, LatencyTable
+from gslb.steering import failover, geo, geo_map, latency, spill, weighted
+from gslb.steering.base import Decision, IPAddress, Region, RegionState, ServiceAnswer
+from gslb.steering.config import ServiceConfig
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+MAX_WIDEN = 8
+MAX_CACHE = 200_000
+_UP = RegionState()
+
+
+class SteeringError(Exception):
+    """Steering was asked about something it does not know."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Choice:
+    """The client-dependent part of a decision (what the cache and the scope compare)."""
+
+    regions: tuple[str, ...]
+    ttl: int
+    all_down: bool
+    lines: tuple[str, ...]
+    valid_until: float          # the latency data it used goes stale then (inf otherwise)
+
+
+def _state_word(state: RegionState) -> str:
+    if not state.up:
+        return "DOWN"
+    if state.drained:
+        return "drained"
+    return "degraded" if state.degraded else "up"
+
+
+class Steering:
+    """Implements gslb.steering.base.ServiceSteering."""
+
+    def __init__(self, regions: Mapping[str, Region], services: Mapping[str, ServiceConfig],
+                 locator: GeoLocator, latency: LatencyTable, *, rng: random.Random | None = None,
+                 max_cache: int = MAX_CACHE) -> None:
+        for svc in services.values():
+            for name in svc.regions:
+                if name not in regions:
+                    raise SteeringError(f"service {svc.name}: unknown region {name!r}")
+        self._regions = dict(regions)
+        self._services = dict(services)
+        self._locator = locator
+        self._latency = latency
+        self._rng = rng if rng is not None else random.Random()
+        self._states: dict[str, RegionState] = {name: _UP for name in regions}
+        self._own_generation = 0
+        self._uses_latency = any(s.policy == "latency" for s in services.values())
+        self._capacity = {name: r.capacity for name, r in regions.items()}
+        self._cache: dict[tuple[object, ...], tuple[ServiceAnswer, float]] = {}
+        self._cache_generation = -1
+        self._max_cache = max_cache
+        self.cache_hits = 0
+        self.cache_misses = 0
+
+    # -- the contract -----------------------------------------------------------------
+    @property
+    def generation(self) -> int:
+        if self._uses_latency:
+            return self._own_generation + self._latency.generation
+        return self._own_generation
+
+    def is_service(self, name: str) -> bool:
+        return name in self._services
+
+    @property
+    def services(self) -> Mapping[str, ServiceConfig]:
+        return self._services
+
+    def update_region_states(self, states: Mapping[str, RegionState]) -> None:
+        new = {name: states.get(name, _UP) for name in self._regions}
+        if new != self._states:
+            self._states = new
+            self._own_generation += 1
+
+    def region_states(self) -> dict[str, RegionState]:
+        return dict(self._states)
+
+    def answer(self, name: str, client: IPAddress | None, source_prefix: int | None,
+               now: float) -> ServiceAnswer:
+        svc = self._services.get(name)
+        if svc is None:
+            raise SteeringError(f"not a service: {name!r}")
+        generation = self.generation
+        if generation != self._cache_generation:
+            self._cache.clear()
+            self._cache_generation = generation
+        if svc.policy == "weighted":
+            return self._weighted(svc)
+        if client is not None:
+            client = unmap(client)
+        if self._client_independent(svc) or client is None:
+            key: tuple[object, ...] = (name,)
+            loc = None
+        else:
+            loc = self._locator.locate(client)
+            kp = self._key_prefix(svc, client, loc)
+            masked = None if kp is None else int(client) >> (client.max_prefixlen - kp)
+            if loc is None:
+                key = (name, client.version, masked, kp, source_prefix)
+            else:
+                key = (name, client.version, masked, kp)
+        entry = self._cache.get(key)
+        if entry is not None and now < entry[1]:
+            self.cache_hits += 1
+            return entry[0]
+        self.cache_misses += 1
+        answer, valid_until = self._compute(svc, client, loc, source_prefix, now)
+        if len(self._cache) >= self._max_cache:
+            self._cache.clear()
+        self._cache[key] = (answer, valid_until)
+        return answer
+
+    def explain(self, name: str, client: IPAddress | None, source_prefix: int | None,
+                now: float) -> Decision:
+        """The decision `answer` would make, computed afresh, with how the client was located."""
+        svc = self._services.get(name)
+        if svc is None:
+            raise SteeringError(f"not a service: {name!r}")
+        if svc.policy == "weighted":
+            return self._weighted(svc).decision
+        if client is not None:
+            client = unmap(client)
+        loc = self._locator.locate(client) if client is not None else None
+        answer, _ = self._compute(svc, client, loc, source_prefix, now)
+        if client is None:
+            how = "no client address"
+        else:
+            how = f"ecs {client}/{source_prefix}" if source_prefix is not None else f"resolver {client}"
+        return replace(answer.decision, location=f"{how} -> {answer.decision.location}")
+
+    def decide(self, name: str, client: IPAddress | None, source_prefix: int | None,
+               now: float) -> ServiceAnswer:
+        """The reference path: no cache (tests compare `answer` with it)."""
+        svc = self._services[name]
+        if svc.policy == "weighted":
+            return self._weighted(svc)
+        if client is not None:
+            client = unmap(client)
+        loc = self._locator.locate(client) if client is not None and not self._client_independent(svc) \
+            else None
+        return self._compute(svc, client, loc, source_prefix, now)[0]
+
+    def __repr__(self) -> str:
+        down = sum(1 for s in self._states.values() if not s.up)
+        drained = sum(1 for s in self._states.values() if s.up and s.drained)
+        return (f"<Steering {len(self._services)} services, {len(self._regions)} regions "
+                f"[{down} down, {drained} drained], generation {self.generation}, {len(self._cache)} cached>")
+
+    # -- internals ----------------------------------------------------------------------
+    @staticmethod
+    def _client_independent(svc: ServiceConfig) -> bool:
+        return svc.policy in ("failover", "weighted") or len(svc.regions) == 1
+
+    def _key_prefix(self, svc: ServiceConfig, address: IPAddress, loc: Location | None) -> int | None:
+        """The prefix over which the answer is constant (None: no constraint from the policy)."""
+        prefix = loc.prefix_len if loc is not None else None
+        if svc.policy == "latency":
+            floor = V4_PREFIX if address.version == 4 else V6_PREFIX
+            prefix = floor if prefix is None else max(prefix, floor)
+        elif svc.policy == "geo_map" and svc.geo_map is not None and svc.geo_map.cidr:
+            prefix = geo_map.key_prefix(svc.geo_map, address, 0 if prefix is None else prefix)
+        return prefix
+
+    def _eligible(self, name: str) -> bool:
+        state = self._states.get(name, _UP)
+        return state.up and not state.drained
+
+    def _choose(self, svc: ServiceConfig, order: list[str], spill_key: str | None,
+                lines: list[str]) -> tuple[tuple[str, ...], int, bool]:
+        """(chosen regions, ttl, all_down) from a ranked order."""
+        eligible = [r for r in order if self._eligible(r)]
+        if not eligible:
+            return tuple(order[: svc.count]), svc.degraded_ttl, True
+        if spill_key is not None and eligible[0] != order[0]:
+            eligible = spill.spread(spill_key, eligible, self._capacity)
+            lines.append(f"{order[0]} is not eligible: its clients spill over {', '.join(eligible)} "
+                         f"by capacity (hash of {spill_key})")
+        chosen = tuple(eligible[: svc.count])
+        degraded = any(self._states.get(r, _UP).degraded for r in chosen)
+        last = max(order.index(r) for r in chosen)
+        skipped_drain = any(self._states.get(r, _UP).drained for r in order[:last])
+        ttl = svc.degraded_ttl if degraded or skipped_drain else svc.ttl
+        return chosen, ttl, False
+
+    def _choice(self, svc: ServiceConfig, address: IPAddress | None, loc: Location | None,
+                key_net: IPNetwork | None, now: float) -> tuple[_Choice, str]:
+        """The policy's choice for a client, and the reason (for explain)."""
+        lines: list[str] = []
+        valid_until = math.inf
+        spill_key = str(key_net) if key_net is not None else None
+        regions = [self._regions[r] for r in svc.regions]
+        if svc.policy == "failover" or len(svc.regions) == 1:
+            order, reason, spill_key = failover.rank(svc.regions), "fixed order", None
+        elif svc.policy == "geo_map":
+            assert svc.geo_map is not None
+            ranked, reason = geo_map.rank(svc.geo_map, address, loc)
+            order, spill_key = list(ranked), None
+        else:   # geo, latency
+            if loc is not None and loc.has_coordinates:
+                assert loc.lat is not None
+                assert loc.lon is not None
+                by_km = geo.rank(regions, loc.lat, loc.lon)
+                km = dict(by_km)
+                order, reason = [r for r, _ in by_km], "nearest first"
+            else:
+                km = {}
+                order, reason = list(svc.default_order), "no location: default order"
+                order += [r for r in svc.regions if r not in order]
+                spill_key = None
+            rtts: dict[str, float] = {}
+            if svc.policy == "latency" and address is not None:
+                rtts, valid_until = self._latency.lookup_detail(address, now, svc.latency_max_age)
+                rtts = {r: v for r, v in rtts.items() if r in svc.regions}
+                if rtts:
+                    order = latency.rank(rtts, order)
+                    reason = "lowest measured RTT first"
+                    spill_key = str(key_net) if key_net is not None else None
+                else:
+                    reason += " (no fresh RTT)"
+            for r in order:
+                parts = [r]
+                if r in rtts:
+                    parts.append(f"rtt {rtts[r]:.1f} ms")
+                if r in km:
+                    parts.append(f"{km[r]:.0f} km")
+                parts.append(_state_word(self._states.get(r, _UP)))
+                lines.append("  ".join(parts))
+        if svc.policy in ("failover", "geo_map") or len(svc.regions) == 1:
+            lines.extend(f"{r}  {_state_word(self._states.get(r, _UP))}" for r in order)
+        chosen, ttl, all_down = self._choose(svc, order, spill_key, lines)
+        return _Choice(chosen, ttl, all_down, tuple(lines), valid_until), reason
+
+    def _compute(self, svc: ServiceConfig, address: IPAddress | None, loc: Location | None,
+                 source_prefix: int | None, now: float) -> tuple[ServiceAnswer, float]:
+        independent = self._client_independent(svc)
+        key_prefix = None if independent or address is None else self._key_prefix(svc, address, loc)
+        key_net = None if key_prefix is None or address is None \
+            else ipaddress.ip_network((address, key_prefix), strict=False)
+        choice, reason = self._choice(svc, address, loc, key_net, now)
+        rule = svc.all_down
+        if independent or (choice.all_down and rule.action != "fail_open"):
+            scope = 0
+        elif loc is None or address is None or key_net is None:
+            scope = max(source_prefix or 0, key_prefix or 0) if address is not None else 0
+        else:
+            scope = self._widen(svc, key_net, choice, now)
+        where = loc.describe() if loc is not None else "not located"
+        decision = Decision(svc.name, svc.policy, choice.regions, choice.ttl, scope, choice.all_down,
+                            f"{where}: {reason}", choice.lines)
+        valid_until = choice.valid_until
+        cache_for = float(choice.ttl)
+        if not math.isinf(valid_until):
+            cache_for = max(0.0, min(cache_for, valid_until - now))
+        if choice.all_down and rule.action == "address":
+            decision = replace(decision, regions=())
+            answer = ServiceAnswer(rule.v4, rule.v6, choice.ttl, scope, decision, cache_for=cache_for)
+        elif choice.all_down and rule.action == "cname":
+            decision = replace(decision, regions=())
+            answer = ServiceAnswer((), (), choice.ttl, scope, decision, cname=rule.cname, cache_for=cache_for)
+        elif choice.all_down and rule.action == "nodata":
+            decision = replace(decision, regions=(), ttl=rule.negative_ttl)
+            answer = ServiceAnswer((), (), rule.negative_ttl, scope, decision,
+                                   negative_ttl=rule.negative_ttl, cache_for=cache_for)
+        else:
+            v4 = tuple(a for r in choice.regions for a in self._regions[r].v4)
+            v6 = tuple(a for r in choice.regions for a in self._regions[r].v6)
+            answer = ServiceAnswer(v4, v6, choice.ttl, scope, decision, cache_for=cache_for)
+        return answer, valid_until
+
+    def _widen(self, svc: ServiceConfig, key_net: IPNetwork, choice: _Choice, now: float) -> int:
+        """The ECS scope: widen `key_net` while the sibling gives the same answer."""
+        net = key_net
+        for _ in range(MAX_WIDEN):
+            prefix = net.prefixlen
+            if prefix == 0:
+                break
+            flip = 1 << (net.max_prefixlen - prefix)
+            sibling_addr = ipaddress.ip_address(int(net.network_address) ^ flip)
+            if net.version == 6:
+                sibling_addr = ipaddress.IPv6Address(int(sibling_addr))
+            sibling_loc = self._locator.locate(sibling_addr)
+            if sibling_loc is None or sibling_loc.prefix_len != prefix:
+                break
+            if self._key_prefix(svc, sibling_addr, sibling_loc) != prefix:
+                break
+            sibling_net = ipaddress.ip_network((sibling_addr, prefix), strict=False)
+            other, _ = self._choice(svc, sibling_addr, sibling_loc, sibling_net, now)
+            if (other.regions, other.ttl, other.all_down) != (choice.regions, choice.ttl, choice.all_down):
+                break
+            net = net.supernet()
+        return net.prefixlen
+
+    def _weighted(self, svc: ServiceConfig) -> ServiceAnswer:
+        eligible = [r for r in svc.regions if self._eligible(r)]
+        all_down = not eligible
+        pool = list(svc.regions) if all_down else eligible
+        order = weighted.order(pool, svc.weights, self._rng)
+        if not order:       # every eligible region has weight 0: fall back to configured order
+            order = pool
+        chosen = tuple(order[: svc.count])
+        lines = tuple(f"{r}  weight {svc.weights.get(r, 0):g}  {_state_word(self._states.get(r, _UP))}"
+                      for r in svc.regions)
+        degraded = any(self._states.get(r, _UP).degraded for r in chosen)
+        ttl = svc.degraded_ttl if degraded or all_down else svc.ttl
+        rule = svc.all_down
+        decision = Decision(svc.name, svc.policy, chosen, ttl, 0, all_down, "weighted random (per query)", lines)
+        if all_down and rule.action == "address":
+            return ServiceAnswer(rule.v4, rule.v6, ttl, 0, replace(decision, regions=()))
+        if all_down and rule.action == "cname":
+            return ServiceAnswer((), (), ttl, 0, replace(decision, regions=()), cname=rule.cname)
+        if all_down and rule.action == "nodata":
+            return ServiceAnswer((), (), rule.negative_ttl, 0,
+                                 replace(decision, regions=(), ttl=rule.negative_ttl),
+                                 negative_ttl=rule.negative_ttl)
+        v4 = tuple(a for r in chosen for a in self._regions[r].v4)
+        v6 = tuple(a for r in chosen for a in self._regions[r].v6)
+        return ServiceAnswer(v4, v6, ttl, 0, decision)
+
