@@ -329,7 +329,14 @@ class Responder:
                 return res
             node = zone.nodes.get(name)
             target: str | None = None
-            if node is None:
+            if (node is not None and qtype in (A, AAAA) and A not in node and AAAA not in node
+                    and CNAME not in node and self._steering.is_service(name)):
+                # a service at a name that also holds static data (e.g. the apex with SOA/NS/MX)
+                target = self._service(res, zone, name, qtype, edns, client, now)
+                if target is None:
+                    return res
+                node = None
+            elif node is None:
                 if self._steering.is_service(name):
                     target = self._service(res, zone, name, qtype, edns, client, now)
                     if target is None:

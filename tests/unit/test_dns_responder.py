@@ -606,3 +606,17 @@ def test_responder_without_zones_refuses_everything() -> None:
     responder = Responder((), default_steering())
     assert ask(responder, query("www.example.test", "A")).rcode() == dns.rcode.REFUSED
     assert load_test_zones()[0].origin in ("example.test", "other.test")
+
+
+def test_service_at_the_apex_beside_soa_ns_and_mx() -> None:
+    steering = default_steering()
+    steering.services["example.test"] = service_answer(v4=("192.0.2.80",), service="apex")
+    responder, _ = make_responder(steering)
+    assert records(ask(responder, query("example.test", "A")).answer) == ["example.test. 30 A 192.0.2.80"]
+    assert records(ask(responder, query("example.test", "MX")).answer) == [
+        "example.test. 3600 MX 10 mail.example.test."]
+    assert ask(responder, query("example.test", "SOA")).answer[0].rdtype == dns.rdatatype.SOA
+    # static A/AAAA at a name win over the steering, for both address types
+    steering.services["ns2.example.test"] = service_answer(service="ns2")
+    assert records(ask(responder, query("ns2.example.test", "A")).answer) == ["ns2.example.test. 3600 A 127.0.0.2"]
+    assert ask(responder, query("ns2.example.test", "AAAA")).answer == []
