@@ -285,7 +285,8 @@ def gslb_regions_up(admin_port: int) -> bool:
     body = http_json(f"http://127.0.0.1:{admin_port}/api/regions")
     if not isinstance(body, dict) or not isinstance(body.get("regions"), list):
         return False
-    return all(bool(r.get("probed") and r.get("eligible")) for r in body["regions"])
+    # eligible (up, not drained) and the last probe of this GSLB succeeded (not merely assumed up)
+    return all(bool(r.get("eligible") and (r.get("last_probe") or {}).get("ok")) for r in body["regions"])
 
 
 # -- the topology -------------------------------------------------------------------------------
