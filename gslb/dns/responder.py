@@ -21,6 +21,10 @@ additional) at or below a delegation; CNAME chains followed through our
 zones (into service names too) with loop protection; service names answered
 by `steering.answer`; static records, wildcards and empty non-terminals from
 the zone; NXDOMAIN / NODATA with the SOA in authority at the negative TTL.
+A name's static A/AAAA win over the steering; a service name that also holds
+other static data (the apex with SOA/NS/MX, or a name with TXT) gets its A/AAAA
+from the steering. ANY is answered with one RRset (HINFO "RFC8482" for a
+service name, without asking the steering).
 `respond` never raises: an unexpected error is counted in
 `stats.internal_errors` and the query dropped.
 """
