@@ -29,7 +29,7 @@ from gslb.common.configload import ConfigError
 from gslb.common.health import Health
 from gslb.common.probe import ProbeResult
 from gslb.config import GslbConfig, healthy_fraction, load_config
-from gslb.dns.responder import Responder
+from gslb.dns.responder import Responder, ResponderStats
 from gslb.geoip import GeoLocator, MaxMindLocator
 from gslb.latency_table import LatencyTable
 from gslb.server.tcp import DnsTcpServer
@@ -73,6 +73,7 @@ class GslbServer:
         self.all_down_events = 0
         self.reloads = {"ok": 0, "failed": 0}
         self.probe_counts: dict[tuple[str, bool], int] = {}
+        self.dns_stats = ResponderStats()   # kept across reloads so counters never go back
         self._install(config)
 
     # -- building from a config --------------------------------------------------
@@ -86,7 +87,8 @@ class GslbServer:
         self.config = config
         self.steering = Steering(config.region_models(), config.services, self.locator, self.latency)
         self.steering.update_region_states(self.region_states())
-        self.responder = Responder(config.zones, self.steering, max_udp_size=config.dns.max_udp_size)
+        self.responder = Responder(config.zones, self.steering, max_udp_size=config.dns.max_udp_size,
+                                   stats=self.dns_stats)
         targets = [rc.probe.target(name) for name, rc in config.regions.items() if rc.probe is not None]
         self.checker = HealthChecker(targets, on_change=self._on_health_change, on_result=self._on_probe,
                                      probe=self._probe, clock=self.clock)

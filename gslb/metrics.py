@@ -35,7 +35,7 @@ class GslbCollector(Collector):
         dropped.add_metric([], stats.dropped)
         yield dropped
         answers = CounterMetricFamily("gslb_answers", "service answers naming a region", labels=["region"])
-        for region, count in sorted(stats.answers_by_region.items()):
+        for region, count in sorted(stats.by_region.items()):
             answers.add_metric([region], count)
         yield answers
         all_down = CounterMetricFamily("gslb_all_regions_down",
