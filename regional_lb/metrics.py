@@ -35,8 +35,11 @@ class CoreCollector(Collector):
         rt = self._snapshot()
         inflight = GaugeMetricFamily("rlb_backend_inflight", "Requests in flight per backend",
                                      labels=["pool", "backend"])
-        healthy = GaugeMetricFamily("rlb_backend_up", "1 if the backend takes requests (health, admin state)",
+        healthy = GaugeMetricFamily("rlb_backend_up", "1 if the backend is available (health up, not ejected, "
+                                    "not removed by an admin)",
                                     labels=["pool", "backend", "admin"])
+        denied = CounterMetricFamily("rlb_retry_budget_denied", "Retries refused by the pool's retry budget",
+                                     labels=["pool"])
         panics = CounterMetricFamily("rlb_pool_panics", "Times a pool entered panic mode", labels=["pool"])
         policy = CounterMetricFamily("rlb_policy_events", "Policy decisions by kind: sticky hits, misses, "
                                      "resticks, bounded-load spills, ...", labels=["route", "policy", "event"])
@@ -46,7 +49,8 @@ class CoreCollector(Collector):
                     inflight.add_metric([pr.name, name], value)
                 for st in pr.status_rows():
                     healthy.add_metric([pr.name, str(st.get("id")), str(st.get("admin", "ready"))],
-                                       1.0 if st.get("health") == "up" else 0.0)
+                                       1.0 if st.get("available") else 0.0)
+                denied.add_metric([pr.name], float(getattr(pr.budget, "denied", 0)))
                 stats = getattr(pr.pool, "stats", None)
                 count = getattr(stats, "panics", None) if stats is not None else None
                 if count is None and isinstance(stats, dict):
@@ -61,6 +65,7 @@ class CoreCollector(Collector):
         yield inflight
         yield healthy
         yield panics
+        yield denied
         yield policy
 
 
