@@ -150,6 +150,8 @@ class Steering:
         entry = self._cache.get(key)
         if entry is not None and now < entry[1]:
             self.cache_hits += 1
+            if entry[1] != math.inf and entry[0].cache_for > entry[1] - now:
+                return replace(entry[0], cache_for=entry[1] - now)     # latency data ages
             return entry[0]
         self.cache_misses += 1
         answer, valid_until = self._compute(svc, client, loc, source_prefix, now)
