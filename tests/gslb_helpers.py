@@ -171,10 +171,10 @@ async def running_gslb(tmp: Path, *, with_lbs: bool = True, **kwargs: Any) -> As
             await lb.stop()
 
 
-async def wait_for(predicate: Any, timeout: float = 5.0, interval: float = 0.02) -> None:
+async def wait_for(predicate: Any, within: float = 5.0, interval: float = 0.02) -> None:
     """Poll `predicate` (sync or async) until true: for state that changes in another task or process."""
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
+    deadline = loop.time() + within
     while True:
         result = predicate()
         if asyncio.iscoroutine(result):

@@ -63,17 +63,21 @@ def test_missing_and_corrupt_geoip_database_are_clear_errors(tmp_path):
     data = gslb_config(tmp_path, dns_port=1053, admin_port=8053, lbs=None)
     data["geoip"]["database"] = str(tmp_path / "missing.mmdb")
     result = gslb("check-config", str(write(tmp_path, data)))
-    assert result.returncode == 1 and "missing.mmdb" in result.stderr
+    assert result.returncode == 1
+    assert "missing.mmdb" in result.stderr
     corrupt = tmp_path / "corrupt.mmdb"
     corrupt.write_bytes(b"this is not a maxmind database" * 10)
     data["geoip"]["database"] = str(corrupt)
     result = gslb("check-config", str(write(tmp_path, data)))
-    assert result.returncode == 1 and "corrupt.mmdb" in result.stderr
+    assert result.returncode == 1
+    assert "corrupt.mmdb" in result.stderr
 
 
 def test_missing_config_file():
     result = gslb("check-config", "/nonexistent/gslb.yaml")
-    assert result.returncode == 1 and "/nonexistent/gslb.yaml" in result.stderr and "cannot read" in result.stderr
+    assert result.returncode == 1
+    assert "/nonexistent/gslb.yaml" in result.stderr
+    assert "cannot read" in result.stderr
 
 
 def test_explain_prints_regions_and_reason(tmp_path):
@@ -87,7 +91,8 @@ def test_explain_prints_regions_and_reason(tmp_path):
 
 def test_version_names_geoip_attribution():
     result = gslb("--version")
-    assert result.returncode == 0 and "DB-IP" in result.stdout
+    assert result.returncode == 0
+    assert "DB-IP" in result.stdout
 
 
 def test_serve_answers_reloads_on_sighup_and_stops_on_sigterm(tmp_path):
