@@ -108,6 +108,7 @@ class GslbServer:
         rt = self.regions.get(name)
         if rt is None:
             return
+        rt.health = health                   # every result: streaks and `probed` stay current
         rt.last_result = result
         rt.last_probe_at = self.clock()
         key = (name, result.ok)

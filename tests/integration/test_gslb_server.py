@@ -161,6 +161,7 @@ async def test_admin_drain_requires_token_and_reports_safe_stop(tmp_path):
         async with http.get(f"{g.admin}/api/regions") as resp:
             regions = {r["name"]: r for r in (await resp.json())["regions"]}
         assert regions["us-east"]["last_probe"]["ok"] is True
+        assert regions["us-east"]["probed"] is True
 
 
 async def test_latency_ingest_steers_latency_policy(tmp_path):
