@@ -6,7 +6,8 @@
 
 What runs (every piece a subprocess, logs in RUN_DIR/logs/):
 
-    redis-server      127.0.0.1:<free port>       sessions (db N per region) and edge LB state
+    redis-server      127.0.0.1:<free port>       app sessions (db 0, shared by every region, so a
+                                                  session survives region failover) and edge LB state
     gslb              DNS 127.0.0.1:1053 + [::1]:1053 (UDP, TCP), admin 127.0.0.1:8053
     per region N      us-east (1), eu-central (2), ap-northeast (3):
       edge LB         127.0.N.1:8080   (health /lb/healthz, admin :9080)
@@ -314,7 +315,7 @@ def build_children(run_dir: Path, configs: dict[str, Path], ports: Ports, redis_
             name = f"{region}-app-{i}"
             children.append(Child(
                 name, [sys.executable, "-m", "deploy.demo_app", "--listen", f"{host}:{ports.app}", "--name", name,
-                       "--region", region, "--redis", f"redis://127.0.0.1:{ports.redis}/{n}"],
+                       "--region", region, "--redis", f"redis://127.0.0.1:{ports.redis}/0"],
                 logs / f"{name}.log",
                 functools.partial(_answers, f"http://{host}:{ports.app}/healthz", 200), stage=2))
         for role, host, stage in (("internal", internal_host(n), 3), ("edge", edge_host(n), 4)):
@@ -540,7 +541,7 @@ def _run(args: argparse.Namespace, children: list[Child], ports: Ports, run_dir:
                   "app": ports.app, "redis": ports.redis},
         "redis_url": f"redis://127.0.0.1:{ports.redis}",
         "regions": {region: {"edge": f"{edge_host(n)}:{ports.lb}", "internal": f"{internal_host(n)}:{ports.lb}",
-                             "apps": [f"{h}:{ports.app}" for h in app_hosts(n)], "redis_db": n}
+                             "apps": [f"{h}:{ports.app}" for h in app_hosts(n)], "redis_db": 0}
                     for n, region in REGIONS},
         "pids": {c.name: c.pid for c in children},
         "launcher_pid": os.getpid(),
