@@ -33,6 +33,7 @@ own SOURCE prefix back (we cannot tell how far the "unknown" block reaches).
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import math
 import random
@@ -67,6 +68,16 @@ class _Choice:
     valid_until: float          # the latency data it used goes stale then (inf otherwise)
 
 
+@functools.lru_cache(maxsize=65536)
+def _network(version: int, value: int, prefix: int) -> IPNetwork:
+    """The /prefix network holding the address `value` (memoised: ipaddress is slow to build)."""
+    bits = 32 if version == 4 else 128
+    masked = value >> (bits - prefix) << (bits - prefix)
+    if version == 4:
+        return ipaddress.IPv4Network((masked, prefix))
+    return ipaddress.IPv6Network((masked, prefix))
+
+
 def _state_word(state: RegionState) -> str:
     if not state.up:
         return "DOWN"
@@ -97,6 +108,7 @@ class Steering:
         self._cache: dict[tuple[object, ...], tuple[ServiceAnswer, float]] = {}
         self._cache_generation = -1
         self._max_cache = max_cache
+        self._unsplit: dict[tuple[str, IPNetwork], bool] = {}     # geo_map: record not split by a CIDR
         self.cache_hits = 0
         self.cache_misses = 0
 
@@ -208,6 +220,19 @@ class Steering:
             floor = V4_PREFIX if address.version == 4 else V6_PREFIX
             prefix = floor if prefix is None else max(prefix, floor)
         elif svc.policy == "geo_map" and svc.geo_map is not None and svc.geo_map.cidr:
+            if loc is not None:
+                memo_key = (svc.name, loc.network)
+                unsplit = self._unsplit.get(memo_key)
+                if unsplit is None:
+                    unsplit = geo_map.key_prefix(svc.geo_map, loc.network.network_address,
+                                                 loc.prefix_len) == loc.prefix_len \
+                        and geo_map.key_prefix(svc.geo_map, loc.network.broadcast_address,
+                                               loc.prefix_len) == loc.prefix_len
+                    if len(self._unsplit) >= self._max_cache:
+                        self._unsplit.clear()
+                    self._unsplit[memo_key] = unsplit
+                if unsplit:         # no CIDR entry splits the record: its prefix it is
+                    return prefix
             prefix = geo_map.key_prefix(svc.geo_map, address, 0 if prefix is None else prefix)
         return prefix
 
@@ -285,7 +310,7 @@ class Steering:
         independent = self._client_independent(svc)
         key_prefix = None if independent or address is None else self._key_prefix(svc, address, loc)
         key_net = None if key_prefix is None or address is None \
-            else ipaddress.ip_network((address, key_prefix), strict=False)
+            else _network(address.version, int(address), key_prefix)
         choice, reason = self._choice(svc, address, loc, key_net, now)
         rule = svc.all_down
         if independent or (choice.all_down and rule.action != "fail_open"):
@@ -325,19 +350,19 @@ class Steering:
             if prefix == 0:
                 break
             flip = 1 << (net.max_prefixlen - prefix)
-            sibling_addr = ipaddress.ip_address(int(net.network_address) ^ flip)
-            if net.version == 6:
-                sibling_addr = ipaddress.IPv6Address(int(sibling_addr))
+            sibling_int = int(net.network_address) ^ flip
+            sibling_addr = ipaddress.IPv4Address(sibling_int) if net.version == 4 \
+                else ipaddress.IPv6Address(sibling_int)
             sibling_loc = self._locator.locate(sibling_addr)
             if sibling_loc is None or sibling_loc.prefix_len != prefix:
                 break
             if self._key_prefix(svc, sibling_addr, sibling_loc) != prefix:
                 break
-            sibling_net = ipaddress.ip_network((sibling_addr, prefix), strict=False)
+            sibling_net = _network(net.version, sibling_int, prefix)
             other, _ = self._choice(svc, sibling_addr, sibling_loc, sibling_net, now)
             if (other.regions, other.ttl, other.all_down) != (choice.regions, choice.ttl, choice.all_down):
                 break
-            net = net.supernet()
+            net = _network(net.version, sibling_int, prefix - 1)
         return net.prefixlen
 
     def _weighted(self, svc: ServiceConfig) -> ServiceAnswer:
