@@ -231,7 +231,9 @@ def machine_lines(extra_versions: dict[str, str], command: str) -> list[str]:
     versions = {"Python": platform.python_version(), **extra_versions}
     return [
         f"- Date: {now}; repository commit {git_commit()}",
-        f"- Machine: {os.cpu_count()} CPUs (nproc), {cpu_model()}, Linux {platform.release()}",
+        f"- Machine: {os.cpu_count()} CPUs (nproc), {cpu_model()}, Linux {platform.release()}; "
+        f"load average at start {os.getloadavg()[0]:.2f} (other work on the machine makes throughput and tail "
+        "latency noisy; CPU per query/request is the steadier figure)",
         "- Versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()),
         f"- Command: `{command}`",
     ]

@@ -110,6 +110,25 @@ def start_regional_lb(workdir: Path, backends: list[int]):
                          workdir, cpus=PROXY_CPU, ready=ready_tcp(port), env=env)
 
 
+FLOOR_APP = """
+import sys
+from aiohttp import web
+import uvloop
+async def hello(request):
+    return web.Response(text="backend floor\\n", headers={"Set-Cookie": "LBSESSIONID=floor; Path=/"})
+app = web.Application()
+app.router.add_get("/{tail:.*}", hello)
+web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), access_log=None, print=None, loop=uvloop.new_event_loop())
+"""
+
+
+def start_aiohttp_floor(workdir: Path, backends: list[int]):
+    """Not a proxy: a bare aiohttp server answering itself, the floor under any aiohttp-based proxy's cost."""
+    port = free_port()
+    return port, started("aiohttp-floor", [sys.executable, "-c", FLOOR_APP, str(port)], workdir, cpus=PROXY_CPU,
+                         ready=ready_tcp(port))
+
+
 # ---------------------------------------------------------------- checks
 
 
@@ -132,6 +151,8 @@ def get(port: int, path: str, cookie: str | None = None) -> tuple[int, str, str 
 def check_proxy(port: int) -> tuple[str, dict[str, str]]:
     """The cookie to use for the sticky-hit run, and facts for the report."""
     status, body, cookie = get(port, "/")
+    if body.startswith("backend floor"):
+        return cookie or "floor", {}
     if status != 200 or not cookie:
         raise BenchError(f"GET / answered {status} {body!r} with cookie {cookie!r}; expected 200 and {COOKIE}")
     sticky = {get(port, "/", cookie)[1] for _ in range(6)}
@@ -249,6 +270,7 @@ def report(args, results: dict[str, list[Result]], facts: dict[str, dict], notes
             "row after a 1 s warm-up; the sticky-hit run sends `-H 'Cookie: LBSESSIONID=...'` with a cookie from a "
             "first request to the same proxy.",
             "- CPU µs/request = proxy utime+stime (/proc, whole process tree) over the run ÷ requests.", ""]
+    facts = {n: f for n, f in facts.items() if f}
     if facts:
         out += ["### Same behaviour", ""]
         names = list(facts)
@@ -257,6 +279,10 @@ def report(args, results: dict[str, list[Result]], facts: dict[str, dict], notes
     if results:
         out += ["### Throughput, latency and CPU", "",
                 markdown_table(HEADERS, [row(r) for n in results for r in results[n]]), ""]
+    if "aiohttp-floor" in results:
+        out += ["`aiohttp-floor` is not a proxy: a bare aiohttp (uvloop) server answering every GET itself with a "
+                "fixed body and a Set-Cookie, in one process pinned like the proxies. It is the floor under the "
+                "CPU per request of any proxy built on aiohttp's server (which then also runs an HTTP client).", ""]
     if "haproxy" in results and "regional-lb" in results:
         out += ["### Ratio", ""]
         for ours, theirs in zip(results["regional-lb"], results["haproxy"], strict=True):
@@ -277,7 +303,9 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--duration", type=float, default=10.0, help="seconds per wrk run (default 10)")
     p.add_argument("--connections", type=int, default=50, help="wrk connections (default 50)")
-    p.add_argument("--only", choices=["haproxy", "regional-lb"], help="measure one proxy only")
+    p.add_argument("--only", choices=["haproxy", "regional-lb", "aiohttp-floor"], help="measure one server only")
+    p.add_argument("--no-floor", dest="floor", action="store_false",
+                   help="skip the bare-aiohttp reference (a server answering itself, no proxying)")
     p.add_argument("--no-readme", action="store_true", help="print only; leave bench/README.md alone")
     args = p.parse_args()
 
@@ -288,7 +316,10 @@ def main() -> int:
         workdir = Path(tmp)
         ports, backend_ctx = start_backends(workdir)
         with backend_ctx:
-            for name, starter in (("haproxy", start_haproxy), ("regional-lb", start_regional_lb)):
+            servers = [("haproxy", start_haproxy), ("regional-lb", start_regional_lb)]
+            if args.floor:
+                servers.append(("aiohttp-floor", start_aiohttp_floor))
+            for name, starter in servers:
                 if args.only and args.only != name:
                     continue
                 print(f"measuring {name} ...", flush=True)
