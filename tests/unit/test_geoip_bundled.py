@@ -61,3 +61,23 @@ def test_private_addresses_are_not_located(bundled) -> None:
 
 def test_size_target() -> None:
     assert DEFAULT_DATABASE.stat().st_size <= 20 * 1024 * 1024
+
+
+def test_steering_with_the_bundled_database(bundled) -> None:
+    from gslb.latency_table import LatencyTable
+    from gslb.steering import Steering
+    from gslb.steering.base import Region
+    from gslb.steering.config import ServiceConfig
+
+    regions = {"us-east": Region("us-east", 39.04, -77.49, ("127.0.1.1",)),
+               "eu-central": Region("eu-central", 50.11, 8.68, ("127.0.2.1",)),
+               "ap-northeast": Region("ap-northeast", 35.68, 139.69, ("127.0.3.1",))}
+    steering = Steering(regions, {"www.test": ServiceConfig("www.test", "geo", tuple(regions))}, bundled,
+                        LatencyTable())
+    expected = {"8.8.8.8": "us-east", "9.9.9.9": "eu-central", "202.12.27.33": "ap-northeast",
+                "2606:4700:4700::1111": "us-east"}
+    for address, region in expected.items():
+        answer = steering.answer("www.test", ipaddress.ip_address(address), 24, 0.0)
+        assert answer.decision.regions == (region,)
+        record = bundled.locate(ipaddress.ip_address(address))
+        assert 0 < answer.scope_prefix <= record.prefix_len      # widened, never narrowed

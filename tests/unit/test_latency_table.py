@@ -152,3 +152,23 @@ def test_bounded_and_fresh_invariants(reports) -> None:
 
 def test_repr() -> None:
     assert repr(LatencyTable(max_networks=7)).startswith("<LatencyTable 0 networks (max 7)")
+
+
+JSONISH = st.recursive(st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=20)),
+                       lambda inner: st.one_of(st.lists(inner, max_size=4),
+                                               st.dictionaries(st.text(max_size=10), inner, max_size=4)),
+                       max_leaves=12)
+
+
+@given(st.one_of(JSONISH, st.fixed_dictionaries({"measurements": st.lists(st.one_of(
+    JSONISH, st.fixed_dictionaries({"network": st.one_of(st.text(max_size=20), st.sampled_from(
+        ["1.2.3.0/24", "1.2.3.4", "2001:db8::/48", "::/0", "1.2.3.0/25"])), "region": JSONISH,
+        "rtt_ms": JSONISH})), max_size=4)})))
+def test_ingest_batch_accepts_or_raises_value_error(payload) -> None:
+    t = LatencyTable()
+    try:
+        n = t.ingest_batch(payload, now=0.0)
+    except ValueError:
+        assert len(t) == 0
+    else:
+        assert n == len(payload["measurements"])
