@@ -10,9 +10,10 @@ One query:
 
   1. locate the client (GeoIP record: place + record network);
   2. rank the service's regions with its policy (geo, geo_map, latency, failover, weighted);
-  3. keep the `count` best *eligible* ones (up and not drained); for geo and latency, if the
-     first choice is not eligible its clients spill over the eligible regions in proportion
-     to capacity, hashed on the client network (spill.py);
+  3. keep the `count` best *eligible* ones (up and not drained); when the order is by
+     distance (geo, and latency without measurements) and the nearest region is not eligible,
+     its clients spill over the eligible regions in proportion to capacity, hashed on the
+     client network (spill.py); with RTTs, the next-lowest RTT is used instead;
   4. none eligible: the service's all-down rule (fail_open = answer as if all were up);
   5. TTL: degraded_ttl when a chosen region is degraded or a drained region was skipped
      (or all are down), else ttl;
@@ -289,7 +290,7 @@ class Steering:
                 if rtts:
                     order = latency.rank(rtts, order)
                     reason = "lowest measured RTT first"
-                    spill_key = str(key_net) if key_net is not None else None
+                    spill_key = None    # measured: the next-lowest RTT is the better second choice
                 else:
                     reason += " (no fresh RTT)"
             for r in order:

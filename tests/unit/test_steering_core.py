@@ -368,3 +368,12 @@ def test_scope_never_covers_a_different_answer(address, states, name) -> None:
         if s._locator.locate(probe) is None:
             continue
         assert s.decide(name, probe, 24, 1.0).decision.regions == a.decision.regions
+
+
+def test_latency_without_the_best_region_takes_the_next_lowest_rtt() -> None:
+    table = LatencyTable()
+    for region, rtt in (("ap-northeast", 5.0), ("us-east", 50.0), ("eu-central", 90.0)):
+        table.ingest(net("198.51.100.0/24"), region, rtt, now=0.0)
+    s = make(latency=table)
+    s.update_region_states({"ap-northeast": DOWN})
+    assert s.answer("lat.test", NEW_YORK, 24, 1.0).decision.regions == ("us-east",)
