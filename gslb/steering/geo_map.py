@@ -1,4 +1,10 @@
-"""Policy `geo_map`: gdnsd-style ordered lists: CIDR > country > continent > default  [pure]."""
+"""Policy `geo_map`: gdnsd-style ordered lists: CIDR > country > continent > default  [pure].
+
+The matched list is the whole candidate order: its first eligible region(s) win, and when
+every region of the list is down the service's all-down rule applies (fail_open answers the
+list as if it were up, as gdnsd does). There is no capacity spill: the list *is* the
+operator's failover order.
+"""
 
 from __future__ import annotations
 
