@@ -220,7 +220,7 @@ class LoadBalancer:
     def __init__(self, config: Config, *, config_path: str | Path | None = None, store: Any = None,
                  resolver: Resolver | None = None, clock: Callable[[], float] = time.time,
                  rng: random.Random | None = None, upstream: Any = None,
-                 probe: Any = None) -> None:
+                 probe: Any = None, rtt_source: Callable[[Any], float | None] | None = None) -> None:
         self.config = config
         self.config_path = Path(config_path) if config_path else None
         self.clock = clock
@@ -241,6 +241,8 @@ class LoadBalancer:
         self._reload_lock = asyncio.Lock()
         self.started = False
         self.shared_inflight = config.state.backend == "redis"   # in-flight counts from the store
+        self._rtt_source = rtt_source          # seam: loopback RTTs are all ~0, tests inject their own
+        self.pusher: Any = None                # LatencyPusher when `latency_push` is configured
 
     def __repr__(self) -> str:
         return f"<LoadBalancer {self.config.region} {self.rt!r}>"
@@ -257,9 +259,16 @@ class LoadBalancer:
         self.upstream = self._upstream or Upstream(connect_timeout=cfg.timeouts.connect,
                                                    read_timeout=cfg.timeouts.backend_read,
                                                    max_header_size=max(cfg.limits.max_header_size, 65536))
+        if cfg.latency_push is not None:
+            from regional_lb.latency_push import LatencyPusher
+            seams = {"rtt_source": self._rtt_source} if self._rtt_source is not None else {}
+            self.pusher = LatencyPusher.from_settings(cfg.latency_push, region=cfg.region, **seams)
+            self.pusher.start()
+        observe = self.pusher.observe if self.pusher is not None else None
         try:
             for listener in cfg.listeners:
                 server = ProxyServer(ProxyHandler(self, listener), header_timeout=cfg.timeouts.header_read,
+                                     observe_rtt=observe,
                                      keepalive_timeout=cfg.timeouts.client_idle,
                                      max_line_size=cfg.limits.max_header_size,
                                      max_field_size=cfg.limits.max_header_size,
@@ -301,6 +310,9 @@ class LoadBalancer:
         if self.upstream is not None:
             await self.upstream.close()
             self.upstream = None
+        if self.pusher is not None:
+            await self.pusher.close()
+            self.pusher = None
         if self.store is not None and self._store is None:
             await self.store.close()
         self.store = None

@@ -169,6 +169,7 @@ class Config:
     via: str = "1.1 regional-lb"
     file: str = "<config>"
     any_tls: bool = field(default=False)
+    latency_push: Any = None           # regional_lb.latency_push.LatencyPushSettings: client RTTs -> GSLBs
 
 
 def load_config(path: str | Path) -> Config:
@@ -358,11 +359,14 @@ def _build(root: Section, base_dir: Path) -> Config:
     via = root.take("via", str, "1.1 regional-lb")
     pools = _pools(root)
     routes = _routes(root, pools, any_tls)
+    from regional_lb.latency_push import load_latency_push
+    latency_push = load_latency_push(root.section("latency_push"))
     root.done()
     return Config(region=region, role=role, listeners=listeners, admin=admin,
                   health_endpoint=HealthEndpoint(path, frac), trusted_proxies=tuple(nets),
                   timeouts=timeouts, limits=limits, state=state, pools=MappingProxyType(pools),
-                  routes=routes, lb_headers=lb_headers, via=via, file=file, any_tls=any_tls)
+                  routes=routes, lb_headers=lb_headers, via=via, file=file, any_tls=any_tls,
+                  latency_push=latency_push)
 
 
 __all__ = [

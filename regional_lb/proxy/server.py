@@ -7,7 +7,9 @@ aiohttp's `RequestHandler` parses requests (its C parser) and runs one handler p
   `header_read` seconds (slow-loris); then 408 and the connection is closed;
 * parse errors answered with short plain bodies: an over-long header line or field -> 431,
   anything else the parser refuses -> 400 (never a traceback, logged at debug level);
-* the idle keep-alive timeout is aiohttp's `keepalive_timeout` (config `client_idle`).
+* the idle keep-alive timeout is aiohttp's `keepalive_timeout` (config `client_idle`);
+* `observe_rtt(transport, client_ip)` is called once per connection, at its first request (the
+  kernel's RTT estimate for the client is known by then): the edge's passive latency feed.
 
 `ProxyServer` is an `aiohttp.web.Server` that makes `ProxyProtocol`s.
 """
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
@@ -55,6 +58,7 @@ class ProxyProtocol(RequestHandler):
         self.header_since: float | None = None      # loop time of the first byte of a pending request
         self._busy = False
         self._proxy_server = manager
+        self._rtt_sampled = False
 
     def data_received(self, data: bytes) -> None:
         if not self._busy and self.header_since is None and data:
@@ -66,6 +70,13 @@ class ProxyProtocol(RequestHandler):
         """The handler calls this first: the request's header block is complete."""
         self._busy = True
         self.header_since = None
+        if not self._rtt_sampled:
+            self._rtt_sampled = True
+            observe = self._proxy_server.observe_rtt
+            if observe is not None and self.transport is not None:
+                peer = self.transport.get_extra_info("peername")
+                if peer:
+                    observe(self.transport, peer[0])
 
     def request_finished(self) -> None:
         self._busy = False
@@ -103,8 +114,10 @@ class ProxyServer(web.Server):
     header_timeout / 4 (at most 1 s) while any connection waits for a header block,
     instead of a timer per request."""
 
-    def __init__(self, handler: Any, *, header_timeout: float, **kwargs: Any) -> None:
+    def __init__(self, handler: Any, *, header_timeout: float,
+                 observe_rtt: Callable[[Any, str], None] | None = None, **kwargs: Any) -> None:
         super().__init__(handler, **kwargs)
+        self.observe_rtt = observe_rtt
         self._header_timeout = header_timeout
         self._sweep_every = min(1.0, header_timeout / 4)
         self._sweeper: asyncio.TimerHandle | None = None
