@@ -82,7 +82,7 @@ class GeoLocator(Protocol):
 def unmap(address: IPAddress) -> IPAddress:
     """::ffff:a.b.c.d -> a.b.c.d; everything else unchanged."""
     if address.version == 6:
-        mapped = address.ipv4_mapped  # type: ignore[union-attr]
+        mapped = address.ipv4_mapped
         if mapped is not None:
             return mapped
     return address

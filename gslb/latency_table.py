@@ -31,8 +31,8 @@ V6_PREFIX = 48
 
 def network_of(address: IPAddress) -> IPNetwork:
     """The /24 (IPv4, including v4-mapped IPv6) or /48 (IPv6) holding `address`."""
-    if address.version == 6 and address.ipv4_mapped is not None:  # type: ignore[union-attr]
-        address = address.ipv4_mapped  # type: ignore[union-attr]
+    if address.version == 6 and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
     prefix = V4_PREFIX if address.version == 4 else V6_PREFIX
     return ipaddress.ip_network((address, prefix), strict=False)
 
@@ -40,9 +40,9 @@ def network_of(address: IPAddress) -> IPNetwork:
 def normalise(network: IPNetwork) -> IPNetwork:
     """`network` as the /24 or /48 table key; ValueError for a network shorter than that."""
     if network.version == 6 and network.network_address.ipv4_mapped is not None \
-            and network.prefixlen >= 96:  # type: ignore[union-attr]
+            and network.prefixlen >= 96:
         network = ipaddress.ip_network(
-            (network.network_address.ipv4_mapped, network.prefixlen - 96))  # type: ignore[union-attr]
+            (network.network_address.ipv4_mapped, network.prefixlen - 96))
     prefix = V4_PREFIX if network.version == 4 else V6_PREFIX
     if network.prefixlen < prefix:
         raise ValueError(f"network {network} is wider than /{prefix}: report per /{prefix}")

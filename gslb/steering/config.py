@@ -130,7 +130,7 @@ def _load_map(sect: Section, allowed: tuple[str, ...]) -> GeoMap:
             net = ipaddress.ip_network(text, strict=True)
         except ValueError as exc:
             raise cs.error(text, f"not a CIDR network: {exc}") from None
-        if net.version == 6 and net.network_address.ipv4_mapped is not None:  # type: ignore[union-attr]
+        if net.version == 6 and net.network_address.ipv4_mapped is not None:
             raise cs.error(text, "use the IPv4 form for IPv4-mapped networks")
         cidrs.append((net, _region_list(cs, text, cs.data[text], allowed, allowed=allowed)))
     cs.done()

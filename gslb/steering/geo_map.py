@@ -48,9 +48,12 @@ def key_prefix(gmap: GeoMap, address: IPAddress, prefix: int) -> int:
     changed = True
     while changed:
         changed = False
-        around = ipaddress.ip_network((address, prefix), strict=False)
+        shift = address.max_prefixlen - prefix
+        top = int(address) >> shift
         for net, _ in gmap.cidr:
-            if net.version != address.version or net.prefixlen <= prefix or not net.subnet_of(around):  # type: ignore[arg-type]
+            # skip entries that are not strictly inside the /prefix network around the address
+            if net.version != address.version or net.prefixlen <= prefix \
+                    or int(net.network_address) >> shift != top:
                 continue
             if address in net:
                 prefix = net.prefixlen
