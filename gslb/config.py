@@ -171,18 +171,7 @@ def _load_dns(sect: Section) -> DnsSettings:
 
 def _load_admin(sect: Section) -> AdminSettings:
     (listen,) = _listen(sect, "listen", "127.0.0.1:8053", many=False)
-    token = sect.take("token", str, None)
-    token_file = sect.take("token_file", str, None)
-    if token is not None and token_file is not None:
-        raise sect.error("token_file", "give token or token_file, not both")
-    if token_file is not None:
-        path = Path(sect.file).parent / token_file
-        try:
-            token = path.read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise sect.error("token_file", f"cannot read {path}: {exc.strerror}") from None
-    if token is not None and not token:
-        raise sect.error("token", "must not be empty (omit it to disable mutating calls)")
+    token = sect.take_token()        # None: mutating admin calls are refused
     sect.done()
     return AdminSettings(listen, token)
 

@@ -314,7 +314,7 @@ def _build(root: Section, base_dir: Path) -> Config:
     adm = root.section("admin")
     if "listen" in adm or adm.data:
         host, port = _take_address(adm, "listen", "127.0.0.1:9080")
-        admin = AdminConfig(host, port, adm.take("token", str, None), adm.take("enabled", bool, True))
+        admin = AdminConfig(host, port, adm.take_token(), adm.take("enabled", bool, True))
     else:
         admin = AdminConfig()
     adm.done()

@@ -39,7 +39,6 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -81,16 +80,7 @@ def load_latency_push(sect: Section) -> LatencyPushSettings | None:
     for i, url in enumerate(urls):
         if not isinstance(url, str) or not url.startswith(("http://", "https://")):
             raise sect.error("urls", f"[{i}] expected an http(s) URL, got {url!r}")
-    token = sect.take("token", str, None)
-    token_file = sect.take("token_file", str, None)
-    if token is not None and token_file is not None:
-        raise sect.error("token_file", "give token or token_file, not both")
-    if token_file is not None:
-        path = Path(sect.file).parent / token_file
-        try:
-            token = path.read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise sect.error("token_file", f"cannot read {path}: {exc.strerror}") from None
+    token = sect.take_token()
     settings = LatencyPushSettings(
         urls=tuple(ingest_url(u) for u in urls), token=token,
         interval=sect.take_duration("interval", 10.0, minimum=0.05),

@@ -171,6 +171,25 @@ class Section:
         value = self.take(key, list, default)
         return list(value) if isinstance(value, list) else value
 
+    def take_token(self, key: str = "token") -> str | None:
+        """A secret given inline (`token`) or read from a file (`token_file`, relative to the config file).
+
+        None when neither is given; an empty token is refused (omit the key to disable what it guards)."""
+        token = self.take(key, str, None)
+        file_key = f"{key}_file"
+        token_file = self.take(file_key, str, None)
+        if token is not None and token_file is not None:
+            raise self.error(file_key, f"give {key} or {file_key}, not both")
+        if token_file is not None:
+            path = Path(self.file).parent / token_file
+            try:
+                token = path.read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                raise self.error(file_key, f"cannot read {path}: {exc.strerror}") from None
+        if token is not None and not token:
+            raise self.error(key if token_file is None else file_key, "must not be empty (omit it instead)")
+        return token
+
     def section(self, key: str, *, required: bool = False) -> Section:
         self._taken.add(key)
         if key not in self.data or self.data[key] is None:

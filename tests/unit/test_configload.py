@@ -81,3 +81,18 @@ def test_named_sections_keep_paths():
     with pytest.raises(ConfigError, match="regions.us.lat: expected a number"):
         sect.take("lat", float)
     root.done()
+
+
+def test_token_inline_from_file_and_refusals(tmp_path):
+    secret = tmp_path / "token"
+    secret.write_text("s3cret\n")
+    conf = tmp_path / "x.yaml"
+    assert Section.from_yaml_text("token: abc", file=str(conf)).take_token() == "abc"
+    assert Section.from_yaml_text("token_file: token", file=str(conf)).take_token() == "s3cret"
+    assert Section.from_yaml_text("{}", file=str(conf)).take_token() is None
+    with pytest.raises(ConfigError, match="token_file: give token or token_file, not both"):
+        Section.from_yaml_text("{token: a, token_file: token}", file=str(conf)).take_token()
+    with pytest.raises(ConfigError, match="token_file: cannot read"):
+        Section.from_yaml_text("token_file: missing", file=str(conf)).take_token()
+    with pytest.raises(ConfigError, match="token: must not be empty"):
+        Section.from_yaml_text("token: ''", file=str(conf)).take_token()
