@@ -16,6 +16,8 @@ for a consistent hash is 1/(n+1) and 1/n.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import itertools
 import random
 import sys
@@ -89,7 +91,20 @@ def main() -> None:
     ap.add_argument("--keys", type=int, default=100_000)
     ap.add_argument("--backends", type=int, default=10)
     ap.add_argument("--c", type=float, default=1.25)
+    ap.add_argument("--no-readme", action="store_true", help="print only; do not update bench/README.md")
     args = ap.parse_args()
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        report(args)
+    print(out.getvalue(), end="")
+    if not args.no_readme:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from common import write_section
+        command = f"python bench/hash_distribution.py --keys {args.keys} --backends {args.backends} --c {args.c}"
+        write_section("hash", f"Command: `{command}`\n\n{out.getvalue()}")
+
+
+def report(args: argparse.Namespace) -> None:
     n, c = args.backends, args.c
     started = time.perf_counter()
     loads = workloads(args.keys)
