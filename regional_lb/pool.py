@@ -189,6 +189,18 @@ class Candidates:
     panic: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class _Selection:
+    """Which members candidates() returns, valid for `since <= now < until` as long as no event
+    changes health, admin state, membership or ejections (those drop it). What changes per
+    request -- in-flight counts and the decayed EWMA -- is not part of it."""
+
+    members: tuple[tuple[_Member, float, bool], ...]     # (member, effective weight, accepting_new)
+    panic: bool
+    since: float
+    until: float
+
+
 @dataclass
 class PoolStats:
     panics: int = 0                     # candidates() calls answered in panic mode
@@ -216,6 +228,7 @@ class Pool:
         self.stats = PoolStats()
         self._members: dict[str, _Member] = {}
         self._now = now
+        self._selection: _Selection | None = None
         for b in backends:
             self._members[b.id] = self._new_member(b, now, ramp=False)
 
@@ -241,6 +254,7 @@ class Pool:
         if health.up and not m.health.up:
             m.ramp_from = now
         m.health = health
+        self._selection = None
 
     def request_started(self, backend_id: str) -> None:
         m = self._members.get(backend_id)
@@ -255,8 +269,9 @@ class Pool:
         if latency is not None:
             m.load.observe(latency, now)
         if ok:
-            m.outlier.event(OEvent.SUCCESS, now, may_eject=False)
+            m.outlier.event(OEvent.SUCCESS, now, may_eject=False)   # resets a streak: no ejection change
             return
+        self._selection = None
         allowed = self.settings.outlier.max_ejected(self._size()) > self._ejected_count(now)
         if m.outlier.event(OEvent.FAILURE, now, may_eject=allowed):
             self.stats.ejections += 1
@@ -274,6 +289,7 @@ class Pool:
         self._apply_admin(m, event, now)
         m.deadline = deadline if m.admin is AdminState.DRAIN else None
         self._expire(m, now)
+        self._selection = None
 
     def _apply_admin(self, m: _Member, event: AdminEvent, now: float) -> None:
         m.admin, ramp = ADMIN_TRANSITIONS[(m.admin, event)]
@@ -291,6 +307,7 @@ class Pool:
             else:
                 fresh[b.id] = self._new_member(b, now, ramp=True)
         self._members = fresh
+        self._selection = None
 
     # -- reading ---------------------------------------------------------------------------------
     def backend(self, backend_id: str) -> Backend | None:
@@ -325,22 +342,39 @@ class Pool:
 
     def candidates(self, now: float, inflight: Mapping[str, int] | None = None) -> Candidates:
         self._now = max(self._now, now)
+        sel = self._selection
+        if sel is None or not sel.since <= now < sel.until:
+            sel = self._selection = self._select(now)
+        if sel.panic:
+            self.stats.panics += 1
+        if inflight:
+            return Candidates(tuple(
+                Candidate(m.backend, inflight.get(m.backend.id, m.inflight), m.load.value(now), weight, accepting)
+                for m, weight, accepting in sel.members), sel.panic)
+        return Candidates(tuple(
+            Candidate(m.backend, m.inflight, m.load.value(now), weight, accepting)
+            for m, weight, accepting in sel.members), sel.panic)
+
+    def _select(self, now: float) -> _Selection:
+        """The members candidates() returns at `now`, and until when that holds (the next drain
+        deadline, ejection expiry or slow-start step; a ramp in progress holds for this `now` only)."""
         for m in self._members.values():
             self._expire(m, now)
         live = [m for m in self._members.values() if not _removed(m.admin)]
         available = [m for m in live if self._available(m, now)]
         panic = bool(live) and len(available) / len(live) < self.settings.panic_threshold
-        if panic:
-            self.stats.panics += 1
-        chosen = live if panic else available
-        counts = inflight or {}
-        return Candidates(tuple(
-            Candidate(backend=m.backend,
-                      inflight=counts.get(m.backend.id, m.inflight),
-                      ewma=m.load.value(now),
-                      weight=m.backend.weight * slow_start_factor(m.ramp_from, now, self.settings.slow_start),
-                      accepting_new=m.admin is AdminState.READY)
-            for m in chosen), panic)
+        until = float("inf")
+        slow = self.settings.slow_start
+        for m in self._members.values():
+            if m.admin is AdminState.DRAIN and m.deadline is not None:
+                until = min(until, m.deadline)
+            if m.outlier.ejected_until is not None and m.outlier.ejected_until > now:
+                until = min(until, m.outlier.ejected_until)
+            if slow > 0 and m.ramp_from is not None and now - m.ramp_from < slow:
+                until = now                     # the weight changes with every `now`: no reuse
+        members = tuple((m, m.backend.weight * slow_start_factor(m.ramp_from, now, slow),
+                         m.admin is AdminState.READY) for m in (live if panic else available))
+        return _Selection(members, panic, now, until)
 
     def status(self, now: float) -> list[dict[str, Any]]:
         out = []
