@@ -10,12 +10,15 @@ What runs (every piece a subprocess, logs in RUN_DIR/logs/):
                                                   session survives region failover) and edge LB state
     gslb              DNS 127.0.0.1:1053 + [::1]:1053 (UDP, TCP), admin 127.0.0.1:8053
     per region N      us-east (1), eu-central (2), ap-northeast (3):
-      edge LB         127.0.N.1:8080   (health /lb/healthz, admin :9080)
-      internal LB     127.0.N.2:8080   (admin :9080)
-      app servers     127.0.N.21:8000, 127.0.N.22:8000   (python -m deploy.demo_app)
+      edge LB         127.0.N.1:8080   (health /lb/healthz, admin :9080); sticky_cookie on /api/auth/**
+                                       keeps a user on one of the region's two internal groups
+      group a         internal LB 127.0.N.2:8080 (admin :9080) over apps 127.0.N.21:8000, 127.0.N.22:8000
+      group b         internal LB 127.0.N.3:8080 (admin :9080) over apps 127.0.N.23:8000, 127.0.N.24:8000
+                      (apps: python -m deploy.demo_app --name <region>-app-1..4)
 
-The configs are deploy/local/*.yaml; they are rendered into RUN_DIR with the ports actually
-used (a port given as 0 means "any free one") and the Redis port filled in.  When every piece
+The configs are deploy/local/*.yaml (gslb, edge-<region>, internal-<region>-a, internal-<region>-b);
+they are rendered into RUN_DIR with the ports actually used (a port given as 0 means "any free
+one") and the Redis port filled in.  Everything after Redis starts at once.  When every piece
 answers (and, within --health-timeout, every region is healthy as the GSLB sees it) the launcher
 prints how to try it and writes --ready-file: JSON with the ports, addresses, run dir and pids.
 
@@ -60,12 +63,32 @@ def edge_host(n: int) -> str:
     return f"127.0.{n}.1"
 
 
-def internal_host(n: int) -> str:
-    return f"127.0.{n}.2"
+GROUPS: tuple[str, ...] = ("a", "b")        # the internal groups of every region (configs internal-<region>-<g>)
 
 
-def app_hosts(n: int) -> tuple[str, str]:
-    return f"127.0.{n}.21", f"127.0.{n}.22"
+def group_id(region: str, group: str) -> str:
+    """The edge's backend id for an internal group (its X-LB-Backend), e.g. "ap-northeast-group-a"."""
+    return f"{region}-group-{group}"
+
+
+def internal_host(n: int, group: str = "a") -> str:
+    """Group a's internal LB is 127.0.N.2, group b's 127.0.N.3."""
+    return f"127.0.{n}.{2 + GROUPS.index(group)}"
+
+
+def internal_hosts(n: int) -> tuple[str, ...]:
+    return tuple(internal_host(n, g) for g in GROUPS)
+
+
+def group_app_hosts(n: int, group: str) -> tuple[str, str]:
+    """Group a's apps are 127.0.N.21 and .22 (app-1, app-2); group b's .23 and .24 (app-3, app-4)."""
+    first = 21 + 2 * GROUPS.index(group)
+    return f"127.0.{n}.{first}", f"127.0.{n}.{first + 1}"
+
+
+def app_hosts(n: int) -> tuple[str, ...]:
+    """All of region N's app servers, app-1 first."""
+    return tuple(h for g in GROUPS for h in group_app_hosts(n, g))
 
 
 # -- ports --------------------------------------------------------------------------------------
@@ -110,7 +133,7 @@ class Ports:
 
 def choose_ports(requested: dict[str, int], *, v6: bool) -> Ports:
     """Resolve 0 ("any free") to real ports, each free on every address that uses it."""
-    lb_hosts = [h for n, _ in REGIONS for h in (edge_host(n), internal_host(n))]
+    lb_hosts = [h for n, _ in REGIONS for h in (edge_host(n), *internal_hosts(n))]
     app = [h for n, _ in REGIONS for h in app_hosts(n)]
     users: dict[str, tuple[list[str], bool]] = {
         "dns": (["127.0.0.1", *(["::1"] if v6 else [])], True),
@@ -318,10 +341,10 @@ def build_children(run_dir: Path, configs: dict[str, Path], ports: Ports, redis_
                        "--region", region, "--redis", f"redis://127.0.0.1:{ports.redis}/0"],
                 logs / f"{name}.log",
                 functools.partial(_answers, f"http://{host}:{ports.app}/healthz", 200), stage=2))
-        for role, host, stage in (("internal", internal_host(n), 3), ("edge", edge_host(n), 4)):
+        lbs = [(f"internal-{region}-{g}", internal_host(n, g), 3) for g in GROUPS]
+        for name, host, stage in [*lbs, (f"edge-{region}", edge_host(n), 4)]:
             children.append(Child(
-                f"{role}-{region}", python_cmd("regional_lb.cli", "serve", "-c", str(configs[f"{role}-{region}"])),
-                logs / f"{role}-{region}.log",
+                name, python_cmd("regional_lb.cli", "serve", "-c", str(configs[name])), logs / f"{name}.log",
                 functools.partial(_answers, f"http://{host}:{ports.lb}/lb/healthz", None), stage=stage))
     return children
 
@@ -349,9 +372,10 @@ Demo running (logs and rendered configs in {run_dir}). Try:
   dig @127.0.0.1 -p {dns} www.example.test +tcp
   dig @::1 -p {dns} example.test SOA
 
-  curl -si http://127.0.3.1:{lb}/ | grep -i '^x-'
+  curl -si http://127.0.3.1:{lb}/ | grep -i '^x-'     # X-LB-Backend: the edge's pick of group a or b
   curl -si -c jar -b jar -d user=alice http://127.0.3.1:{lb}/api/auth/login
-  curl -si -c jar -b jar http://127.0.3.1:{lb}/api/auth/me
+  curl -si -c jar -b jar http://127.0.3.1:{lb}/api/auth/me    # same group every time (LBSESSIONID):
+  #   group a = internal LB 127.0.3.2, ap-northeast-app-1/2; group b = 127.0.3.3, ap-northeast-app-3/4
   curl -s  http://127.0.0.1:{ports.admin}/api/regions | python3 -m json.tool
 
   # latency steering (api.example.test): report that Seoul's network is fastest from eu-central
@@ -506,6 +530,22 @@ class _Failed(Exception):
         self.child = child
 
 
+def _region_info(n: int, region: str, ports: Ports) -> dict[str, Any]:
+    """A region in the ready file. "internal" (group a's LB) and "apps" (all four) predate the groups;
+    "internals" lists both internal LBs and "groups" maps the edge's backend id to its LB and apps."""
+    return {
+        "edge": f"{edge_host(n)}:{ports.lb}",
+        "internal": f"{internal_host(n)}:{ports.lb}",
+        "internals": [f"{h}:{ports.lb}" for h in internal_hosts(n)],
+        "apps": [f"{h}:{ports.app}" for h in app_hosts(n)],
+        "groups": {group_id(region, g): {"internal": f"{internal_host(n, g)}:{ports.lb}",
+                                         "apps": [f"{h}:{ports.app}" for h in group_app_hosts(n, g)],
+                                         "app_names": [f"{region}-app-{2 * i + k}" for k in (1, 2)]}
+                   for i, g in enumerate(GROUPS)},
+        "redis_db": 0,
+    }
+
+
 def _run(args: argparse.Namespace, children: list[Child], ports: Ports, run_dir: Path,
          env: dict[str, str], v6: bool) -> int:
     out = sys.stderr
@@ -540,9 +580,7 @@ def _run(args: argparse.Namespace, children: list[Child], ports: Ports, run_dir:
         "ports": {"dns": ports.dns, "gslb_admin": ports.admin, "lb": ports.lb, "lb_admin": ports.lb_admin,
                   "app": ports.app, "redis": ports.redis},
         "redis_url": f"redis://127.0.0.1:{ports.redis}",
-        "regions": {region: {"edge": f"{edge_host(n)}:{ports.lb}", "internal": f"{internal_host(n)}:{ports.lb}",
-                             "apps": [f"{h}:{ports.app}" for h in app_hosts(n)], "redis_db": 0}
-                    for n, region in REGIONS},
+        "regions": {region: _region_info(n, region, ports) for n, region in REGIONS},
         "pids": {c.name: c.pid for c in children},
         "launcher_pid": os.getpid(),
     }

@@ -15,10 +15,14 @@ import yaml
 
 from deploy import launcher
 from deploy.launcher import (
+    GROUPS,
     REGIONS,
     Child,
     Ports,
     choose_ports,
+    group_app_hosts,
+    group_id,
+    internal_host,
     render,
     render_configs,
     running_demo,
@@ -62,10 +66,14 @@ def test_render_replaces_ports_and_keeps_the_rest() -> None:
     assert edge["listen"] == [{"address": "127.0.2.1:2080"}]
     assert edge["admin"]["listen"] == "127.0.2.1:2090"
     assert edge["state"]["url"] == "redis://127.0.0.1:2379/2"
-    assert edge["pools"]["internal"]["backends"][0]["address"] == "127.0.2.2:2080"
-    internal = yaml.safe_load(render((launcher.LOCAL / "internal-eu-central.yaml").read_text(), ports, v6=True,
-                                     template_dir=LOCAL.parent))
-    assert [b["address"] for b in internal["pools"]["app"]["backends"]] == ["127.0.2.21:2000", "127.0.2.22:2000"]
+    assert [(b["address"], b["id"]) for b in edge["pools"]["internal"]["backends"]] == [
+        ("127.0.2.2:2080", "eu-central-group-a"), ("127.0.2.3:2080", "eu-central-group-b")]
+    for group, apps in (("a", (1, 2)), ("b", (3, 4))):
+        internal = yaml.safe_load(render((launcher.LOCAL / f"internal-eu-central-{group}.yaml").read_text(), ports,
+                                         v6=True, template_dir=LOCAL.parent))
+        assert internal["listen"] == [{"address": f"127.0.2.{2 + 'ab'.index(group)}:2080"}]
+        assert [(b["address"], b["id"]) for b in internal["pools"]["app"]["backends"]] == [
+            (f"127.0.2.{20 + i}:2000", f"eu-central-app-{i}") for i in apps]
     rel = render("geoip:\n  database: ../x.mmdb   # c\n", ports, v6=True, template_dir=Path("/a/b"))
     assert rel == "geoip:\n  database: /a/x.mmdb   # c\n"
 
@@ -76,11 +84,25 @@ def test_rendered_configs_load(tmp_path: Path) -> None:
     ports = choose_ports({"dns": 0, "admin": 0, "lb": 0, "lb_admin": 0, "app": 0, "redis": 0}, v6=True)
     assert len({ports.dns, ports.admin, ports.lb, ports.lb_admin, ports.app, ports.redis}) == 6
     configs = render_configs(tmp_path, ports, v6=True)
-    assert set(configs) == {"gslb"} | {f"{role}-{r}" for _, r in REGIONS for role in ("edge", "internal")}
+    assert set(configs) == {"gslb"} | {f"edge-{r}" for _, r in REGIONS} | {
+        f"internal-{r}-{g}" for _, r in REGIONS for g in GROUPS}
     for name, path in configs.items():
         if name != "gslb":
             cfg = load_lb(path)
             assert cfg.listeners[0].port == ports.lb
+    # every edge's pool is the region's two groups, each group's pool its own two app servers
+    for n, region in REGIONS:
+        (pool,) = load_lb(configs[f"edge-{region}"]).pools.values()
+        assert [(b.host, b.port, b.id) for b in pool.backends] == [
+            (internal_host(n, g), ports.lb, group_id(region, g)) for g in GROUPS]
+        names = []
+        for g in GROUPS:
+            internal = load_lb(configs[f"internal-{region}-{g}"])
+            assert (internal.listeners[0].host, internal.role) == (internal_host(n, g), "internal")
+            (app_pool,) = internal.pools.values()
+            assert [(b.host, b.port) for b in app_pool.backends] == [(h, ports.app) for h in group_app_hosts(n, g)]
+            names += [b.id for b in app_pool.backends]
+        assert names == [f"{region}-app-{i}" for i in (1, 2, 3, 4)]
 
 
 def test_stop_children_kills_whole_process_groups(tmp_path: Path) -> None:
@@ -131,12 +153,15 @@ def test_launcher_starts_everything_and_sigterm_stops_everything(tmp_path: Path)
     with running_demo(tmp_path) as demo:
         assert demo["healthy"], demo["output"]()
         pids = demo["pids"]
-        assert len(pids) == 1 + 1 + 4 * len(REGIONS)
+        assert len(pids) == 1 + 1 + (1 + len(GROUPS) + 2 * len(GROUPS)) * len(REGIONS)
         ports = demo["ports"]
         listening = [("127.0.0.1", ports["dns"]), ("127.0.0.1", ports["gslb_admin"]),
                      ("127.0.0.1", ports["redis"])]
         for region in demo["regions"].values():
-            for addr in (region["edge"], region["internal"], *region["apps"]):
+            assert region["internal"] == region["internals"][0]
+            assert len(region["internals"]) == len(GROUPS)
+            assert len(region["apps"]) == 2 * len(GROUPS)
+            for addr in (region["edge"], *region["internals"], *region["apps"]):
                 host, port = addr.rsplit(":", 1)
                 listening.append((host, int(port)))
         assert all(_listening(h, p) for h, p in listening)
@@ -146,6 +171,9 @@ def test_launcher_starts_everything_and_sigterm_stops_everything(tmp_path: Path)
         with opener.open(f"http://{demo['regions']['ap-northeast']['edge']}/", timeout=5) as resp:
             assert resp.headers["X-App-Region"] == "ap-northeast"
             assert resp.headers["X-App-Server"].startswith("ap-northeast-app-")
+            # X-LB-Backend is the edge's pick (a group); the app server named is one of that group's
+            group = demo["regions"]["ap-northeast"]["groups"][resp.headers["X-LB-Backend"]]
+            assert resp.headers["X-App-Server"] in group["app_names"]
 
         proc = demo["process"]
         proc.send_signal(signal.SIGTERM)
