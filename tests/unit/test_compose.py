@@ -13,6 +13,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 REGIONS = ("us-east", "eu-central", "ap-northeast")
+GROUPS = {"a": (1, 2), "b": (3, 4)}       # internal group -> its app servers (app-<region>-<i>)
 
 
 @pytest.fixture(scope="module")
@@ -53,14 +54,14 @@ def test_one_image_built_from_the_top_level_dockerfile(compose: dict[str, Any]) 
     images = {s.get("image") for n, s in compose["services"].items() if n != "redis"}
     assert images == {"gslb-regional-lb:dev"}
     assert all(s.get("build") == "." for n, s in compose["services"].items() if n != "redis")
-    expected = {"redis", "gslb"} | {f"{role}-{r}" for r in REGIONS for role in ("edge", "internal")} | {
-        f"app-{r}-{i}" for r in REGIONS for i in (1, 2)}
+    expected = {"redis", "gslb"} | {f"edge-{r}" for r in REGIONS} | {
+        f"internal-{r}-{g}" for r in REGIONS for g in GROUPS} | {f"app-{r}-{i}" for r in REGIONS for i in (1, 2, 3, 4)}
     assert set(compose["services"]) == expected
 
 
 def test_every_mounted_file_exists(compose: dict[str, Any]) -> None:
     mounts = [p for s in compose["services"].values() for p in _mounts(s).values()]
-    assert len(mounts) == 7
+    assert len(mounts) == 1 + len(REGIONS) * (1 + len(GROUPS))
     for path in mounts:
         assert path.is_file(), path
 
@@ -128,28 +129,50 @@ def test_gslb_config_addresses_match_compose_without_loading(compose: dict[str, 
 def test_each_tier_points_at_the_next(compose: dict[str, Any], region: str) -> None:
     services = compose["services"]
     edge = _lb_config(services, f"edge-{region}")
-    internal = _lb_config(services, f"internal-{region}")
-    assert edge.region == internal.region == region
-    assert (edge.role, internal.role) == ("edge", "internal")
-    # the edge's listener is what compose publishes; its backend is the internal LB container
+    internals = {g: _lb_config(services, f"internal-{region}-{g}") for g in GROUPS}
+    assert edge.region == region
+    assert edge.role == "edge"
+    assert {(c.region, c.role) for c in internals.values()} == {(region, "internal")}
+    # the edge's listener is what compose publishes; its backends are the region's internal groups
     assert f"127.0.0.1:{8080 + REGIONS.index(region) + 1}:{edge.listeners[0].port}" in services[f"edge-{region}"][
         "ports"]
+    assert set(services[f"edge-{region}"]["depends_on"]) == {"redis"} | {f"internal-{region}-{g}" for g in GROUPS}
     (edge_pool,) = edge.pools.values()
-    assert [(b.host, b.port) for b in edge_pool.backends] == [(_ip(services[f"internal-{region}"]),
-                                                              internal.listeners[0].port)]
-    # the internal LB's backends are the region's app containers, on the port their command listens on
-    (app_pool,) = internal.pools.values()
-    apps = [services[f"app-{region}-{i}"] for i in (1, 2)]
-    expected = []
-    for app in apps:
-        cmd = app["command"]
-        listen_port = int(cmd[cmd.index("--listen") + 1].rsplit(":", 1)[1])
-        expected.append((_ip(app), listen_port))
-        assert cmd[cmd.index("--region") + 1] == region
-        assert cmd[cmd.index("--redis") + 1].startswith("redis://redis:6379/")
-    assert [(b.host, b.port) for b in app_pool.backends] == expected
-    # the edge keeps its shared state in the compose Redis, in the region's database
+    assert [(b.host, b.port, b.id) for b in edge_pool.backends] == [
+        (_ip(services[f"internal-{region}-{g}"]), internals[g].listeners[0].port, f"{region}-group-{g}")
+        for g in GROUPS]
+    # each internal LB's backends are its group's app containers, on the port their command listens on
+    redis_urls = set()
+    for g, numbers in GROUPS.items():
+        (app_pool,) = internals[g].pools.values()
+        expected = []
+        for i in numbers:
+            cmd = services[f"app-{region}-{i}"]["command"]
+            listen_port = int(cmd[cmd.index("--listen") + 1].rsplit(":", 1)[1])
+            expected.append((_ip(services[f"app-{region}-{i}"]), listen_port, f"{region}-app-{i}"))
+            assert cmd[cmd.index("--region") + 1] == region
+            assert cmd[cmd.index("--name") + 1] == f"{region}-app-{i}"
+            redis_urls.add(cmd[cmd.index("--redis") + 1])
+        assert [(b.host, b.port, b.id) for b in app_pool.backends] == expected
+        assert set(services[f"internal-{region}-{g}"]["depends_on"]) == {f"app-{region}-{i}" for i in numbers}
+        # X-Forwarded-For from the edge is trusted by every internal LB
+        assert any(ipaddress.ip_address(_ip(services[f"edge-{region}"])) in net
+                   for net in internals[g].trusted_proxies)
+    # one Redis database per region: every app of the region and the edge's shared state
+    (redis_url,) = redis_urls
+    assert redis_url.startswith("redis://redis:6379/")
     assert edge.state.backend == "redis"
-    assert edge.state.url == apps[0]["command"][apps[0]["command"].index("--redis") + 1]
-    # X-Forwarded-For from the edge is trusted by the internal LB
-    assert any(ipaddress.ip_address(_ip(services[f"edge-{region}"])) in net for net in internal.trusted_proxies)
+    assert edge.state.url == redis_url
+
+
+def test_compose_configs_match_the_local_ones_but_for_addresses() -> None:
+    """deploy/compose/ is deploy/local/ with container addresses: the same files, the same backends' ids."""
+    local, comp = ROOT / "deploy" / "local", ROOT / "deploy" / "compose"
+    assert sorted(p.name for p in local.glob("*.yaml")) == sorted(p.name for p in comp.glob("*.yaml"))
+    for path in local.glob("*-*.yaml"):
+        a, b = yaml.safe_load(path.read_text()), yaml.safe_load((comp / path.name).read_text())
+        assert (a["region"], a["role"]) == (b["region"], b["role"]), path.name
+        assert a.get("via") == b.get("via"), path.name
+        ids = [[be["id"] for be in pool["backends"]] for pool in a["pools"].values()]
+        assert ids == [[be["id"] for be in pool["backends"]] for pool in b["pools"].values()], path.name
+        assert a["routes"] == b["routes"], path.name
