@@ -1,8 +1,9 @@
 """The whole path, every piece a real process started by the demo launcher:
 
 dig-like DNS query with ECS from Seoul -> GSLB -> ap-northeast edge LB -> internal LB -> app server,
-sticky cookie from the edge, session in Redis; then ap-northeast's edge dies, the GSLB stops
-answering with it within interval x fall (+1 s), and the client sent to the next region keeps its session.
+sticky cookie from the edge (keeping a user on one of the region's two internal groups, while fresh
+clients reach both), session in Redis; then ap-northeast's edge dies, the GSLB stops answering with
+it within interval x fall (+1 s), and the client sent to the next region keeps its session.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from deploy.launcher import running_demo
 
 SEOUL_CLIENT_NET = "211.45.27.0"     # KR, located in Seoul by the bundled DB-IP database
 PROBE_INTERVAL, PROBE_FALL = 1.0, 2  # deploy/local/gslb.yaml
+# ap-northeast's internal groups (deploy/local/internal-ap-northeast-{a,b}.yaml): the app servers behind each
+APP_GROUPS = ({"ap-northeast-app-1", "ap-northeast-app-2"}, {"ap-northeast-app-3", "ap-northeast-app-4"})
 
 
 def resolve(dns_port: int) -> list[str]:
@@ -74,13 +77,24 @@ def test_seoul_client_walks_the_whole_path_and_survives_region_failure(tmp_path:
         assert headers["X-App-Region"] == "ap-northeast"
         assert "LBSESSIONID" in client.cookies
         assert "session" in client.cookies
-        groups = set()
+        groups, servers = set(), set()
         for _ in range(6):
             status, headers, body = client.request(f"http://{edge}/api/auth/me")
             assert status == 200
             assert "alice" in body
             groups.add(headers["X-LB-Backend"])                      # the edge's pick: an internal LB
+            servers.add(headers["X-App-Server"])
         assert len(groups) == 1                                        # sticky to one group
+        assert servers <= APP_GROUPS[0] or servers <= APP_GROUPS[1], servers   # ...whose app servers answered
+
+        # Fresh clients (no LBSESSIONID yet) are spread over both groups.
+        seen: set[str] = set()
+        for i in range(20):
+            status, headers, _ = Client().request(f"http://{edge}/api/auth/login", {"user": f"user{i}"})
+            assert status == 200
+            seen.add(headers["X-App-Server"])
+        assert seen & APP_GROUPS[0], seen
+        assert seen & APP_GROUPS[1], seen
         # The app saw the real client address through both tiers.
         assert headers["X-Seen-Client"].split(",")[0].strip() == "127.0.0.1"
         # The session lives in Redis, not in the app server.
