@@ -563,7 +563,7 @@ def _run(args: argparse.Namespace, children: list[Child], ports: Ports, run_dir:
                 print(f"launcher: {child.name} did not answer within {args.start_timeout:g}s; "
                       f"its log ({child.log}):\n{child.tail()}", file=out)
                 return 1
-            print(f"launcher: {child.name:<22} up (pid {child.pid})", file=out, flush=True)
+            print(f"launcher: {child.name:<24} up (pid {child.pid})", file=out, flush=True)
         health_deadline = time.monotonic() + args.health_timeout
         healthy = _wait(lambda: all(regions_healthy(ports).values()), health_deadline, children)
         if not healthy:
