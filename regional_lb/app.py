@@ -220,7 +220,8 @@ class LoadBalancer:
     def __init__(self, config: Config, *, config_path: str | Path | None = None, store: Any = None,
                  resolver: Resolver | None = None, clock: Callable[[], float] = time.time,
                  rng: random.Random | None = None, upstream: Any = None,
-                 probe: Any = None, rtt_source: Callable[[Any], float | None] | None = None) -> None:
+                 probe: Any = None, rtt_source: Callable[[Any], float | None] | None = None,
+                 server: str = "fast") -> None:
         self.config = config
         self.config_path = Path(config_path) if config_path else None
         self.clock = clock
@@ -243,6 +244,12 @@ class LoadBalancer:
         self.shared_inflight = config.state.backend == "redis"   # in-flight counts from the store
         self._rtt_source = rtt_source          # seam: loopback RTTs are all ~0, tests inject their own
         self.pusher: Any = None                # LatencyPusher when `latency_push` is configured
+        # "fast": plain keep-alive requests on a raw asyncio.Protocol, the rest handed to aiohttp
+        # (regional_lb/proxy/fast.py); "aiohttp": every request through aiohttp's server
+        if server not in ("fast", "aiohttp"):
+            raise ValueError(f"server must be 'fast' or 'aiohttp', not {server!r}")
+        self.server_kind = server
+        self._fast: list[tuple[asyncio.AbstractServer, Any]] = []
 
     def __repr__(self) -> str:
         return f"<LoadBalancer {self.config.region} {self.rt!r}>"
@@ -274,6 +281,9 @@ class LoadBalancer:
                                      max_field_size=cfg.limits.max_header_size,
                                      max_headers=cfg.limits.max_headers, access_log=None,
                                      auto_decompress=False)
+                if self.server_kind == "fast":
+                    await self._start_fast(listener, server, observe)
+                    continue
                 runner = web.ServerRunner(server, handle_signals=False, shutdown_timeout=5.0)
                 await runner.setup()
                 self._runners.append(runner)
@@ -304,6 +314,12 @@ class LoadBalancer:
             self.discovery = None
         for pr in self.rt.pools.values():
             await self._stop_checker(pr)
+        for srv, _ in self._fast:
+            srv.close()                     # stop accepting
+        for srv, fast in self._fast:
+            await fast.shutdown(5.0)        # in-flight requests finish, then connections close
+            await srv.wait_closed()
+        self._fast = []
         for runner in reversed(self._runners):
             await runner.cleanup()          # stops accepting, waits for in-flight handlers
         self._runners = []
@@ -317,6 +333,19 @@ class LoadBalancer:
             await self.store.close()
         self.store = None
         self.started = False
+
+    async def _start_fast(self, listener: Listener, server: Any, observe: Any) -> None:
+        from regional_lb.proxy.fast import FastHandler, FastServer
+
+        cfg = self.config
+        fast = FastServer(FastHandler(self, listener), server, header_timeout=cfg.timeouts.header_read,
+                          idle_timeout=cfg.timeouts.client_idle, max_line=cfg.limits.max_header_size,
+                          max_headers=cfg.limits.max_headers, observe_rtt=observe)
+        srv = await asyncio.get_running_loop().create_server(
+            fast, listener.host, listener.port, ssl=ssl_context(listener), reuse_address=True)
+        self._fast.append((srv, fast))
+        addr = srv.sockets[-1].getsockname()
+        self.listen_addresses.append((str(addr[0]), int(addr[1])))
 
     # -- health checks -------------------------------------------------------------------
     def _targets(self, pr: PoolRuntime) -> list[CheckTarget]:

@@ -1,0 +1,445 @@
+"""The client-facing server's fast path: a raw asyncio.Protocol for plain keep-alive requests  [edge].
+
+aiohttp's server costs ~30-40 us of CPU per request by itself (request and response objects,
+payload streams, a task and a writer per request, header dicts built twice). Most proxied
+requests are small body-less GETs, so `FastConnection` serves exactly those itself and hands
+everything else to aiohttp (`ProxyProtocol`, regional_lb/proxy/server.py) on the same
+connection:
+
+    request head accepted here                      anything else -> handed to aiohttp
+    -----------------------------------------       --------------------------------------------
+    "METHOD /origin-form HTTP/1.1", token method     HTTP/1.0, absolute-form, '*', odd spacing
+    well-formed "name: value" lines                  obs-fold, control bytes, a bad name, ...
+    no Content-Length / Transfer-Encoding            a request body (streamed, chunked, 413)
+    no Expect, no Upgrade                            100-continue, WebSocket upgrades
+    within max_header_size / max_headers             431 / 400 for oversized or broken heads
+
+A hand-off happens only between requests: the connection's transport is given to a fresh
+`ProxyProtocol` with the bytes not yet consumed, so aiohttp parses the request from its first
+byte and every behaviour of that path (limits, errors, streaming, upgrades) is unchanged.
+The narrow, strict grammar here means no request is understood differently by the two paths:
+whatever this module is unsure of, aiohttp decides.
+
+The request itself goes through the same `ProxyHandler` code (routing, picking, retries,
+metrics); only `_respond` is replaced by one that writes the response head and body to the
+transport directly. Header read timeouts (408) and idle keep-alive closes are one sweep over
+the connections, as in `ProxyServer`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+from aiohttp import web
+from multidict import CIMultiDict
+
+from regional_lb.headers import HOP_BY_HOP, connection_tokens
+from regional_lb.proxy.handler import BUFFER_LIMIT, ProxyHandler
+from regional_lb.proxy.server import _REQUEST_TIMEOUT, ProxyServer
+
+if TYPE_CHECKING:
+    from regional_lb.app import RouteRuntime
+
+log = logging.getLogger("regional_lb.proxy")
+
+_REQUEST_LINE = re.compile(rb"([!#$%&'*+.^_`|~0-9A-Za-z-]+) (/[\x21-\x7e]*) HTTP/1\.1")
+_HEADER_LINE = re.compile(rb"([!#$%&'*+.^_`|~0-9A-Za-z-]+):[ \t]*([^\x00-\x08\x0a-\x1f\x7f]*)")
+# names that need aiohttp's path (a body, an expectation, a protocol switch)
+_HAND_OFF = frozenset({b"content-length", b"transfer-encoding", b"expect", b"upgrade"})
+_NO_BODY_STATUS = frozenset({204, 304})
+_WRITTEN = web.Response()          # returned by FastHandler._respond: the response is on the wire
+
+
+class FastRequest:
+    """What ProxyHandler reads from a request (the subset of aiohttp's BaseRequest it uses)."""
+
+    __slots__ = ("conn", "headers", "host", "method", "raw_path", "remote")
+
+    body_exists = False                # the fast path takes body-less requests only
+    can_read_body = False
+
+    def __init__(self, conn: FastConnection, method: str, raw_path: str, headers: CIMultiDict[str]) -> None:
+        self.conn = conn
+        self.method = method
+        self.raw_path = raw_path
+        self.headers = headers
+        self.remote = conn.peer
+        self.host = headers.get("Host", "")
+
+
+def parse_head(head: bytes, *, max_line: int, max_headers: int
+               ) -> tuple[str, str, CIMultiDict[str], bool] | None:
+    """(method, target, headers, close) for a request head this path serves, else None."""
+    lines = head.split(b"\r\n")
+    m = _REQUEST_LINE.fullmatch(lines[0])
+    if m is None or len(lines[0]) > max_line or len(lines) - 1 > max_headers:
+        return None
+    headers: CIMultiDict[str] = CIMultiDict()
+    close = False
+    for line in lines[1:]:
+        h = _HEADER_LINE.fullmatch(line)
+        if h is None or len(line) > max_line:
+            return None
+        name = h.group(1)
+        low = name.lower()
+        if low in _HAND_OFF:
+            return None
+        value = h.group(2).rstrip(b" \t").decode("utf-8", "surrogateescape")
+        if low == b"connection":
+            tokens = connection_tokens((value,))
+            if "upgrade" in tokens:
+                return None
+            close = close or "close" in tokens
+        headers.add(name.decode("ascii"), value)
+    return m.group(1).decode("ascii"), m.group(2).decode("ascii"), headers, close
+
+
+def response_head(status: int, reason: str, headers: Any, extra: list[tuple[str, str]],
+                  *, chunked: bool, close: bool) -> bytes:
+    """The status line and header block: the backend's headers without hop-by-hop ones, then ours."""
+    named = connection_tokens(headers.getall("Connection")) if "Connection" in headers else ()
+    parts = [f"HTTP/1.1 {status} {reason}\r\n"]
+    for key, value in headers.items():
+        low = key.lower()
+        if low in HOP_BY_HOP or low in named:
+            continue
+        parts.append(f"{key}: {value}\r\n")
+    for key, value in extra:
+        parts.append(f"{key}: {value}\r\n")
+    if chunked:
+        parts.append("Transfer-Encoding: chunked\r\n")
+    if close:
+        parts.append("Connection: close\r\n")
+    parts.append("\r\n")
+    return "".join(parts).encode("latin-1", "replace")
+
+
+def serialize_response(resp: web.Response, *, close: bool) -> tuple[bytes, bool]:
+    """A response the handler built (health endpoint, 404, proxy errors) as bytes, and whether
+    the connection closes after it."""
+    close = close or resp.keep_alive is False
+    body = resp.body if isinstance(resp.body, bytes | bytearray) else b""
+    parts = [f"HTTP/1.1 {resp.status} {resp.reason}\r\n"]
+    for key, value in resp.headers.items():
+        if key.lower() not in ("content-length", "transfer-encoding", "connection"):
+            parts.append(f"{key}: {value}\r\n")
+    parts.append(f"Content-Length: {len(body)}\r\n")
+    if close:
+        parts.append("Connection: close\r\n")
+    parts.append("\r\n")
+    return "".join(parts).encode("latin-1", "replace") + body, close
+
+
+class FastHandler(ProxyHandler):
+    """ProxyHandler whose responses go straight to the FastConnection's transport."""
+
+    async def _respond(self, request: Any, rr: RouteRuntime, info: Any, pick: Any, up: Any,
+                       t0: float, sent_at: float) -> web.StreamResponse:
+        lb = self.lb
+        clock = lb.clock
+        conn: FastConnection = request.conn
+        backend = pick.backend
+        pool = rr.pool.pool
+        status = up.status
+        ok = status < 500
+        latency = clock() - sent_at
+        reported = False
+        try:
+            extra: list[tuple[str, str]] = []
+            if lb.config.lb_headers:
+                extra.append(("X-LB-Region", lb.rt.region))
+                extra.append(("X-LB-Backend", backend.id))
+            if pick.set_cookie:
+                extra.append(("Set-Cookie", pick.set_cookie))
+            if rr.bookkeeping:
+                await self._sticky_bookkeeping(rr, info, pick, up)
+            length = up.content_length
+            close = conn.close_after
+            if request.method == "HEAD" or status < 200 or status in _NO_BODY_STATUS:
+                conn.write(response_head(status, up.reason, up.headers, extra, chunked=False, close=close))
+            elif length is not None and length <= BUFFER_LIMIT:
+                try:
+                    data = await up.read()
+                except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+                    pool.request_finished(backend.id, ok=False, latency=latency, now=clock())
+                    reported = True
+                    up.close()
+                    status = 502
+                    log.warning("backend %s failed mid-response: %s", backend.id, type(exc).__name__)
+                    return self._error(request, rr, 502, f"backend {backend.id} failed mid-response\n", t0,
+                                       backend.id, pick.reason, account=False)
+                conn.write(response_head(status, up.reason, up.headers, extra, chunked=False, close=close) + data)
+            else:
+                chunked = length is None
+                conn.write(response_head(status, up.reason, up.headers, extra, chunked=chunked, close=close))
+                try:
+                    async for chunk in up.content.iter_any():
+                        if conn.closed:
+                            raise ConnectionResetError("client disconnected")
+                        if chunked:
+                            conn.writelines((b"%x\r\n" % len(chunk), chunk, b"\r\n"))
+                        else:
+                            conn.write(chunk)
+                        await conn.drain()
+                except (TimeoutError, aiohttp.ClientPayloadError, aiohttp.ClientConnectionError) as exc:
+                    ok = False
+                    log.warning("backend %s broke mid-response (%s): closing the client connection",
+                                backend.id, type(exc).__name__)
+                    conn.close_after = True          # a truncated body, then the close
+                    return _WRITTEN
+                if chunked:
+                    conn.write(b"0\r\n\r\n")
+        except (ConnectionError, asyncio.CancelledError):
+            up.close()
+            raise
+        finally:
+            if not reported:
+                pool.request_finished(backend.id, ok=ok, latency=latency, now=clock())
+            if lb.shared_inflight:
+                await lb.store.decr_inflight(rr.pool.name, backend.id)
+            up.release()
+            self._account(request, rr, status, t0, backend.id, pick.reason)
+        return _WRITTEN
+
+
+class FastConnection(asyncio.Protocol):
+    """One client connection on the fast path (see the module docstring)."""
+
+    def __init__(self, server: FastServer) -> None:
+        self.server = server
+        self.loop = server.loop
+        self.transport: asyncio.Transport | None = None
+        self.peer = ""
+        self.buf = b""
+        self.busy = False
+        self.closed = False
+        self.close_after = False
+        self.header_since: float | None = None
+        self.idle_since = 0.0
+        self._abort = False
+        self._rtt_sampled = False
+        self._reading_paused = False
+        self._writing_paused = False
+        self._drain_waiter: asyncio.Future[None] | None = None
+
+    # -- asyncio.Protocol --------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        peer = transport.get_extra_info("peername")
+        self.peer = peer[0] if peer else ""
+        self.idle_since = self.loop.time()
+        self.server.added(self)
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self.closed = True
+        self.server.conns.discard(self)
+        self._wake_writer()
+
+    def pause_writing(self) -> None:
+        self._writing_paused = True
+
+    def resume_writing(self) -> None:
+        self._writing_paused = False
+        self._wake_writer()
+
+    def _wake_writer(self) -> None:
+        waiter = self._drain_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+        self._drain_waiter = None
+
+    def data_received(self, data: bytes) -> None:
+        self.buf = self.buf + data if self.buf else data
+        if self.busy:
+            if len(self.buf) > BUFFER_LIMIT and not self._reading_paused and self.transport is not None:
+                self._reading_paused = True          # a pipelining client: wait for our answers
+                self.transport.pause_reading()
+            return
+        self._next()
+
+    # -- writing ---------------------------------------------------------------------------------
+    def write(self, data: bytes) -> None:
+        if not self.closed and self.transport is not None and not self.transport.is_closing():
+            self.transport.write(data)
+
+    def writelines(self, parts: Any) -> None:
+        if not self.closed and self.transport is not None and not self.transport.is_closing():
+            self.transport.writelines(parts)
+
+    async def drain(self) -> None:
+        if self.closed:
+            raise ConnectionResetError("client disconnected")
+        if self._writing_paused:
+            self._drain_waiter = self.loop.create_future()
+            await self._drain_waiter
+            if self.closed:
+                raise ConnectionResetError("client disconnected")
+
+    # -- requests --------------------------------------------------------------------------------
+    def _next(self) -> None:
+        buf = self.buf
+        if not buf:
+            self.idle_since = self.loop.time()
+            return
+        end = buf.find(b"\r\n\r\n")
+        server = self.server
+        if end < 0:
+            if len(buf) > server.max_head:
+                self._hand_off()
+            elif self.header_since is None:
+                self.header_since = self.loop.time()
+                server.watch()
+            return
+        if end > server.max_head:
+            self._hand_off()
+            return
+        parsed = parse_head(buf[:end], max_line=server.max_line, max_headers=server.max_headers)
+        if parsed is None:
+            self._hand_off()
+            return
+        self.buf = buf[end + 4:]
+        self.header_since = None
+        self.busy = True
+        method, target, headers, close = parsed
+        self.close_after = close
+        if not self._rtt_sampled:
+            self._rtt_sampled = True
+            if server.observe_rtt is not None and self.transport is not None:
+                server.observe_rtt(self.transport, self.peer)
+        task = self.loop.create_task(self._serve(FastRequest(self, method, target, headers)))
+        server.tasks.add(task)
+        task.add_done_callback(server.tasks.discard)
+
+    async def _serve(self, request: FastRequest) -> None:
+        try:
+            resp = await self.server.handler.handle(request)  # type: ignore[arg-type]
+            if resp is not _WRITTEN:
+                data, close = serialize_response(resp, close=self.close_after)  # type: ignore[arg-type]
+                self.close_after = close
+                self.write(data)
+        except (ConnectionError, asyncio.CancelledError):
+            self._abort = True
+        except Exception:
+            log.exception("error handling a request from %s", self.peer)
+            data, _ = serialize_response(web.Response(status=500, text="internal proxy error\n",
+                                                      content_type="text/plain"), close=True)
+            self.write(data)
+            self.close_after = True
+        finally:
+            self._finished()
+
+    def _finished(self) -> None:
+        self.busy = False
+        transport = self.transport
+        if transport is None or self.closed:
+            return
+        if self._abort:
+            transport.close()
+            return
+        if self.close_after:
+            transport.close()
+            return
+        if self._reading_paused:
+            self._reading_paused = False
+            transport.resume_reading()
+        self._next()
+
+    def _hand_off(self) -> None:
+        """Give this connection, with the unread bytes, to aiohttp's server (see the docstring)."""
+        transport = self.transport
+        assert transport is not None
+        self.server.conns.discard(self)
+        proto = self.server.aiohttp_server()
+        proto._rtt_sampled = self._rtt_sampled  # type: ignore[attr-defined]
+        buf, self.buf = self.buf, b""
+        self.transport = None
+        transport.set_protocol(proto)
+        proto.connection_made(transport)
+        if self._reading_paused:
+            transport.resume_reading()
+        if buf:
+            proto.data_received(buf)
+
+    # -- timeouts (the server's sweep) -----------------------------------------------------------
+    def sweep(self, now: float, header_deadline: float, idle_deadline: float) -> bool:
+        """Close on a header timeout or when idle too long; True while this waits for a head."""
+        transport = self.transport
+        if transport is None or self.busy:
+            return False
+        since = self.header_since
+        if since is not None:
+            if since <= header_deadline:
+                self.header_since = None
+                log.debug("closing a connection: request header not complete in time")
+                transport.write(_REQUEST_TIMEOUT)
+                transport.close()
+                return False
+            return True
+        if not self.buf and self.idle_since <= idle_deadline:
+            transport.close()
+        return False
+
+
+class FastServer:
+    """Makes FastConnections for one listener; owns the aiohttp server used for hand-offs, the
+    timeout sweep and a graceful shutdown."""
+
+    def __init__(self, handler: FastHandler, aiohttp_server: ProxyServer, *, header_timeout: float,
+                 idle_timeout: float, max_line: int, max_headers: int,
+                 observe_rtt: Callable[[Any, str], None] | None = None) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.handler = handler
+        self.aiohttp_server = aiohttp_server
+        self.header_timeout = header_timeout
+        self.idle_timeout = idle_timeout
+        self.max_line = max_line
+        self.max_head = max(max_line, 8192) * 2
+        self.max_headers = max_headers
+        self.observe_rtt = observe_rtt
+        self.conns: set[FastConnection] = set()
+        self.tasks: set[asyncio.Task[None]] = set()
+        self._every = max(0.05, min(1.0, header_timeout / 4, idle_timeout / 4))
+        self._sweeper: asyncio.TimerHandle | None = None
+
+    def __call__(self) -> FastConnection:
+        return FastConnection(self)
+
+    def added(self, conn: FastConnection) -> None:
+        self.conns.add(conn)
+        self.watch()
+
+    def watch(self) -> None:
+        if self._sweeper is None:
+            self._sweeper = self.loop.call_later(self._every, self._sweep)
+
+    def _sweep(self) -> None:
+        self._sweeper = None
+        now = self.loop.time()
+        header_deadline = now - self.header_timeout
+        idle_deadline = now - self.idle_timeout
+        for conn in list(self.conns):
+            conn.sweep(now, header_deadline, idle_deadline)
+        if self.conns:
+            self.watch()
+
+    async def shutdown(self, timeout: float = 5.0) -> None:  # noqa: ASYNC109
+        """After the listening socket is closed: let in-flight requests finish, then close."""
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
+        if self.tasks:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout):
+                    await asyncio.gather(*self.tasks, return_exceptions=True)
+        for task in list(self.tasks):
+            task.cancel()
+        for conn in list(self.conns):
+            if conn.transport is not None:
+                conn.transport.close()
+        await self.aiohttp_server.shutdown(timeout)
