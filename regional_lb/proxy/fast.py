@@ -54,6 +54,7 @@ _HEADER_LINE = re.compile(rb"([!#$%&'*+.^_`|~0-9A-Za-z-]+):[ \t]*([^\x00-\x08\x0
 _HAND_OFF = frozenset({b"content-length", b"transfer-encoding", b"expect", b"upgrade"})
 _NO_BODY_STATUS = frozenset({204, 304})
 _WRITTEN = web.Response()          # returned by FastHandler._respond: the response is on the wire
+_LB_HEADERS = frozenset({"x-lb-region", "x-lb-backend"})    # ours replace a backend's (a tier below)
 
 
 class FastRequest:
@@ -101,13 +102,14 @@ def parse_head(head: bytes, *, max_line: int, max_headers: int
 
 
 def response_head(status: int, reason: str, headers: Any, extra: list[tuple[str, str]],
-                  *, chunked: bool, close: bool) -> bytes:
-    """The status line and header block: the backend's headers without hop-by-hop ones, then ours."""
+                  *, chunked: bool, close: bool, replace: frozenset[str] = frozenset()) -> bytes:
+    """The status line and header block: the backend's headers without hop-by-hop ones and
+    without those named in `replace` (lower case), then ours."""
     named = connection_tokens(headers.getall("Connection")) if "Connection" in headers else ()
     parts = [f"HTTP/1.1 {status} {reason}\r\n"]
     for key, value in headers.items():
         low = key.lower()
-        if low in HOP_BY_HOP or low in named:
+        if low in HOP_BY_HOP or low in named or low in replace:
             continue
         parts.append(f"{key}: {value}\r\n")
     for key, value in extra:
@@ -152,7 +154,9 @@ class FastHandler(ProxyHandler):
         reported = False
         try:
             extra: list[tuple[str, str]] = []
+            replace: frozenset[str] = frozenset()
             if lb.config.lb_headers:
+                replace = _LB_HEADERS
                 extra.append(("X-LB-Region", lb.rt.region))
                 extra.append(("X-LB-Backend", backend.id))
             if pick.set_cookie:
@@ -162,7 +166,8 @@ class FastHandler(ProxyHandler):
             length = up.content_length
             close = conn.close_after
             if request.method == "HEAD" or status < 200 or status in _NO_BODY_STATUS:
-                conn.write(response_head(status, up.reason, up.headers, extra, chunked=False, close=close))
+                conn.write(response_head(status, up.reason, up.headers, extra, chunked=False, close=close,
+                                           replace=replace))
             elif length is not None and length <= BUFFER_LIMIT:
                 try:
                     data = await up.read()
@@ -174,10 +179,12 @@ class FastHandler(ProxyHandler):
                     log.warning("backend %s failed mid-response: %s", backend.id, type(exc).__name__)
                     return self._error(request, rr, 502, f"backend {backend.id} failed mid-response\n", t0,
                                        backend.id, pick.reason, account=False)
-                conn.write(response_head(status, up.reason, up.headers, extra, chunked=False, close=close) + data)
+                conn.write(response_head(status, up.reason, up.headers, extra, chunked=False, close=close,
+                                           replace=replace) + data)
             else:
                 chunked = length is None
-                conn.write(response_head(status, up.reason, up.headers, extra, chunked=chunked, close=close))
+                conn.write(response_head(status, up.reason, up.headers, extra, chunked=chunked, close=close,
+                                           replace=replace))
                 try:
                     async for chunk in up.content.iter_any():
                         if conn.closed:
