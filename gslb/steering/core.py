@@ -21,9 +21,10 @@ One query:
 
 The answer depends on the client only through its *key network*: the GeoIP record network,
 made longer where the policy needs it (latency data is per /24 or /48; a geo_map CIDR entry
-may split a record). Decisions are cached by (service, key network) and the cache is emptied
-when `generation` changes, so a query for a known network costs a GeoIP lookup and a dict
-lookup. `decide` is the slow reference path the cache is tested against.
+may split a record). Decisions are cached by (service, key network); the cache is emptied
+when region states change, and a latency service's entry is also dropped when the latency
+table changed or its data went stale, so a query for a known network costs a GeoIP lookup and
+a dict lookup. `decide` is the slow reference path the cache is tested against.
 
 ECS scope: start at the key network's prefix and widen while the sibling network is one
 record of exactly that size whose answer is the same (at most MAX_WIDEN steps; computed once
@@ -106,7 +107,8 @@ class Steering:
         self._own_generation = 0
         self._uses_latency = any(s.policy == "latency" for s in services.values())
         self._capacity = {name: r.capacity for name, r in regions.items()}
-        self._cache: dict[tuple[object, ...], tuple[ServiceAnswer, float]] = {}
+        # key -> (answer, valid until, latency generation it was computed at; 0 if not latency)
+        self._cache: dict[tuple[object, ...], tuple[ServiceAnswer, float, int]] = {}
         self._cache_generation = -1
         self._max_cache = max_cache
         self._unsplit: dict[tuple[str, IPNetwork], bool] = {}     # geo_map: record not split by a CIDR
@@ -141,10 +143,9 @@ class Steering:
         svc = self._services.get(name)
         if svc is None:
             raise SteeringError(f"not a service: {name!r}")
-        generation = self.generation
-        if generation != self._cache_generation:
+        if self._own_generation != self._cache_generation:     # health, drain: everything may move
             self._cache.clear()
-            self._cache_generation = generation
+            self._cache_generation = self._own_generation
         if svc.policy == "weighted":
             return self._weighted(svc)
         if client is not None:
@@ -160,8 +161,10 @@ class Steering:
                 key = (name, client.version, masked, kp, source_prefix)
             else:
                 key = (name, client.version, masked, kp)
+        # latency data changes only invalidate latency services' entries (checked per entry)
+        data_generation = self._latency.generation if svc.policy == "latency" else 0
         entry = self._cache.get(key)
-        if entry is not None and now < entry[1]:
+        if entry is not None and now < entry[1] and entry[2] == data_generation:
             self.cache_hits += 1
             if entry[1] != math.inf and entry[0].cache_for > entry[1] - now:
                 return replace(entry[0], cache_for=entry[1] - now)     # latency data ages
@@ -170,7 +173,7 @@ class Steering:
         answer, valid_until = self._compute(svc, client, loc, source_prefix, now)
         if len(self._cache) >= self._max_cache:
             self._cache.clear()
-        self._cache[key] = (answer, valid_until)
+        self._cache[key] = (answer, valid_until, data_generation)
         return answer
 
     def explain(self, name: str, client: IPAddress | None, source_prefix: int | None,

@@ -377,3 +377,15 @@ def test_latency_without_the_best_region_takes_the_next_lowest_rtt() -> None:
     s = make(latency=table)
     s.update_region_states({"ap-northeast": DOWN})
     assert s.answer("lat.test", NEW_YORK, 24, 1.0).decision.regions == ("us-east",)
+
+
+def test_latency_data_does_not_flush_other_services_entries() -> None:
+    table = LatencyTable()
+    s = make(latency=table)
+    geo_first = s.answer("geo.test", NEW_YORK, 24, 0.0)
+    lat_first = s.answer("lat.test", NEW_YORK, 24, 0.0)
+    table.ingest(net("198.51.100.0/24"), "ap-northeast", 1.0, now=0.0)
+    assert s.answer("geo.test", NEW_YORK, 24, 0.0) is geo_first          # still cached
+    lat_now = s.answer("lat.test", NEW_YORK, 24, 0.0)
+    assert lat_now is not lat_first
+    assert lat_now.decision.regions == ("ap-northeast",)
