@@ -389,3 +389,41 @@ def test_latency_data_does_not_flush_other_services_entries() -> None:
     lat_now = s.answer("lat.test", NEW_YORK, 24, 0.0)
     assert lat_now is not lat_first
     assert lat_now.decision.regions == ("ap-northeast",)
+
+
+@pytest.mark.parametrize(("rule", "check"), [
+    ("{action: address, addresses: [192.0.2.99]}", lambda a: a.v4 == ("192.0.2.99",)),
+    ("{action: cname, cname: sorry.example.net}", lambda a: a.cname == "sorry.example.net."),
+    ("{action: nodata, negative_ttl: 4}", lambda a: a.negative_ttl == 4 and a.ttl == 4),
+])
+def test_weighted_all_down_rules(rule, check) -> None:
+    text = f"services: {{w.test: {{policy: weighted, all_down: {rule}}}}}"
+    services = load_services(Section.from_yaml_text(text, file="t").section("services"), REGIONS)
+    s = Steering(REGIONS, services, FakeLocator(), LatencyTable(), rng=random.Random(3))
+    s.update_region_states({r: DOWN for r in REGIONS})
+    a = s.answer("w.test", SEOUL, 24, 0.0)
+    assert a.decision.all_down
+    assert a.decision.regions == ()
+    assert a.scope_prefix == 0
+    assert check(a)
+    assert s.decide("w.test", SEOUL, 24, 0.0).decision.all_down
+
+
+def test_generation_ignores_latency_without_latency_services() -> None:
+    services = load_services(Section({"g.test": {}}, file="f"), REGIONS)
+    table = LatencyTable()
+    s = Steering(REGIONS, services, FakeLocator(PLACES), table)
+    g = s.generation
+    table.ingest(net("198.51.100.0/24"), "us-east", 1.0, now=0.0)
+    assert s.generation == g
+    assert s.services["g.test"].policy == "geo"
+    assert s.region_states()["us-east"] == RegionState()
+
+
+def test_decision_cache_is_bounded() -> None:
+    services = load_services(Section({"g.test": {}}, file="f"), REGIONS)
+    s = Steering(REGIONS, services, FakeLocator(PLACES), LatencyTable(), max_cache=2)
+    for address in (NEW_YORK, SEOUL, FRANKFURT, TOKYO6, NEW_YORK):
+        s.answer("g.test", address, 24, 0.0)
+    assert len(s._cache) <= 2
+    assert s.cache_misses == 5
