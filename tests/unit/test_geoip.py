@@ -6,6 +6,8 @@ import ipaddress
 
 import geoip2.database
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from gslb.geoip import (
     ATTRIBUTION,
@@ -117,3 +119,20 @@ def test_constants() -> None:
     assert "CC BY 4.0" in ATTRIBUTION
     assert DEFAULT_DATABASE.name.endswith(".mmdb")
     assert SAMPLE_PLACES
+
+
+@pytest.fixture(scope="module")
+def sample_locator(sample_db):
+    with MaxMindLocator(sample_db) as loc:
+        yield loc
+
+
+@given(st.one_of(st.integers(0, 2**32 - 1).map(ipaddress.IPv4Address),
+                 st.integers(0, 2**128 - 1).map(ipaddress.IPv6Address),
+                 st.sampled_from(list(SAMPLE_PLACES)).map(lambda c: ipaddress.ip_network(c)[1])))
+def test_any_address_is_located_inside_its_record_or_not_at_all(sample_locator, address) -> None:
+    where = sample_locator.locate(address)
+    if where is not None:
+        assert unmap(address) in where.network
+        assert where.network.prefixlen == where.prefix_len
+        assert str(where.network) in SAMPLE_PLACES
