@@ -30,7 +30,7 @@ from gslb.common.health import Health
 from gslb.common.probe import ProbeResult
 from gslb.config import GslbConfig, healthy_fraction, load_config
 from gslb.dns.responder import Responder, ResponderStats
-from gslb.geoip import GeoLocator, MaxMindLocator
+from gslb.geoip import GeoIPError, GeoLocator, MaxMindLocator
 from gslb.latency_table import LatencyTable
 from gslb.server.tcp import DnsTcpServer
 from gslb.server.udp import open_udp
@@ -186,14 +186,23 @@ class GslbServer:
         path = path or self.config.file
         try:
             new = load_config(path)
+            locator = self.locator
             if new.geoip_database != self.config.geoip_database:
-                self.locator = MaxMindLocator(new.geoip_database)
+                try:
+                    locator = MaxMindLocator(new.geoip_database)
+                except GeoIPError as exc:
+                    raise ConfigError(new.file, "geoip.database", str(exc)) from None
         except ConfigError as exc:
             self.reloads["failed"] += 1
             log.error("reload refused, still serving the old config: %s", exc)
             raise
         if new.dns.listen != self.config.dns.listen or new.admin.listen != self.config.admin.listen:
             log.warning("listen addresses changed in %s: they take effect at the next restart", path)
+        if locator is not self.locator:
+            old_locator, self.locator = self.locator, locator
+            close = getattr(old_locator, "close", None)
+            if close is not None:
+                close()
         running = bool(self.checker._tasks)
         if running:
             await self.checker.stop()

@@ -232,3 +232,14 @@ async def test_dig_sees_ecs_scope_and_tc_fallback(tmp_path):
             "dig", "@::1", "-p", str(g.dns_port), "example.test", "SOA", "+tcp", "+tries=1", "+time=2"],
             capture_output=True, text=True, check=True)
         assert "hostmaster.example.test." in out.stdout
+
+
+async def test_reload_with_missing_geoip_database_is_refused(tmp_path):
+    async with running_gslb(tmp_path) as g, aiohttp.ClientSession() as http:
+        good = g.config_path.read_text()
+        g.config_path.write_text(good.replace("test-city.mmdb", "missing.mmdb"))
+        async with http.post(f"{g.admin}/api/reload", headers={"Authorization": f"Bearer {TOKEN}"}) as resp:
+            assert resp.status == 400
+            assert "geoip.database" in (await resp.json())["error"]
+        reply = await udp(ecs_query("www.example.test", SEOUL_NET), g.dns_port)
+        assert addresses(reply) == ["127.0.3.1"]
