@@ -12,8 +12,11 @@ Two paths give the same bytes:
   the client's /24 or /56 when the answer came from steering without ECS) to
   the packed response after the ID; a hit splices the query's ID in front.
   An entry lives while `steering.generation` is unchanged and, for service
-  answers, for `ServiceAnswer.cache_for` seconds (0: never cached). The cache
-  is cleared when it reaches `cache_size` entries.
+  answers, for `ServiceAnswer.cache_for` seconds (0: never cached). An answer
+  that carries `ServiceAnswer.data_generation` (a latency service: it used
+  measured RTTs) is reused only while `steering.data_generation` equals it, so a
+  latency push drops those entries alone, not the static and geo answers. The
+  cache is cleared when it reaches `cache_size` entries.
 
 Resolution (RFC 1034 §4.3.2 with RFC 2308, 4592, 6604, 6891, 7871, 8482):
 REFUSED outside our zones; referral (AA=0, NS in authority, glue in
@@ -109,7 +112,7 @@ class _Result:
     """What resolution decided, before packing."""
 
     __slots__ = ("aa", "additional", "all_down", "answer", "authority", "cache_for", "client_dependent",
-                 "located", "rcode", "referral", "regions", "scope")
+                 "data_generation", "located", "rcode", "referral", "regions", "scope")
 
     def __init__(self) -> None:
         self.rcode = 0
@@ -121,6 +124,7 @@ class _Result:
         self.scope = 0
         self.cache_for = math.inf
         self.client_dependent = False
+        self.data_generation: int | None = None
         self.located: tuple[IPAddress, int | None, int] | None = None
         self.regions: tuple[str, ...] = ()
         self.all_down: tuple[str, ...] = ()
@@ -129,8 +133,8 @@ class _Result:
 class _Entry:
     """A packed response (after the ID) and what to count when it is served again."""
 
-    __slots__ = ("all_down", "body", "expires", "generation", "per_client", "qtype", "rcode", "regions",
-                 "truncated")
+    __slots__ = ("all_down", "body", "data_generation", "expires", "generation", "per_client", "qtype", "rcode",
+                 "regions", "truncated")
 
     def __init__(self, body: bytes, generation: int, expires: float, rcode: str, qtype: str,
                  regions: tuple[str, ...], all_down: tuple[str, ...], truncated: bool) -> None:
@@ -143,6 +147,7 @@ class _Entry:
         self.all_down = all_down
         self.truncated = truncated
         self.per_client: dict[int, _Entry] | None = None
+        self.data_generation: int | None = None     # reuse only while steering.data_generation equals it
 
 
 class _SteeringFailed(Exception):
@@ -192,7 +197,9 @@ class Responder:
         if entry is not None:
             if entry.per_client is not None:
                 entry = entry.per_client.get(client_network(client))
-            if entry is not None and now < entry.expires and entry.generation == self._steering.generation:
+            if entry is not None and now < entry.expires and entry.generation == self._steering.generation \
+                    and (entry.data_generation is None
+                         or entry.data_generation == getattr(self._steering, "data_generation", None)):
                 stats = self.stats
                 stats.queries += 1
                 stats.cache_hits += 1
@@ -248,6 +255,7 @@ class Responder:
             expires = now + res.cache_for
             entry = _Entry(response[2:], generation, expires, rcode, qtype, res.regions, res.all_down,
                            truncated)
+            entry.data_generation = res.data_generation
             if self._cached >= self.cache_size:
                 self.clear_cache()
             key = data[2:]
@@ -432,6 +440,8 @@ class Responder:
             res.client_dependent = res.client_dependent or source is None
             res.scope = max(res.scope, int(answer.scope_prefix))
             res.cache_for = min(res.cache_for, float(answer.cache_for))
+            if answer.data_generation is not None:
+                res.data_generation = int(answer.data_generation)
             res.regions += tuple(decision.regions)
             if decision.all_down:
                 res.all_down += (name,)

@@ -69,6 +69,9 @@ class ServiceAnswer:
     negative_ttl: int | None = None     # all-down rule `nodata`: NODATA with this SOA TTL
     cache_for: float = 0.0              # seconds the DNS core may reuse the packed answer for the
                                         # same query and client network; 0 = never (e.g. weighted)
+    data_generation: int | None = None  # the answer used measured data (latency policy): reuse it only
+                                        # while the steering's `data_generation` still equals this;
+                                        # None = it does not depend on that data
 
 
 class ServiceSteering(Protocol):
@@ -76,7 +79,9 @@ class ServiceSteering(Protocol):
 
     @property
     def generation(self) -> int:
-        """Bumped whenever answers may change (health, drain, latency data, reload): caches key on it."""
+        """Bumped whenever any answer may change (health, drain, reload): caches key on it. Changes of
+        measured data (latency) bump the steering's `data_generation` instead, which only the answers
+        carrying a `ServiceAnswer.data_generation` depend on."""
         ...
 
     def is_service(self, name: str) -> bool:

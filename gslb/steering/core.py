@@ -5,6 +5,7 @@
         .explain(name, client, source_prefix, now) -> Decision          (`gslb explain`)
         .update_region_states({region: RegionState})                    (probes, drain)
         .generation                                                     (caches key on it)
+        .data_generation           (latency data; answers of latency services carry the value they used)
 
 One query:
 
@@ -25,6 +26,13 @@ may split a record). Decisions are cached by (service, key network); the cache i
 when region states change, and a latency service's entry is also dropped when the latency
 table changed or its data went stale, so a query for a known network costs a GeoIP lookup and
 a dict lookup. `decide` is the slow reference path the cache is tested against.
+
+Invalidation for the DNS core's response cache is split in two: `generation` moves on health,
+drain and reload (every answer may change); `data_generation` moves on every latency-table change
+(an edge pushes RTTs every few seconds) and only answers of `latency` services depend on it: they
+carry `ServiceAnswer.data_generation`, and the responder reuses them only while it is current.
+Static, geo, geo_map, failover answers stay cached across latency pushes; a latency service's
+answer changes with the very next query after an ingest (no staleness window).
 
 ECS scope: start at the key network's prefix and widen while the sibling network is one
 record of exactly that size whose answer is the same (at most MAX_WIDEN steps; computed once
@@ -105,7 +113,6 @@ class Steering:
         self._rng = rng if rng is not None else random.Random()
         self._states: dict[str, RegionState] = {name: _UP for name in regions}
         self._own_generation = 0
-        self._uses_latency = any(s.policy == "latency" for s in services.values())
         self._capacity = {name: r.capacity for name, r in regions.items()}
         # key -> (answer, valid until, latency generation it was computed at; 0 if not latency)
         self._cache: dict[tuple[object, ...], tuple[ServiceAnswer, float, int]] = {}
@@ -118,9 +125,13 @@ class Steering:
     # -- the contract -----------------------------------------------------------------
     @property
     def generation(self) -> int:
-        if self._uses_latency:
-            return self._own_generation + self._latency.generation
+        """Health, drain and reload changes: every answer may move (caches drop everything)."""
         return self._own_generation
+
+    @property
+    def data_generation(self) -> int:
+        """Latency data changes: only answers carrying `data_generation` (latency services) may move."""
+        return self._latency.generation
 
     def is_service(self, name: str) -> bool:
         return name in self._services
@@ -327,23 +338,28 @@ class Steering:
         decision = Decision(svc.name, svc.policy, choice.regions, choice.ttl, scope, choice.all_down,
                             f"{where}: {reason}", choice.lines)
         valid_until = choice.valid_until
+        data_generation = self._latency.generation if svc.policy == "latency" else None
         cache_for = float(choice.ttl)
         if not math.isinf(valid_until):
             cache_for = max(0.0, min(cache_for, valid_until - now))
         if choice.all_down and rule.action == "address":
             decision = replace(decision, regions=())
-            answer = ServiceAnswer(rule.v4, rule.v6, choice.ttl, scope, decision, cache_for=cache_for)
+            answer = ServiceAnswer(rule.v4, rule.v6, choice.ttl, scope, decision, cache_for=cache_for,
+                                   data_generation=data_generation)
         elif choice.all_down and rule.action == "cname":
             decision = replace(decision, regions=())
-            answer = ServiceAnswer((), (), choice.ttl, scope, decision, cname=rule.cname, cache_for=cache_for)
+            answer = ServiceAnswer((), (), choice.ttl, scope, decision, cname=rule.cname, cache_for=cache_for,
+                                   data_generation=data_generation)
         elif choice.all_down and rule.action == "nodata":
             decision = replace(decision, regions=(), ttl=rule.negative_ttl)
             answer = ServiceAnswer((), (), rule.negative_ttl, scope, decision,
-                                   negative_ttl=rule.negative_ttl, cache_for=cache_for)
+                                   negative_ttl=rule.negative_ttl, cache_for=cache_for,
+                                   data_generation=data_generation)
         else:
             v4 = tuple(a for r in choice.regions for a in self._regions[r].v4)
             v6 = tuple(a for r in choice.regions for a in self._regions[r].v6)
-            answer = ServiceAnswer(v4, v6, choice.ttl, scope, decision, cache_for=cache_for)
+            answer = ServiceAnswer(v4, v6, choice.ttl, scope, decision, cache_for=cache_for,
+                                   data_generation=data_generation)
         return answer, valid_until
 
     def _widen(self, svc: ServiceConfig, key_net: IPNetwork, choice: _Choice, now: float) -> int:

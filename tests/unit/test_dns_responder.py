@@ -620,3 +620,42 @@ def test_service_at_the_apex_beside_soa_ns_and_mx() -> None:
     steering.services["ns2.example.test"] = service_answer(service="ns2")
     assert records(ask(responder, query("ns2.example.test", "A")).answer) == ["ns2.example.test. 3600 A 127.0.0.2"]
     assert ask(responder, query("ns2.example.test", "AAAA")).answer == []
+
+
+def test_latency_ingest_keeps_static_and_geo_answers_cached_and_moves_latency_answers() -> None:
+    from gslb.common.configload import Section
+    from gslb.geoip import FakeLocator, Place
+    from gslb.latency_table import LatencyTable
+    from gslb.steering import Steering
+    from gslb.steering.base import Region
+    from gslb.steering.config import load_services
+
+    regions = {"us-east": Region("us-east", 39.04, -77.49, ("127.0.1.1",)),
+               "ap-northeast": Region("ap-northeast", 37.57, 126.98, ("127.0.3.1",))}
+    services = load_services(Section.from_yaml_text(
+        "services:\n  www.example.test: {policy: geo}\n  lat.example.test: {policy: latency}\n",
+        file="t.yaml").section("services"), regions)
+    table = LatencyTable()
+    locator = FakeLocator({"198.51.100.0/24": Place(40.71, -74.01, "US", "NA", "New York")})
+    steering = Steering(regions, services, locator, table)
+    responder = Responder(load_test_zones(), steering)
+    static, geo, lat = (query(n, "A", ecs="198.51.100.0/24")
+                        for n in ("mail.example.test", "www.example.test", "lat.example.test"))
+
+    def addresses(data: bytes, now: float) -> list[str]:
+        return [rr.address for rrset in ask(responder, data, now=now).answer for rr in rrset]
+
+    assert addresses(lat, 1.0) == ["127.0.1.1"]          # no RTTs yet: nearest (us-east)
+    assert addresses(geo, 1.0) == ["127.0.1.1"]
+    assert addresses(static, 1.0) == ["127.0.0.25"]
+    hits = responder.stats.cache_hits
+    table.ingest(ipaddress.ip_network("198.51.100.0/24"), "ap-northeast", 5.0, now=2.0)
+    table.ingest(ipaddress.ip_network("198.51.100.0/24"), "us-east", 80.0, now=2.0)
+    assert addresses(geo, 2.0) == ["127.0.1.1"]
+    assert addresses(static, 2.0) == ["127.0.0.25"]
+    assert responder.stats.cache_hits == hits + 2        # both served from the cache after the push
+    misses = responder.stats.cache_misses
+    assert addresses(lat, 2.0) == ["127.0.3.1"]          # the very next query sees the new RTTs
+    assert responder.stats.cache_misses == misses + 1
+    assert addresses(lat, 2.5) == ["127.0.3.1"]          # and is cached again until the next push
+    assert responder.stats.cache_hits == hits + 3

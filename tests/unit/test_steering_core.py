@@ -202,12 +202,15 @@ def test_latency_policy() -> None:
     table = LatencyTable(max_age=600)
     s = make(latency=table)
     assert s.answer("lat.test", NEW_YORK, 24, 0.0).decision.regions == ("us-east",)   # geo fallback
-    g = s.generation
+    g, d = s.generation, s.data_generation
     table.ingest(net("198.51.100.0/24"), "ap-northeast", 12.0, now=0.0)
     table.ingest(net("198.51.100.0/24"), "us-east", 40.0, now=0.0)
-    assert s.generation > g                 # latency data changes answers
+    assert s.generation == g                # latency data does not move every answer ...
+    assert s.data_generation > d            # ... only those that carry data_generation
     a = s.answer("lat.test", NEW_YORK, 24, 10.0)
     assert a.decision.regions == ("ap-northeast",)
+    assert a.data_generation == s.data_generation
+    assert s.answer("geo.test", NEW_YORK, 24, 10.0).data_generation is None
     assert a.cache_for == 30.0
     assert s.answer("lat.test", NEW_YORK, 24, 80.0).cache_for == pytest.approx(20.0)   # stale at 100
     explained = s.explain("lat.test", NEW_YORK, 24, 10.0)
