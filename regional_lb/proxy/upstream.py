@@ -23,12 +23,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterable, Iterable
+import re
+from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from typing import Any
 
 import aiohttp
 from aiohttp.client_proto import ResponseHandler
-from multidict import CIMultiDictProxy
+from multidict import CIMultiDict, CIMultiDictProxy
 
 from regional_lb.balancing.base import Backend
 from regional_lb.errors import BackendConnectError, BackendError, BackendTimeout, ProxyError
@@ -68,19 +69,43 @@ def serialize_head(method: str, path: str, headers: Iterable[tuple[str, str]]) -
     return text.encode("latin-1", "replace")
 
 
+class _Body:
+    """A response body already read in full (LeanConnection), or the error that cut it short:
+    the StreamReader calls the proxy uses."""
+
+    __slots__ = ("_data",)
+
+    def __init__(self, data: bytes | BaseException) -> None:
+        self._data = data
+
+    async def read(self) -> bytes:
+        if isinstance(self._data, BaseException):
+            raise self._data
+        return self._data
+
+    async def iter_any(self) -> AsyncIterator[bytes]:
+        if isinstance(self._data, BaseException):
+            raise self._data
+        if self._data:
+            yield self._data
+
+    def is_eof(self) -> bool:
+        return True
+
+
 class UpstreamResponse:
     """The part of aiohttp.ClientResponse the proxy uses: status, reason, headers, content,
     content_length, read(), release() (keep the connection) and close() (drop it)."""
 
     __slots__ = ("_done", "_pool", "_proto", "content", "content_length", "headers", "reason", "status")
 
-    def __init__(self, message: Any, payload: aiohttp.StreamReader, proto: ResponseHandler,
-                 pool: _BackendPool) -> None:
-        self.status: int = message.code
-        self.reason: str = message.reason
-        self.headers: CIMultiDictProxy[str] = message.headers
-        self.content = payload
-        cl = self.headers.get("Content-Length")
+    def __init__(self, status: int, reason: str, headers: CIMultiDictProxy[str], content: Any,
+                 proto: Any, pool: _BackendPool) -> None:
+        self.status = status
+        self.reason = reason
+        self.headers = headers
+        self.content = content
+        cl = headers.get("Content-Length")
         self.content_length: int | None = int(cl) if cl is not None and cl.isdigit() else None
         self._proto = proto
         self._pool = pool
@@ -113,6 +138,231 @@ class UpstreamResponse:
         return f"<UpstreamResponse {self.status} {self.reason}>"
 
 
+
+_STATUS_LINE = re.compile(rb"HTTP/1\.1 ([1-5][0-9][0-9])(?: ([\t\x20-\x7e\x80-\xff]*))?")
+_FIELD_LINE = re.compile(rb"([!#$%&'*+.^_`|~0-9A-Za-z-]+):[ \t]*([^\x00-\x08\x0a-\x1f\x7f]*)")
+_SMALL = 64 * 1024                 # a response body up to this is collected here, in one piece
+
+
+class _Handed(Exception):
+    """the response is not one LeanConnection reads itself: aiohttp's parser takes the connection"""
+
+
+class LeanResponse:
+    """A complete small response read by LeanConnection."""
+
+    __slots__ = ("body", "headers", "reason", "status")
+
+    def __init__(self, status: int, reason: str, headers: CIMultiDictProxy[str],
+                 body: bytes | BaseException) -> None:
+        self.status = status
+        self.reason = reason
+        self.headers = headers
+        self.body = body
+
+
+def parse_response_head(head: bytes, *, head_request: bool) -> tuple[int, str, CIMultiDict[str], int, bool] | None:
+    """(status, reason, headers, body length, close) of a plain HTTP/1.1 response with a
+    Content-Length up to 64 KiB (or no body by its status or method), else None."""
+    lines = head.split(b"\r\n")
+    m = _STATUS_LINE.fullmatch(lines[0])
+    if m is None:
+        return None
+    status = int(m.group(1))
+    if status < 200:                   # 1xx (103 Early Hints, ...): aiohttp's parser
+        return None
+    pairs = []
+    length: int | None = None
+    close = False
+    for line in lines[1:]:
+        f = _FIELD_LINE.fullmatch(line)
+        if f is None:
+            return None
+        low = f.group(1).lower()
+        value = f.group(2).rstrip(b" \t").decode("utf-8", "surrogateescape")
+        if low == b"content-length":
+            if length is not None or not value.isdigit() or not value.isascii():
+                return None
+            length = int(value)
+        elif low == b"transfer-encoding":
+            return None
+        elif low == b"connection":
+            close = close or "close" in value.lower()
+        pairs.append((f.group(1).decode("ascii"), value))
+    if head_request or status in (204, 304):
+        need = 0
+    elif length is None or length > _SMALL:
+        return None
+    else:
+        need = length
+    reason = (m.group(2) or b"").decode("latin-1")
+    return status, reason, CIMultiDict(pairs), need, close
+
+
+class LeanConnection(asyncio.Protocol):
+    """A keep-alive connection to a backend that reads small plain responses itself.
+
+    A response with a Content-Length up to 64 KiB (or none by its status / HEAD) is parsed here
+    (`exchange` returns a LeanResponse). Anything else -- chunked, unknown length, large, 1xx,
+    HTTP/1.0, or a head this strict grammar does not accept -- is handed, with every byte read
+    so far, to aiohttp's ResponseHandler on the same transport (`exchange` raises _Handed with
+    it), as the fast client-facing path hands off to aiohttp's server."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, *, max_head: int) -> None:
+        self.loop = loop
+        self.max_head = max_head
+        self.transport: asyncio.Transport | None = None
+        self.should_close = False
+        self.writing_paused = False
+        self._buf = b""
+        self._head_request = False
+        self._parsed: tuple[int, str, CIMultiDict[str], int, bool] | None = None
+        self._body_at = 0
+        self._waiter: asyncio.Future[LeanResponse] | None = None
+        self._drain: asyncio.Future[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._handed_to: ResponseHandler | None = None
+        self._settings: dict[str, Any] = {}
+
+    # -- asyncio.Protocol ---------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self.transport = None
+        self.should_close = True
+        self._wake_drain()
+        if self._waiter is not None and not self._waiter.done():
+            if self._parsed is not None:        # after the head: the body read fails (as with aiohttp)
+                self._finish_partial(aiohttp.ClientPayloadError("Response payload is not completed"))
+            elif self._buf:
+                self._finish(exc=aiohttp.ClientOSError(f"backend closed the connection mid-head: {exc}"))
+            else:
+                self._finish(exc=aiohttp.ServerDisconnectedError())
+
+    def pause_writing(self) -> None:
+        self.writing_paused = True
+
+    def resume_writing(self) -> None:
+        self.writing_paused = False
+        self._wake_drain()
+
+    def _wake_drain(self) -> None:
+        if self._drain is not None and not self._drain.done():
+            self._drain.set_result(None)
+        self._drain = None
+
+    async def _drain_helper(self) -> None:
+        if self.transport is None:
+            raise ConnectionResetError("backend connection lost")
+        if self.writing_paused:
+            self._drain = self.loop.create_future()
+            await self._drain
+
+    def data_received(self, data: bytes) -> None:
+        if self._waiter is None:            # bytes nobody asked for: never reuse this connection
+            self.should_close = True
+            return
+        buf = self._buf = self._buf + data if self._buf else data
+        if self._parsed is None:
+            end = buf.find(b"\r\n\r\n")
+            if end < 0:
+                if len(buf) > self.max_head:
+                    self._hand_off()
+                return
+            parsed = parse_response_head(buf[:end], head_request=self._head_request)
+            if parsed is None:
+                self._hand_off()
+                return
+            self._parsed = parsed
+            self._body_at = end + 4
+        need = self._parsed[3]
+        have = len(buf) - self._body_at
+        if have < need:
+            return
+        status, reason, headers, _, close = self._parsed
+        if have > need:                     # more than the response: do not trust the rest
+            close = True
+        self.should_close = self.should_close or close
+        body = buf[self._body_at:self._body_at + need]
+        self._finish(LeanResponse(status, reason, CIMultiDictProxy(headers), body))
+
+    def eof_received(self) -> bool:
+        return False
+
+    # -- requests ---------------------------------------------------------------------------------
+    def is_connected(self) -> bool:
+        return self.transport is not None and not self.transport.is_closing()
+
+    def force_close(self) -> None:
+        self.should_close = True
+
+    def close(self) -> None:
+        self.should_close = True
+        if self.transport is not None:
+            self.transport.close()
+        if self._handed_to is not None:
+            self._handed_to.close()
+
+    def expect(self, *, head_request: bool, read_timeout: float | None, settings: dict[str, Any]
+               ) -> asyncio.Future[LeanResponse]:
+        """Wait for the response to a request about to be written."""
+        self._buf = b""
+        self._parsed = None
+        self._head_request = head_request
+        self._settings = settings
+        waiter = self._waiter = self.loop.create_future()
+        if read_timeout:
+            self._timer = self.loop.call_later(read_timeout, self._timed_out)
+        return waiter
+
+    def _timed_out(self) -> None:
+        self._timer = None
+        if self._parsed is not None:
+            self._finish_partial(TimeoutError())
+        else:
+            self._finish(exc=TimeoutError())
+        self.close()
+
+    def _finish_partial(self, exc: BaseException) -> None:
+        """The head arrived, the body did not: a response whose body read raises `exc`."""
+        assert self._parsed is not None
+        status, reason, headers, _, _ = self._parsed
+        self.should_close = True
+        self._finish(LeanResponse(status, reason, CIMultiDictProxy(headers), exc))
+
+    def _finish(self, result: LeanResponse | None = None, exc: BaseException | None = None) -> None:
+        waiter, self._waiter = self._waiter, None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._buf = b""
+        self._parsed = None
+        if waiter is None or waiter.done():
+            return
+        if exc is not None:
+            waiter.set_exception(exc)
+        else:
+            waiter.set_result(result)  # type: ignore[arg-type]
+
+    def _hand_off(self) -> None:
+        transport = self.transport
+        buf = self._buf
+        self._buf = b""
+        assert transport is not None
+        proto = ResponseHandler(self.loop)
+        transport.set_protocol(proto)
+        proto.connection_made(transport)
+        proto.set_response_params(skip_payload=self._head_request, **self._settings)
+        if self.writing_paused:
+            proto.pause_writing()
+        self._handed_to = proto
+        self.transport = None
+        self.should_close = True
+        self._finish(exc=_Handed(proto))
+        proto.data_received(buf)
+        self._wake_drain()
+
 class _BackendPool:
     """Idle keep-alive connections to one backend (most recently used first)."""
 
@@ -123,10 +373,10 @@ class _BackendPool:
         self.port = port
         self.keepalive = keepalive
         self.max_idle = max_idle
-        self.idle: list[tuple[ResponseHandler, float]] = []
+        self.idle: list[tuple[Any, float]] = []      # LeanConnection or (after a hand-off) ResponseHandler
         self.loop = asyncio.get_running_loop()
 
-    def get(self) -> ResponseHandler | None:
+    def get(self) -> Any:
         now = self.loop.time()
         idle = self.idle
         while idle:
@@ -136,7 +386,7 @@ class _BackendPool:
             proto.close()
         return None
 
-    def put(self, proto: ResponseHandler) -> None:
+    def put(self, proto: Any) -> None:
         if len(self.idle) >= self.max_idle:
             proto.close()
             return
@@ -159,6 +409,9 @@ class Upstream:
         self._pools: dict[tuple[str, int], _BackendPool] = {}
         self._session: aiohttp.ClientSession | None = None
         self._writers: set[asyncio.Task[None]] = set()
+        self._params = {"read_until_eof": False, "auto_decompress": False, "read_timeout": read_timeout,
+                        "read_bufsize": _READ_BUFSIZE, "max_line_size": max_header_size,
+                        "max_field_size": max_header_size}
 
     # -- websocket path ------------------------------------------------------------------
     @property
@@ -180,11 +433,13 @@ class Upstream:
                                                    max_idle=self.max_idle)
         return pool
 
-    async def _connect(self, backend: Backend) -> ResponseHandler:
+    async def _connect(self, backend: Backend) -> LeanConnection:
         loop = asyncio.get_running_loop()
+        max_head = self.max_header_size
         try:
             async with asyncio.timeout(self.connect_timeout):
-                _, proto = await loop.create_connection(lambda: ResponseHandler(loop), backend.host, backend.port)
+                _, proto = await loop.create_connection(lambda: LeanConnection(loop, max_head=max_head),
+                                                        backend.host, backend.port)
         except TimeoutError:
             raise BackendConnectError(f"connect to {backend.id} timed out") from None
         except OSError as exc:
@@ -209,7 +464,7 @@ class Upstream:
         except _StaleConnection:
             raise BackendError(f"backend {backend.id} closed the connection") from None
 
-    async def _exchange(self, proto: ResponseHandler, pool: _BackendPool, backend: Backend, method: str,
+    async def _exchange(self, proto: Any, pool: _BackendPool, backend: Backend, method: str,
                         path: str, headers: Any, body: Any) -> UpstreamResponse:
         items = list(headers.items())
         if "Host" not in headers:                # an HTTP/1.0 client sent none; HTTP/1.1 needs one
@@ -221,16 +476,17 @@ class Upstream:
             items.append(("Content-Length", "0"))
         head = serialize_head(method, path, items)
         head_request = method == "HEAD"
-        if proto._parser is None or proto._skip_payload is not head_request:
+        lean = isinstance(proto, LeanConnection)
+        if not lean and (proto._parser is None or proto._skip_payload is not head_request):
             # a new parser only when the connection is new or HEAD-ness changes (the C parser
             # handles successive responses on one connection)
-            proto.set_response_params(skip_payload=head_request, read_until_eof=False, auto_decompress=False,
-                                      read_timeout=self.read_timeout, read_bufsize=_READ_BUFSIZE,
-                                      max_line_size=self.max_header_size, max_field_size=self.max_header_size)
+            proto.set_response_params(skip_payload=head_request, **self._params)
         transport = proto.transport
         if transport is None or transport.is_closing():
             proto.close()
             raise _StaleConnection()
+        waiter = proto.expect(head_request=head_request, read_timeout=self.read_timeout,
+                              settings=self._params) if lean else None
         writer: asyncio.Task[None] | None = None
         if streamed:
             transport.write(head)
@@ -240,9 +496,22 @@ class Upstream:
             writer.add_done_callback(lambda t: t.cancelled() or t.exception() is None or proto.close())
         else:
             transport.write(head + body if body else head)
-        proto.start_timeout()
         try:
-            message, payload = await proto.read()
+            if waiter is not None:
+                try:
+                    got = await waiter
+                except _Handed as handed:            # not a small plain response: aiohttp reads it
+                    proto = handed.args[0]
+                    proto.start_timeout()
+                    message, payload = await proto.read()
+                else:
+                    if writer is not None and not writer.done():
+                        proto.force_close()
+                        writer.cancel()
+                    return UpstreamResponse(got.status, got.reason, got.headers, _Body(got.body), proto, pool)
+            else:
+                proto.start_timeout()
+                message, payload = await proto.read()
         except (TimeoutError, aiohttp.ClientError, OSError, aiohttp.EofStream) as exc:
             proto.close()
             if writer is not None:
@@ -267,9 +536,9 @@ class Upstream:
             # the backend answered before taking the whole body: do not reuse the connection
             proto.force_close()
             writer.cancel()
-        return UpstreamResponse(message, payload, proto, pool)
+        return UpstreamResponse(message.code, message.reason, message.headers, payload, proto, pool)
 
-    async def _write_body(self, proto: ResponseHandler, body: AsyncIterable[bytes] | aiohttp.StreamReader,
+    async def _write_body(self, proto: Any, body: AsyncIterable[bytes] | aiohttp.StreamReader,
                           *, chunked: bool) -> None:
         transport = proto.transport
         assert transport is not None
