@@ -1,7 +1,8 @@
 """Prometheus metrics of the regional LB  [edge].
 
-Per-request metrics (requests, latency, retries) are updated on the request path through
-cached label children (no label lookup per request). Counts the pure core keeps itself
+Per-request metrics (requests, latency, sticky pick reasons) are plain int counters on the
+request path, turned into Prometheus families at scrape time by `_RequestCollector`; the rare
+ones (retries, proxy errors) are prometheus_client Counters. Counts the pure core keeps itself
 (policy.stats: sticky hits/misses/resticks, bounded-load spills; pool.stats: panics) and
 in-flight counts are read at scrape time by `CoreCollector`, so they cost nothing per request.
 Each `Metrics` has its own CollectorRegistry (tests build as many as they like).
@@ -89,6 +90,11 @@ class _RequestCollector(Collector):
                 buckets.append(("+Inf" if bound == float("inf") else repr(bound), cumulative))
             hist.add_metric([route], buckets, lat[-1])
         yield hist
+        sticky = CounterMetricFamily("rlb_sticky_decisions", "Pick reasons on sticky routes (cookie hit, "
+                                     "new-session, moved, ...)", labels=["route", "reason"])
+        for (route, reason), n in list(self._m._sticky.items()):
+            sticky.add_metric([route, reason], float(n))
+        yield sticky
 
 
 class Metrics:
@@ -102,12 +108,10 @@ class Metrics:
         self.health_transitions = Counter("rlb_health_transitions", "Active health check status changes",
                                           ["pool", "backend", "to"], registry=r)
         self.reloads = Counter("rlb_config_reloads", "Config reloads by result", ["result"], registry=r)
-        self.sticky = Counter("rlb_sticky_decisions", "Pick reasons on sticky routes (cookie hit, "
-                              "new-session, moved, ...)", ["route", "reason"], registry=r)
         # the two per-request metrics are plain counters, exported by `_collect_requests`
         self._req: dict[tuple[str, str, str, int], int] = {}
         self._lat: dict[str, list[float]] = {}    # route -> [count per bucket..., +Inf count, sum]
-        self._sticky: dict[tuple[str, str], Any] = {}
+        self._sticky: dict[tuple[str, str], int] = {}   # (route, pick reason) -> count
         r.register(_RequestCollector(self))
 
     def add_core(self, snapshot: Callable[[], Any]) -> None:
@@ -128,8 +132,9 @@ class Metrics:
 
     def pick_reason(self, route: str, reason: str) -> None:
         key = (route, reason)
-        child = self._sticky.get(key)
-        if child is None:
-            child = self._sticky[key] = self.sticky.labels(route, reason)
-        child.inc()
+        sticky = self._sticky
+        if key in sticky:
+            sticky[key] += 1
+        elif len(sticky) < 10_000:               # bounded: reasons are a policy's fixed words
+            sticky[key] = 1
 
