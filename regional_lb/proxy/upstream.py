@@ -199,6 +199,41 @@ def parse_response_head(head: bytes, *, head_request: bool) -> tuple[int, str, C
     return status, reason, CIMultiDict(pairs), need, close
 
 
+class Deadlines:
+    """Read timeouts of the LeanConnections waiting for a response: one periodic sweep (every
+    read_timeout / 8, at most 1 s) while any waits, instead of a timer per request. A response
+    times out between read_timeout and read_timeout + the sweep interval after its last byte."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, timeout: float | None) -> None:
+        self.loop = loop
+        self.timeout = timeout
+        self.waiting: set[LeanConnection] = set()
+        self._every = min(1.0, timeout / 8) if timeout else 1.0
+        self._timer: asyncio.TimerHandle | None = None
+
+    def add(self, conn: LeanConnection) -> None:
+        if not self.timeout:
+            return
+        self.waiting.add(conn)
+        if self._timer is None:
+            self._timer = self.loop.call_later(self._every, self._sweep)
+
+    def _sweep(self) -> None:
+        self._timer = None
+        now = self.loop.time()
+        for conn in [c for c in self.waiting if c.deadline <= now]:
+            self.waiting.discard(conn)
+            conn.timed_out()
+        if self.waiting:
+            self._timer = self.loop.call_later(self._every, self._sweep)
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self.waiting.clear()
+
+
 class LeanConnection(asyncio.Protocol):
     """A keep-alive connection to a backend that reads small plain responses itself.
 
@@ -208,9 +243,11 @@ class LeanConnection(asyncio.Protocol):
     so far, to aiohttp's ResponseHandler on the same transport (`exchange` raises _Handed with
     it), as the fast client-facing path hands off to aiohttp's server."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, *, max_head: int) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, *, max_head: int, deadlines: Deadlines) -> None:
         self.loop = loop
         self.max_head = max_head
+        self.deadlines = deadlines
+        self.deadline = 0.0
         self.transport: asyncio.Transport | None = None
         self.should_close = False
         self.writing_paused = False
@@ -220,7 +257,6 @@ class LeanConnection(asyncio.Protocol):
         self._body_at = 0
         self._waiter: asyncio.Future[LeanResponse] | None = None
         self._drain: asyncio.Future[None] | None = None
-        self._timer: asyncio.TimerHandle | None = None
         self._handed_to: ResponseHandler | None = None
         self._settings: dict[str, Any] = {}
 
@@ -264,6 +300,8 @@ class LeanConnection(asyncio.Protocol):
             self.should_close = True
             return
         buf = self._buf = self._buf + data if self._buf else data
+        if self.deadlines.timeout:
+            self.deadline = self.loop.time() + self.deadlines.timeout
         if self._parsed is None:
             end = buf.find(b"\r\n\r\n")
             if end < 0:
@@ -304,20 +342,23 @@ class LeanConnection(asyncio.Protocol):
         if self._handed_to is not None:
             self._handed_to.close()
 
-    def expect(self, *, head_request: bool, read_timeout: float | None, settings: dict[str, Any]
-               ) -> asyncio.Future[LeanResponse]:
+    def expect(self, *, head_request: bool, settings: dict[str, Any]) -> asyncio.Future[LeanResponse]:
         """Wait for the response to a request about to be written."""
         self._buf = b""
         self._parsed = None
         self._head_request = head_request
         self._settings = settings
         waiter = self._waiter = self.loop.create_future()
-        if read_timeout:
-            self._timer = self.loop.call_later(read_timeout, self._timed_out)
+        deadlines = self.deadlines
+        if deadlines.timeout:
+            self.deadline = self.loop.time() + deadlines.timeout
+            deadlines.add(self)
         return waiter
 
-    def _timed_out(self) -> None:
-        self._timer = None
+    def timed_out(self) -> None:
+        """No response byte for read_timeout (called by Deadlines)."""
+        if self._waiter is None:
+            return
         if self._parsed is not None:
             self._finish_partial(TimeoutError())
         else:
@@ -333,9 +374,7 @@ class LeanConnection(asyncio.Protocol):
 
     def _finish(self, result: LeanResponse | None = None, exc: BaseException | None = None) -> None:
         waiter, self._waiter = self._waiter, None
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self.deadlines.waiting.discard(self)
         self._buf = b""
         self._parsed = None
         if waiter is None or waiter.done():
@@ -409,6 +448,7 @@ class Upstream:
         self._pools: dict[tuple[str, int], _BackendPool] = {}
         self._session: aiohttp.ClientSession | None = None
         self._writers: set[asyncio.Task[None]] = set()
+        self._deadlines: Deadlines | None = None
         self._params = {"read_until_eof": False, "auto_decompress": False, "read_timeout": read_timeout,
                         "read_bufsize": _READ_BUFSIZE, "max_line_size": max_header_size,
                         "max_field_size": max_header_size}
@@ -436,9 +476,13 @@ class Upstream:
     async def _connect(self, backend: Backend) -> LeanConnection:
         loop = asyncio.get_running_loop()
         max_head = self.max_header_size
+        if self._deadlines is None:
+            self._deadlines = Deadlines(loop, self.read_timeout)
+        deadlines = self._deadlines
         try:
             async with asyncio.timeout(self.connect_timeout):
-                _, proto = await loop.create_connection(lambda: LeanConnection(loop, max_head=max_head),
+                _, proto = await loop.create_connection(
+                    lambda: LeanConnection(loop, max_head=max_head, deadlines=deadlines),
                                                         backend.host, backend.port)
         except TimeoutError:
             raise BackendConnectError(f"connect to {backend.id} timed out") from None
@@ -485,8 +529,7 @@ class Upstream:
         if transport is None or transport.is_closing():
             proto.close()
             raise _StaleConnection()
-        waiter = proto.expect(head_request=head_request, read_timeout=self.read_timeout,
-                              settings=self._params) if lean else None
+        waiter = proto.expect(head_request=head_request, settings=self._params) if lean else None
         writer: asyncio.Task[None] | None = None
         if streamed:
             transport.write(head)
@@ -563,6 +606,8 @@ class Upstream:
         self._pools.clear()
         for task in list(self._writers):
             task.cancel()
+        if self._deadlines is not None:
+            self._deadlines.close()
         if self._session is not None:
             await self._session.close()
             self._session = None
