@@ -98,10 +98,46 @@ def _float(value: Any) -> float | None:
     return None
 
 
+def network_from_int(version: int, value: int, prefix: int) -> IPNetwork:
+    """The /prefix network holding the address with integer value `value`, built from integers
+    (passing an address object to ipaddress makes it format and re-parse the address as text)."""
+    bits = 32 if version == 4 else 128
+    masked = value >> (bits - prefix) << (bits - prefix)
+    if version == 4:
+        return ipaddress.IPv4Network((masked, prefix))
+    return ipaddress.IPv6Network((masked, prefix))
+
+
+def _place_fast(record: dict[str, Any]) -> Place | None:
+    """place_from_record for the usual, complete shape (None: take the tolerant path)."""
+    try:
+        loc = record["location"]
+        lat, lon = loc["latitude"], loc["longitude"]
+        country = record["country"]["iso_code"]
+        continent = record["continent"]["code"]
+        city = record.get("city")
+    except (KeyError, TypeError):
+        return None
+    if type(lat) is not float or type(lon) is not float or type(country) is not str or not country \
+            or type(continent) is not str:
+        return None
+    if city is None:
+        city_name = ""
+    else:
+        names = city.get("names") if type(city) is dict else None
+        city_name = names.get("en") if type(names) is dict else None
+        if type(city_name) is not str:
+            return None
+    return Place(lat, lon, country.upper(), continent.upper(), city_name)
+
+
 def place_from_record(record: Any) -> Place | None:
     """A Place from a GeoIP2-City-shaped record (tolerant of missing or odd fields)."""
     if not isinstance(record, dict):
         return None
+    fast = _place_fast(record)
+    if fast is not None:
+        return fast
     loc = record.get("location")
     loc = loc if isinstance(loc, dict) else {}
     country = record.get("country")
@@ -146,9 +182,12 @@ class MaxMindLocator:
         self.memo_size = 100_000
 
     def locate(self, address: IPAddress) -> Location | None:
-        address = unmap(address)
-        if address.version == 6 and self.ip_version == 4:
-            return None
+        version = address.version
+        if version == 6:
+            address = unmap(address)
+            version = address.version
+            if version == 6 and self.ip_version == 4:
+                return None
         try:
             record, prefix_len = self._reader.get_with_prefix_len(address)
         except self._invalid as exc:
@@ -157,14 +196,15 @@ class MaxMindLocator:
             return None
         # Location objects are memoised per record network (a hit skips building the
         # network and the dataclass: most of the cost of a lookup).
-        key = (address.version, int(address) >> (address.max_prefixlen - prefix_len), prefix_len)
+        value = int(address)
+        key = (version, value >> ((32 if version == 4 else 128) - prefix_len), prefix_len)
         found = self._memo.get(key)
         if found is not None:
             return found
         place = place_from_record(record)
         if place is None:
             return None
-        network = ipaddress.ip_network((address, prefix_len), strict=False)
+        network = network_from_int(version, value, prefix_len)
         found = Location(place.lat, place.lon, place.country, place.continent, place.city, network)
         if len(self._memo) >= self.memo_size:
             self._memo.clear()

@@ -50,7 +50,7 @@ import random
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
-from gslb.geoip import GeoLocator, Location, unmap
+from gslb.geoip import GeoLocator, Location, network_from_int, unmap
 from gslb.latency_table import V4_PREFIX, V6_PREFIX, LatencyTable
 from gslb.steering import failover, geo, geo_map, latency, spill, weighted
 from gslb.steering.base import Decision, IPAddress, Region, RegionState, ServiceAnswer
@@ -81,11 +81,10 @@ class _Choice:
 @functools.lru_cache(maxsize=65536)
 def _network(version: int, value: int, prefix: int) -> IPNetwork:
     """The /prefix network holding the address `value` (memoised: ipaddress is slow to build)."""
-    bits = 32 if version == 4 else 128
-    masked = value >> (bits - prefix) << (bits - prefix)
-    if version == 4:
-        return ipaddress.IPv4Network((masked, prefix))
-    return ipaddress.IPv6Network((masked, prefix))
+    return network_from_int(version, value, prefix)
+
+
+_NO_MERGE: tuple[object, ...] = ("cannot merge",)     # a sibling _widen must stop at
 
 
 def _state_word(state: RegionState) -> str:
@@ -119,6 +118,11 @@ class Steering:
         self._cache_generation = -1
         self._max_cache = max_cache
         self._unsplit: dict[tuple[str, IPNetwork], bool] = {}     # geo_map: record not split by a CIDR
+        # Memos valid while the region states are unchanged (emptied with the decision cache);
+        # none of them depends on latency data (latency services do not use them):
+        self._choices: dict[tuple[object, ...], tuple[_Choice, str]] = {}   # geo: per (service, place)
+        self._siblings: dict[tuple[str, int, int, int], tuple[object, ...]] = {}   # _widen steps
+        self._addresses: dict[tuple[str, ...], tuple[tuple[str, ...], tuple[str, ...]]] = {}
         self.cache_hits = 0
         self.cache_misses = 0
 
@@ -156,6 +160,8 @@ class Steering:
             raise SteeringError(f"not a service: {name!r}")
         if self._own_generation != self._cache_generation:     # health, drain: everything may move
             self._cache.clear()
+            self._choices.clear()
+            self._siblings.clear()
             self._cache_generation = self._own_generation
         if svc.policy == "weighted":
             return self._weighted(svc)
@@ -181,7 +187,7 @@ class Steering:
                 return replace(entry[0], cache_for=entry[1] - now)     # latency data ages
             return entry[0]
         self.cache_misses += 1
-        answer, valid_until = self._compute(svc, client, loc, source_prefix, now)
+        answer, valid_until = self._compute(svc, client, loc, source_prefix, now, memo=True)
         if len(self._cache) >= self._max_cache:
             self._cache.clear()
         self._cache[key] = (answer, valid_until, data_generation)
@@ -198,7 +204,7 @@ class Steering:
         if client is not None:
             client = unmap(client)
         loc = self._locator.locate(client) if client is not None else None
-        answer, _ = self._compute(svc, client, loc, source_prefix, now)
+        answer, _ = self._compute(svc, client, loc, source_prefix, now, memo=False)
         if client is None:
             how = "no client address"
         else:
@@ -215,7 +221,7 @@ class Steering:
             client = unmap(client)
         loc = self._locator.locate(client) if client is not None and not self._client_independent(svc) \
             else None
-        return self._compute(svc, client, loc, source_prefix, now)[0]
+        return self._compute(svc, client, loc, source_prefix, now, memo=False)[0]
 
     def __repr__(self) -> str:
         down = sum(1 for s in self._states.values() if not s.up)
@@ -255,30 +261,58 @@ class Steering:
         state = self._states.get(name, _UP)
         return state.up and not state.drained
 
-    def _choose(self, svc: ServiceConfig, order: list[str], spill_key: str | None,
-                lines: list[str]) -> tuple[tuple[str, ...], int, bool]:
-        """(chosen regions, ttl, all_down) from a ranked order."""
+    def _choose(self, svc: ServiceConfig, order: list[str], spill_key: tuple[int, int, int] | None,
+                lines: list[str]) -> tuple[tuple[str, ...], int, bool, bool]:
+        """(chosen regions, ttl, all_down, spilled) from a ranked order.
+
+        `spill_key` is the client's key network as (version, value, prefix); it is formatted
+        (the hash input) only when the nearest region is not eligible.
+        """
         eligible = [r for r in order if self._eligible(r)]
         if not eligible:
-            return tuple(order[: svc.count]), svc.degraded_ttl, True
+            return tuple(order[: svc.count]), svc.degraded_ttl, True, False
+        spilled = False
         if spill_key is not None and eligible[0] != order[0]:
-            eligible = spill.spread(spill_key, eligible, self._capacity)
+            key_text = str(_network(*spill_key))
+            eligible = spill.spread(key_text, eligible, self._capacity)
             lines.append(f"{order[0]} is not eligible: its clients spill over {', '.join(eligible)} "
-                         f"by capacity (hash of {spill_key})")
+                         f"by capacity (hash of {key_text})")
+            spilled = True
         chosen = tuple(eligible[: svc.count])
         degraded = any(self._states.get(r, _UP).degraded for r in chosen)
         last = max(order.index(r) for r in chosen)
         skipped_drain = any(self._states.get(r, _UP).drained for r in order[:last])
         ttl = svc.degraded_ttl if degraded or skipped_drain else svc.ttl
-        return chosen, ttl, False
+        return chosen, ttl, False, spilled
 
     def _choice(self, svc: ServiceConfig, address: IPAddress | None, loc: Location | None,
-                key_net: IPNetwork | None, now: float) -> tuple[_Choice, str]:
-        """The policy's choice for a client, and the reason (for explain)."""
+                key_net: tuple[int, int, int] | None, now: float, memo: bool) -> tuple[_Choice, str]:
+        """The policy's choice for a client, and the reason (for explain).
+
+        A geo service's choice depends only on the place's coordinates (and the region states),
+        unless the nearest region's clients spill (then on the key network too): it is memoised
+        per (service, lat, lon) until the region states change (`memo`: the fast path).
+        """
+        if memo and svc.policy == "geo" and loc is not None and loc.lat is not None and loc.lon is not None \
+                and len(svc.regions) > 1:
+            memo_key = (svc.name, loc.lat, loc.lon)
+            hit = self._choices.get(memo_key)
+            if hit is not None:
+                return hit
+            choice, reason, spilled = self._choice_uncached(svc, address, loc, key_net, now)
+            if not spilled:
+                if len(self._choices) >= self._max_cache:
+                    self._choices.clear()
+                self._choices[memo_key] = (choice, reason)
+            return choice, reason
+        choice, reason, _ = self._choice_uncached(svc, address, loc, key_net, now)
+        return choice, reason
+
+    def _choice_uncached(self, svc: ServiceConfig, address: IPAddress | None, loc: Location | None,
+                         key_net: tuple[int, int, int] | None, now: float) -> tuple[_Choice, str, bool]:
         lines: list[str] = []
         valid_until = math.inf
-        spill_key = str(key_net) if key_net is not None else None
-        regions = [self._regions[r] for r in svc.regions]
+        spill_key = key_net
         if svc.policy == "failover" or len(svc.regions) == 1:
             order, reason, spill_key = failover.rank(svc.regions), "fixed order", None
         elif svc.policy == "geo_map":
@@ -289,7 +323,7 @@ class Steering:
             if loc is not None and loc.has_coordinates:
                 assert loc.lat is not None
                 assert loc.lon is not None
-                by_km = geo.rank(regions, loc.lat, loc.lon)
+                by_km = geo.rank([self._regions[r] for r in svc.regions], loc.lat, loc.lon)
                 km = dict(by_km)
                 order, reason = [r for r, _ in by_km], "nearest first"
             else:
@@ -317,23 +351,25 @@ class Steering:
                 lines.append("  ".join(parts))
         if svc.policy in ("failover", "geo_map") or len(svc.regions) == 1:
             lines.extend(f"{r}  {_state_word(self._states.get(r, _UP))}" for r in order)
-        chosen, ttl, all_down = self._choose(svc, order, spill_key, lines)
-        return _Choice(chosen, ttl, all_down, tuple(lines), valid_until), reason
+        chosen, ttl, all_down, spilled = self._choose(svc, order, spill_key, lines)
+        return _Choice(chosen, ttl, all_down, tuple(lines), valid_until), reason, spilled
 
     def _compute(self, svc: ServiceConfig, address: IPAddress | None, loc: Location | None,
-                 source_prefix: int | None, now: float) -> tuple[ServiceAnswer, float]:
+                 source_prefix: int | None, now: float, *, memo: bool) -> tuple[ServiceAnswer, float]:
+        """The answer and when it goes stale. `memo`: use the choice and widening memos (the
+        cached path); without it every choice is computed afresh (`decide`, `explain`)."""
         independent = self._client_independent(svc)
         key_prefix = None if independent or address is None else self._key_prefix(svc, address, loc)
         key_net = None if key_prefix is None or address is None \
-            else _network(address.version, int(address), key_prefix)
-        choice, reason = self._choice(svc, address, loc, key_net, now)
+            else (address.version, int(address), key_prefix)
+        choice, reason = self._choice(svc, address, loc, key_net, now, memo)
         rule = svc.all_down
         if independent or (choice.all_down and rule.action != "fail_open"):
             scope = 0
         elif loc is None or address is None or key_net is None:
             scope = max(source_prefix or 0, key_prefix or 0) if address is not None else 0
         else:
-            scope = self._widen(svc, key_net, choice, now)
+            scope = self._widen(svc, key_net, choice, now, memo)
         where = loc.describe() if loc is not None else "not located"
         decision = Decision(svc.name, svc.policy, choice.regions, choice.ttl, scope, choice.all_down,
                             f"{where}: {reason}", choice.lines)
@@ -356,34 +392,66 @@ class Steering:
                                    negative_ttl=rule.negative_ttl, cache_for=cache_for,
                                    data_generation=data_generation)
         else:
-            v4 = tuple(a for r in choice.regions for a in self._regions[r].v4)
-            v6 = tuple(a for r in choice.regions for a in self._regions[r].v6)
+            v4, v6 = self._region_addresses(choice.regions)
             answer = ServiceAnswer(v4, v6, choice.ttl, scope, decision, cache_for=cache_for,
                                    data_generation=data_generation)
         return answer, valid_until
 
-    def _widen(self, svc: ServiceConfig, key_net: IPNetwork, choice: _Choice, now: float) -> int:
-        """The ECS scope: widen `key_net` while the sibling gives the same answer."""
-        net = key_net
+    def _region_addresses(self, regions: tuple[str, ...]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        found = self._addresses.get(regions)
+        if found is None:
+            found = (tuple(a for r in regions for a in self._regions[r].v4),
+                     tuple(a for r in regions for a in self._regions[r].v6))
+            if len(self._addresses) >= 4096:
+                self._addresses.clear()
+            self._addresses[regions] = found
+        return found
+
+    def _widen(self, svc: ServiceConfig, key_net: tuple[int, int, int], choice: _Choice, now: float,
+               use_memo: bool) -> int:
+        """The ECS scope: widen the key network while the sibling gives the same answer.
+
+        Integer network math throughout; at most MAX_WIDEN steps. For services whose choice
+        does not use latency data, each step's outcome (the sibling's answer, or "cannot
+        merge") is memoised per (service, sibling network): record networks that share an
+        ancestor share those steps, and the next miss in the same block costs dict lookups.
+        """
+        version, value, prefix = key_net
+        bits = 32 if version == 4 else 128
+        value = value >> (bits - prefix) << (bits - prefix)
+        target = (choice.regions, choice.ttl, choice.all_down)
+        memo = self._siblings if use_memo and svc.policy != "latency" else None
         for _ in range(MAX_WIDEN):
-            prefix = net.prefixlen
             if prefix == 0:
                 break
-            flip = 1 << (net.max_prefixlen - prefix)
-            sibling_int = int(net.network_address) ^ flip
-            sibling_addr = ipaddress.IPv4Address(sibling_int) if net.version == 4 \
-                else ipaddress.IPv6Address(sibling_int)
-            sibling_loc = self._locator.locate(sibling_addr)
-            if sibling_loc is None or sibling_loc.prefix_len != prefix:
+            sibling = value ^ (1 << (bits - prefix))
+            outcome: tuple[object, ...] | None = None
+            if memo is not None:
+                outcome = memo.get((svc.name, version, sibling, prefix))
+            if outcome is None:
+                outcome = self._sibling_outcome(svc, version, sibling, prefix, now, use_memo)
+                if memo is not None:
+                    if len(memo) >= self._max_cache:
+                        memo.clear()
+                    memo[(svc.name, version, sibling, prefix)] = outcome
+            if outcome != target:
                 break
-            if self._key_prefix(svc, sibling_addr, sibling_loc) != prefix:
-                break
-            sibling_net = _network(net.version, sibling_int, prefix)
-            other, _ = self._choice(svc, sibling_addr, sibling_loc, sibling_net, now)
-            if (other.regions, other.ttl, other.all_down) != (choice.regions, choice.ttl, choice.all_down):
-                break
-            net = _network(net.version, sibling_int, prefix - 1)
-        return net.prefixlen
+            prefix -= 1
+            value &= sibling        # the parent network: the differing bit cleared
+        return prefix
+
+    def _sibling_outcome(self, svc: ServiceConfig, version: int, sibling: int, prefix: int,
+                         now: float, memo: bool) -> tuple[object, ...]:
+        """(regions, ttl, all_down) of the sibling network if it is one record of exactly
+        /prefix whose key network is itself, else _NO_MERGE."""
+        address: IPAddress = ipaddress.IPv4Address(sibling) if version == 4 else ipaddress.IPv6Address(sibling)
+        loc = self._locator.locate(address)
+        if loc is None or loc.prefix_len != prefix:
+            return _NO_MERGE
+        if self._key_prefix(svc, address, loc) != prefix:
+            return _NO_MERGE
+        other, _ = self._choice(svc, address, loc, (version, sibling, prefix), now, memo)
+        return (other.regions, other.ttl, other.all_down)
 
     def _weighted(self, svc: ServiceConfig) -> ServiceAnswer:
         eligible = [r for r in svc.regions if self._eligible(r)]
