@@ -42,6 +42,7 @@ from multidict import CIMultiDict
 from regional_lb.headers import HOP_BY_HOP, connection_tokens
 from regional_lb.proxy.handler import BUFFER_LIMIT, ProxyHandler
 from regional_lb.proxy.server import _REQUEST_TIMEOUT, ProxyServer
+from regional_lb.proxy.upstream import ResponseHead
 
 if TYPE_CHECKING:
     from regional_lb.app import RouteRuntime
@@ -122,6 +123,18 @@ def response_head(status: int, reason: str, headers: Any, extra: list[tuple[str,
     return "".join(parts).encode("latin-1", "replace")
 
 
+def lean_response_head(raw: ResponseHead, extra: list[tuple[str, str]], *, close: bool) -> bytes:
+    """`response_head` for a head LeanConnection read: its header lines as received (hop-by-hop
+    ones already left out), ours appended; nothing decoded."""
+    parts = [b"HTTP/1.1 %d %s\r\n" % (raw.status, raw.reason_raw), raw.block or b""]
+    for key, value in extra:
+        parts.append(f"{key}: {value}\r\n".encode("latin-1", "replace"))
+    if close:
+        parts.append(b"Connection: close\r\n")
+    parts.append(b"\r\n")
+    return b"".join(parts)
+
+
 def serialize_response(resp: web.Response, *, close: bool) -> tuple[bytes, bool]:
     """A response the handler built (health endpoint, 404, proxy errors) as bytes, and whether
     the connection closes after it."""
@@ -165,10 +178,10 @@ class FastHandler(ProxyHandler):
                 await self._sticky_bookkeeping(rr, info, pick, up)
             length = up.content_length
             close = conn.close_after
-            if request.method == "HEAD" or status < 200 or status in _NO_BODY_STATUS:
-                conn.write(response_head(status, up.reason, up.headers, extra, chunked=False, close=close,
-                                           replace=replace))
-            elif length is not None and length <= BUFFER_LIMIT:
+            no_body = request.method == "HEAD" or status < 200 or status in _NO_BODY_STATUS
+            buffered = not no_body and length is not None and length <= BUFFER_LIMIT
+            data = b""
+            if buffered:
                 try:
                     data = await up.read()
                 except (TimeoutError, aiohttp.ClientError, OSError) as exc:
@@ -179,8 +192,13 @@ class FastHandler(ProxyHandler):
                     log.warning("backend %s failed mid-response: %s", backend.id, type(exc).__name__)
                     return self._error(request, rr, 502, f"backend {backend.id} failed mid-response\n", t0,
                                        backend.id, pick.reason, account=False)
+            raw = up.raw
+            if (no_body or buffered) and raw is not None and raw.block is not None \
+                    and not (replace and raw.lb_named):
+                conn.write(lean_response_head(raw, extra, close=close) + data)
+            elif no_body or buffered:
                 conn.write(response_head(status, up.reason, up.headers, extra, chunked=False, close=close,
-                                           replace=replace) + data)
+                                         replace=replace) + data)
             else:
                 chunked = length is None
                 conn.write(response_head(status, up.reason, up.headers, extra, chunked=chunked, close=close,

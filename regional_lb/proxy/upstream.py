@@ -33,6 +33,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 
 from regional_lb.balancing.base import Backend
 from regional_lb.errors import BackendConnectError, BackendError, BackendTimeout, ProxyError
+from regional_lb.headers import HOP_BY_HOP
 
 _SKIP_AUTO = frozenset({"User-Agent", "Accept", "Accept-Encoding", "Content-Type"})
 _READ_BUFSIZE = 2**16
@@ -97,19 +98,31 @@ class UpstreamResponse:
     """The part of aiohttp.ClientResponse the proxy uses: status, reason, headers, content,
     content_length, read(), release() (keep the connection) and close() (drop it)."""
 
-    __slots__ = ("_done", "_pool", "_proto", "content", "content_length", "headers", "reason", "status")
+    __slots__ = ("_done", "_headers", "_pool", "_proto", "content", "content_length", "raw", "reason", "status")
 
-    def __init__(self, status: int, reason: str, headers: CIMultiDictProxy[str], content: Any,
-                 proto: Any, pool: _BackendPool) -> None:
+    def __init__(self, status: int, reason: str, headers: CIMultiDictProxy[str] | None, content: Any,
+                 proto: Any, pool: _BackendPool, raw: ResponseHead | None = None) -> None:
         self.status = status
         self.reason = reason
-        self.headers = headers
+        self._headers = headers
+        self.raw = raw                   # the head as LeanConnection read it (None: aiohttp's parser)
         self.content = content
-        cl = headers.get("Content-Length")
-        self.content_length: int | None = int(cl) if cl is not None and cl.isdigit() else None
+        if raw is not None:
+            self.content_length: int | None = raw.length
+        else:
+            assert headers is not None
+            cl = headers.get("Content-Length")
+            self.content_length = int(cl) if cl is not None and cl.isdigit() else None
         self._proto = proto
         self._pool = pool
         self._done = False
+
+    @property
+    def headers(self) -> CIMultiDictProxy[str]:
+        if self._headers is None:
+            assert self.raw is not None
+            self._headers = self.raw.headers()
+        return self._headers
 
     async def read(self) -> bytes:
         try:
@@ -139,8 +152,6 @@ class UpstreamResponse:
 
 
 
-_STATUS_LINE = re.compile(rb"HTTP/1\.1 ([1-5][0-9][0-9])(?: ([\t\x20-\x7e\x80-\xff]*))?")
-_FIELD_LINE = re.compile(rb"([!#$%&'*+.^_`|~0-9A-Za-z-]+):[ \t]*([^\x00-\x08\x0a-\x1f\x7f]*)")
 _SMALL = 64 * 1024                 # a response body up to this is collected here, in one piece
 
 
@@ -148,55 +159,98 @@ class _Handed(Exception):
     """the response is not one LeanConnection reads itself: aiohttp's parser takes the connection"""
 
 
-class LeanResponse:
-    """A complete small response read by LeanConnection."""
+_RESPONSE_HEAD = re.compile(
+    rb"HTTP/1\.1 ([1-5][0-9][0-9])(?: ([\t\x20-\x7e\x80-\xff]*))?"
+    rb"((?:\r\n[!#$%&'*+.^_`|~0-9A-Za-z-]+:[^\x00-\x08\x0a-\x1f\x7f]*)*)")
+_HOP_BY_HOP_B = frozenset(name.encode() for name in HOP_BY_HOP)
+_LB_NAMES_B = frozenset({b"x-lb-region", b"x-lb-backend"})
+_SPECIAL_B = _HOP_BY_HOP_B | _LB_NAMES_B | {b"content-length"}
 
-    __slots__ = ("body", "headers", "reason", "status")
 
-    def __init__(self, status: int, reason: str, headers: CIMultiDictProxy[str],
-                 body: bytes | BaseException) -> None:
+class ResponseHead:
+    """A plain HTTP/1.1 response head as LeanConnection reads it.
+
+    `block` is the header lines a proxy passes on (hop-by-hop ones removed), ready to send;
+    None when the backend's Connection header names other headers (then use `headers()`).
+    `headers()` decodes every line (as aiohttp does) only when someone asks."""
+
+    __slots__ = ("block", "close", "lb_named", "length", "lines", "need", "reason", "reason_raw", "status")
+
+    def __init__(self, status: int, reason_raw: bytes, lines: list[bytes], block: bytes | None,
+                 length: int | None, need: int, close: bool, lb_named: bool) -> None:
         self.status = status
-        self.reason = reason
-        self.headers = headers
+        self.reason_raw = reason_raw
+        self.reason = reason_raw.decode("latin-1")
+        self.lines = lines
+        self.block = block
+        self.length = length
+        self.need = need
+        self.close = close
+        self.lb_named = lb_named
+
+    def headers(self) -> CIMultiDictProxy[str]:
+        pairs = []
+        for line in self.lines:
+            name, _, value = line.partition(b":")
+            pairs.append((name.decode("ascii"), value.strip(b" \t").decode("utf-8", "surrogateescape")))
+        return CIMultiDictProxy(CIMultiDict(pairs))
+
+
+class LeanResponse:
+    """A complete small response read by LeanConnection (or its head and the error that cut
+    its body short)."""
+
+    __slots__ = ("body", "head")
+
+    def __init__(self, head: ResponseHead, body: bytes | BaseException) -> None:
+        self.head = head
         self.body = body
 
 
-def parse_response_head(head: bytes, *, head_request: bool) -> tuple[int, str, CIMultiDict[str], int, bool] | None:
-    """(status, reason, headers, body length, close) of a plain HTTP/1.1 response with a
-    Content-Length up to 64 KiB (or no body by its status or method), else None."""
-    lines = head.split(b"\r\n")
-    m = _STATUS_LINE.fullmatch(lines[0])
+def parse_response_head(head: bytes, *, head_request: bool) -> ResponseHead | None:
+    """The head of a plain HTTP/1.1 response with a Content-Length up to 64 KiB (or no body by
+    its status or method), else None (aiohttp's parser takes such responses)."""
+    m = _RESPONSE_HEAD.fullmatch(head)
     if m is None:
         return None
     status = int(m.group(1))
     if status < 200:                   # 1xx (103 Early Hints, ...): aiohttp's parser
         return None
-    pairs = []
+    lines = m.group(3).split(b"\r\n")
+    del lines[0]                       # the group starts with CRLF
+    kept: list[bytes] = []
     length: int | None = None
     close = False
-    for line in lines[1:]:
-        f = _FIELD_LINE.fullmatch(line)
-        if f is None:
-            return None
-        low = f.group(1).lower()
-        value = f.group(2).rstrip(b" \t").decode("utf-8", "surrogateescape")
-        if low == b"content-length":
-            if length is not None or not value.isdigit() or not value.isascii():
+    generic = False
+    lb_named = False
+    for line in lines:
+        name = line[:line.index(b":")].lower()
+        if name not in _SPECIAL_B:
+            kept.append(line)
+            continue
+        value = line[len(name) + 1:].strip(b" \t")
+        if name == b"content-length":
+            if length is not None or not value.isdigit():
                 return None
             length = int(value)
-        elif low == b"transfer-encoding":
+            kept.append(line)
+        elif name == b"transfer-encoding":
             return None
-        elif low == b"connection":
-            close = close or "close" in value.lower()
-        pairs.append((f.group(1).decode("ascii"), value))
+        elif name == b"connection":
+            tokens = {t.strip().lower() for t in value.split(b",")} - {b""}
+            close = close or b"close" in tokens
+            generic = generic or not tokens <= {b"close", b"keep-alive"}
+        elif name in _LB_NAMES_B:
+            lb_named = True
+            kept.append(line)
     if head_request or status in (204, 304):
         need = 0
     elif length is None or length > _SMALL:
         return None
     else:
         need = length
-    reason = (m.group(2) or b"").decode("latin-1")
-    return status, reason, CIMultiDict(pairs), need, close
+    block = None if generic else b"".join([line + b"\r\n" for line in kept])
+    return ResponseHead(status, m.group(2) or b"", lines, block, length, need, close, lb_named)
 
 
 class Deadlines:
@@ -253,7 +307,7 @@ class LeanConnection(asyncio.Protocol):
         self.writing_paused = False
         self._buf = b""
         self._head_request = False
-        self._parsed: tuple[int, str, CIMultiDict[str], int, bool] | None = None
+        self._parsed: ResponseHead | None = None
         self._body_at = 0
         self._waiter: asyncio.Future[LeanResponse] | None = None
         self._drain: asyncio.Future[None] | None = None
@@ -314,16 +368,14 @@ class LeanConnection(asyncio.Protocol):
                 return
             self._parsed = parsed
             self._body_at = end + 4
-        need = self._parsed[3]
+        parsed = self._parsed
+        need = parsed.need
         have = len(buf) - self._body_at
         if have < need:
             return
-        status, reason, headers, _, close = self._parsed
-        if have > need:                     # more than the response: do not trust the rest
-            close = True
-        self.should_close = self.should_close or close
-        body = buf[self._body_at:self._body_at + need]
-        self._finish(LeanResponse(status, reason, CIMultiDictProxy(headers), body))
+        if parsed.close or have > need:     # more than the response: do not trust the rest
+            self.should_close = True
+        self._finish(LeanResponse(parsed, buf[self._body_at:self._body_at + need]))
 
     def eof_received(self) -> bool:
         return False
@@ -368,9 +420,8 @@ class LeanConnection(asyncio.Protocol):
     def _finish_partial(self, exc: BaseException) -> None:
         """The head arrived, the body did not: a response whose body read raises `exc`."""
         assert self._parsed is not None
-        status, reason, headers, _, _ = self._parsed
         self.should_close = True
-        self._finish(LeanResponse(status, reason, CIMultiDictProxy(headers), exc))
+        self._finish(LeanResponse(self._parsed, exc))
 
     def _finish(self, result: LeanResponse | None = None, exc: BaseException | None = None) -> None:
         waiter, self._waiter = self._waiter, None
@@ -551,7 +602,8 @@ class Upstream:
                     if writer is not None and not writer.done():
                         proto.force_close()
                         writer.cancel()
-                    return UpstreamResponse(got.status, got.reason, got.headers, _Body(got.body), proto, pool)
+                    rh = got.head
+                    return UpstreamResponse(rh.status, rh.reason, None, _Body(got.body), proto, pool, raw=rh)
             else:
                 proto.start_timeout()
                 message, payload = await proto.read()
