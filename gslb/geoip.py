@@ -46,31 +46,88 @@ class Place:
     city: str = ""
 
 
-@dataclass(frozen=True, slots=True)
 class Location:
-    """A located client: the record's place and the record's network."""
+    """A located client: the record's place and the record's network (immutable).
 
+    Built from a network (`Location(lat, lon, country, continent, city, network)`) or, by the
+    locator's hot path, from integers (`network=None, version=4, value=..., prefix_len=24`):
+    then the ipaddress network is only built when `network` is first read.
+    """
+
+    __slots__ = ("_network", "city", "continent", "country", "lat", "lon", "prefix_len", "value", "version")
     lat: float | None
     lon: float | None
     country: str
     continent: str
     city: str
-    network: IPNetwork      # the database record that matched (prefix_len = network.prefixlen)
+    version: int            # of the record network
+    value: int              # its network address as an integer
+    prefix_len: int         # its prefix length
+    _network: IPNetwork | None
+
+    def __init__(self, lat: float | None, lon: float | None, country: str, continent: str, city: str,
+                 network: IPNetwork | None = None, *, version: int = 4, value: int = 0,
+                 prefix_len: int = 0) -> None:
+        init = object.__setattr__
+        if network is not None:
+            version, value, prefix_len = network.version, int(network.network_address), network.prefixlen
+        elif not 0 <= prefix_len <= (32 if version == 4 else 128) or version not in (4, 6):
+            raise ValueError(f"bad record network: IPv{version} /{prefix_len}")
+        init(self, "lat", lat)
+        init(self, "lon", lon)
+        init(self, "country", country)
+        init(self, "continent", continent)
+        init(self, "city", city)
+        init(self, "version", version)
+        init(self, "value", value)
+        init(self, "prefix_len", prefix_len)
+        init(self, "_network", network)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"Location is immutable (tried to set {name})")
 
     @property
-    def prefix_len(self) -> int:
-        return self.network.prefixlen
+    def network(self) -> IPNetwork:
+        """The database record that matched (prefix_len = network.prefixlen)."""
+        net = self._network
+        if net is None:
+            net = network_from_int(self.version, self.value, self.prefix_len)
+            object.__setattr__(self, "_network", net)
+        return net
+
+    def _fields(self) -> tuple[object, ...]:
+        return (self.lat, self.lon, self.country, self.continent, self.city, self.version, self.value,
+                self.prefix_len)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Location):
+            return NotImplemented
+        return self._fields() == other._fields()
+
+    def __hash__(self) -> int:
+        return hash(self._fields())
+
+    def __repr__(self) -> str:
+        return (f"Location(lat={self.lat!r}, lon={self.lon!r}, country={self.country!r}, "
+                f"continent={self.continent!r}, city={self.city!r}, network={self.network!r})")
 
     @property
     def has_coordinates(self) -> bool:
         return self.lat is not None and self.lon is not None
+
+    def network_text(self) -> str:
+        """"1.2.0.0/16" (IPv4 formatted from the integers: no ipaddress object needed)."""
+        if self.version == 4:
+            v = self.value
+            return f"{v >> 24}.{(v >> 16) & 255}.{(v >> 8) & 255}.{v & 255}/{self.prefix_len}"
+        return str(self.network)
 
     def describe(self) -> str:
         """"KR Seoul (1.2.0.0/16)"-style, for `gslb explain`."""
         where = " ".join(p for p in (self.country or "??", self.city) if p)
         if self.has_coordinates:
             where += f" [{self.lat:.1f},{self.lon:.1f}]"
-        return f"{where} ({self.network})"
+        return f"{where} ({self.network_text()})"
 
 
 class GeoLocator(Protocol):
@@ -196,16 +253,17 @@ class MaxMindLocator:
             return None
         # Location objects are memoised per record network (a hit skips building the
         # network and the dataclass: most of the cost of a lookup).
-        value = int(address)
-        key = (version, value >> ((32 if version == 4 else 128) - prefix_len), prefix_len)
+        shift = (32 if version == 4 else 128) - prefix_len
+        top = int(address) >> shift
+        key = (version, top, prefix_len)
         found = self._memo.get(key)
         if found is not None:
             return found
         place = place_from_record(record)
         if place is None:
             return None
-        network = network_from_int(version, value, prefix_len)
-        found = Location(place.lat, place.lon, place.country, place.continent, place.city, network)
+        found = Location(place.lat, place.lon, place.country, place.continent, place.city,
+                         version=version, value=top << shift, prefix_len=prefix_len)
         if len(self._memo) >= self.memo_size:
             self._memo.clear()
         self._memo[key] = found

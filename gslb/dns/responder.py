@@ -11,6 +11,13 @@ Two paths give the same bytes:
 * the fast path (`respond`): a dict from the query bytes after the ID (plus
   the client's /24 or /56 when the answer came from steering without ECS) to
   the packed response after the ID; a hit splices the query's ID in front.
+  A miss whose query ends with an ECS option skips the parser when a query of
+  the same *shape* (the same bytes except the ID and the ECS address) was
+  parsed before: the shape keeps the parsed question, EDNS fields and the
+  writer state after the question; only the address is new (its trailing bits
+  are checked as the parser would). A shape is learnt only after a second
+  parse with every address bit flipped proved that the tail is the ECS address
+  and nothing else.
   An entry lives while `steering.generation` is unchanged and, for service
   answers, for `ServiceAnswer.cache_for` seconds (0: never cached). An answer
   that carries `ServiceAnswer.data_generation` (a latency service: it used
@@ -41,7 +48,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 
-from gslb.dns.ecs import IPAddress, client_network, echo_scope, locate
+from gslb.dns.ecs import ClientSubnet, IPAddress, client_network, echo_scope, locate
 from gslb.dns.errors import BadVersion, FormError, NotImplementedOpcode, Unanswerable, WireError
 from gslb.dns.records import (
     AAAA,
@@ -85,6 +92,42 @@ from gslb.steering.base import ServiceSteering
 
 MAX_CHAIN = 8          # CNAME hops followed before giving up
 TCP_LIMIT = 65535
+MAX_SHAPES = 1024      # query shapes remembered by the fast path (cleared when full)
+# ECS address lengths tried at the end of a query, the usual first (/24 v4, /56 v6, /32, /64)
+_ECS_TAIL_LENGTHS = (3, 7, 4, 8, 16, 6, 2, 5, 1, 9, 10, 11, 12, 13, 14, 15, 0)
+
+
+def _ecs_tail(data: bytes) -> int:
+    """The length of the ECS address if `data` may end with a Client Subnet option, else -1."""
+    n = len(data)
+    for length in _ECS_TAIL_LENGTHS:
+        p = n - length - 8
+        if p >= 12 and data[p] == 0 and data[p + 1] == 8 and data[p + 2] == 0 and data[p + 3] == length + 4 \
+                and (data[p + 6] + 7) >> 3 == length:
+            return length
+    return -1
+
+
+class _Shape:
+    """A query layout seen before: all but the ID and the ECS address at its end is known."""
+
+    __slots__ = ("do", "family", "flags", "question", "source", "trailing", "udp_size", "version", "writer")
+
+    def __init__(self, query: Query, ecs: ClientSubnet, writer: tuple[bytes, dict[str, int], list[int]]) -> None:
+        assert query.edns is not None
+        self.flags = query.flags
+        self.question = query.question
+        self.udp_size = query.edns.udp_size
+        self.version = query.edns.version
+        self.do = query.edns.do
+        self.family = ecs.family
+        self.source = ecs.source
+        self.trailing = 0xFF >> (ecs.source % 8) if ecs.source % 8 else 0   # bits that must be 0
+        self.writer = writer
+
+    def query(self, msg_id: int, address: bytes) -> Query:
+        ecs = ClientSubnet(self.family, self.source, 0, address)
+        return Query(msg_id, self.flags, self.question, Edns(self.udp_size, self.version, self.do, ecs))
 
 
 @dataclass(eq=False)
@@ -179,6 +222,7 @@ class Responder:
         self._udp_cache: dict[bytes, _Entry] = {}
         self._tcp_cache: dict[bytes, _Entry] = {}
         self._cached = 0
+        self._shapes: dict[bytes, _Shape] = {}
         self._negative_soa = {zone.origin: RRset(SOA, zone.negative_ttl, zone.soa_rrset.rdatas)
                               for zone in self.zones}
 
@@ -231,7 +275,7 @@ class Responder:
         stats.cache_misses += 1
         try:
             generation = self._steering.generation
-            response, res, qtype, rcode_value = self._answer(data, client, now, tcp)
+            response, res, qtype, rcode_value = self._answer(data, client, now, tcp, cache is not None)
         except Exception:  # the robustness net: never raise into the server loop
             stats.internal_errors += 1
             stats.dropped += 1
@@ -272,8 +316,52 @@ class Responder:
         return response
 
     # -- reference path ---------------------------------------------------------------
-    def _answer(self, data: bytes, client: IPAddress, now: float, tcp: bool
+    def _shaped(self, data: bytes) -> tuple[Query, _Shape] | None:
+        """The parsed query from a known shape, or None (then parse it)."""
+        length = _ecs_tail(data)
+        if length < 0:
+            return None
+        end = len(data) - length
+        shape = self._shapes.get(data[2:end])
+        if shape is None:
+            return None
+        address = data[end:]
+        if length and address[-1] & shape.trailing:
+            return None         # the parser's FORMERR
+        return shape.query((data[0] << 8) | data[1], address), shape
+
+    def _learn_shape(self, data: bytes, query: Query) -> None:
+        edns = query.edns
+        ecs = edns.ecs if edns is not None else None
+        if ecs is None:
+            return
+        length = len(ecs.address)
+        end = len(data) - length
+        if _ecs_tail(data) != length or data[end:] != ecs.address:
+            return
+        trailing = 0xFF >> (ecs.source % 8) if ecs.source % 8 else 0
+        flipped = bytes(b ^ 0xFF for b in ecs.address)
+        if length:
+            flipped = flipped[:-1] + bytes([flipped[-1] & ~trailing & 0xFF])
+        writer = MessageWriter()
+        writer.question(query.question)
+        shape = _Shape(query, ecs, writer.snapshot())
+        try:    # the tail is the ECS address and nothing else: flipping it changes only that
+            again = parse_query(data[:end] + flipped)
+        except WireError:
+            return
+        if again != shape.query(query.msg_id, flipped):
+            return
+        if len(self._shapes) >= MAX_SHAPES:
+            self._shapes.clear()
+        self._shapes[data[2:end]] = shape
+
+    def _answer(self, data: bytes, client: IPAddress, now: float, tcp: bool, fast: bool = False
                 ) -> tuple[bytes | None, _Result | None, str, int]:
+        shaped = self._shaped(data) if fast else None
+        if shaped is not None:
+            query, shape = shaped
+            return self._answer_query(query, client, now, tcp, shape.writer)
         try:
             query = parse_query(data)
         except Unanswerable:
@@ -284,6 +372,13 @@ class Responder:
             return self._error(exc, NOTIMP, tcp), None, self._exc_qtype(exc), NOTIMP
         except FormError as exc:
             return self._error(exc, FORMERR, tcp), None, self._exc_qtype(exc), FORMERR
+        if fast:
+            self._learn_shape(data, query)
+        return self._answer_query(query, client, now, tcp, None)
+
+    def _answer_query(self, query: Query, client: IPAddress, now: float, tcp: bool,
+                      writer: tuple[bytes, dict[str, int], list[int]] | None
+                      ) -> tuple[bytes | None, _Result | None, str, int]:
         question = query.question
         if question.qclass != 1:
             res = _Result()
@@ -295,7 +390,7 @@ class Responder:
                 self.stats.steering_errors += 1
                 res = _Result()
                 res.rcode, res.aa = SERVFAIL, False
-        return self._pack(query, res, tcp), res, _qtype_label(question.qtype), res.rcode
+        return self._pack(query, res, tcp, writer), res, _qtype_label(question.qtype), res.rcode
 
     @staticmethod
     def _exc_qtype(exc: WireError) -> str:
@@ -469,14 +564,19 @@ class Responder:
         return None
 
     # -- packing --------------------------------------------------------------------
-    def _pack(self, query: Query, res: _Result, tcp: bool) -> bytes:
+    def _pack(self, query: Query, res: _Result, tcp: bool,
+              after_question: tuple[bytes, dict[str, int], list[int]] | None = None) -> bytes:
+        """The response; `after_question`: the writer's state after this question (from a shape)."""
         question = query.question
         edns = query.edns
         flags = QR | (query.flags & (OPCODE_MASK | RD | CD)) | (res.rcode & 0xF)
         if res.aa:
             flags |= AA
-        writer = MessageWriter()
-        writer.question(question)
+        if after_question is not None:
+            writer = MessageWriter.from_snapshot(after_question)
+        else:
+            writer = MessageWriter()
+            writer.question(question)
         for section, records in ((1, res.answer), (2, res.authority)):
             for owner, rrset in records:
                 for rdata in rrset.rdatas:

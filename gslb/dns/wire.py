@@ -275,6 +275,19 @@ class MessageWriter:
                                              len(options)) + options
         self.counts[3] += 1
 
+    def snapshot(self) -> tuple[bytes, dict[str, int], list[int]]:
+        """The writer's state, to start other messages from (e.g. after the same question)."""
+        return bytes(self.buf), dict(self.names), list(self.counts)
+
+    @classmethod
+    def from_snapshot(cls, snapshot: tuple[bytes, dict[str, int], list[int]]) -> MessageWriter:
+        writer = cls()
+        buf, names, counts = snapshot
+        writer.buf = bytearray(buf)
+        writer.names = dict(names)
+        writer.counts = list(counts)
+        return writer
+
     def mark(self) -> tuple[int, list[int]]:
         return len(self.buf), list(self.counts)
 
