@@ -24,7 +24,10 @@ HOP_BY_HOP: frozenset[str] = frozenset(
     {"connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade"})
 
 _FORWARDING = frozenset({"x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "forwarded"})
-_DROP_ALWAYS = HOP_BY_HOP | frozenset({"x-real-ip"})
+# request headers after which `forwarding_block` is not what upstream_headers would add
+NOT_PLAIN: frozenset[str] = _FORWARDING | {"via"}
+DROP_ALWAYS: frozenset[str] = HOP_BY_HOP | frozenset({"x-real-ip"})
+_DROP_ALWAYS = DROP_ALWAYS
 _XFF = istr("X-Forwarded-For")
 _XFP = istr("X-Forwarded-Proto")
 _XFH = istr("X-Forwarded-Host")
@@ -217,6 +220,20 @@ def upstream_headers(headers: Mapping[str, str] | CIMultiDict[str], *, peer: str
     via = headers.get("Via")
     out[_VIA] = f"{via}, {settings.via}" if via else settings.via
     return out, client
+
+
+def forwarding_block(peer: str, scheme: str, host: str, settings: ForwardingSettings) -> bytes:
+    """The header lines `upstream_headers` adds for a request that brought no forwarding headers
+    and no Via (the common case): X-Forwarded-*, Forwarded and Via, serialized, in its order.
+    Then the client address is `peer` whoever the peer is."""
+    lines = [f"X-Forwarded-For: {peer}\r\n", f"X-Forwarded-Proto: {scheme}\r\n", f"X-Forwarded-Host: {host}\r\n"]
+    if settings.add_forwarded:
+        mine = f"for={format_forwarded_node(peer)};proto={scheme}"
+        if host:
+            mine += f";host={_quote_token(host)}"
+        lines.append(f"Forwarded: {mine}\r\n")
+    lines.append(f"Via: {settings.via}\r\n")
+    return "".join(lines).encode("latin-1", "replace")
 
 
 def downstream_headers(headers: Mapping[str, str] | CIMultiDict[str], *, via: str | None

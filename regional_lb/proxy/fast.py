@@ -39,20 +39,24 @@ import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict
 
-from regional_lb.headers import HOP_BY_HOP, connection_tokens
+from regional_lb.headers import DROP_ALWAYS, HOP_BY_HOP, NOT_PLAIN, connection_tokens, forwarding_block
 from regional_lb.proxy.handler import BUFFER_LIMIT, ProxyHandler
 from regional_lb.proxy.server import _REQUEST_TIMEOUT, ProxyServer
-from regional_lb.proxy.upstream import ResponseHead
+from regional_lb.proxy.upstream import RawHead, ResponseHead
 
 if TYPE_CHECKING:
     from regional_lb.app import RouteRuntime
 
 log = logging.getLogger("regional_lb.proxy")
 
-_REQUEST_LINE = re.compile(rb"([!#$%&'*+.^_`|~0-9A-Za-z-]+) (/[\x21-\x7e]*) HTTP/1\.1")
-_HEADER_LINE = re.compile(rb"([!#$%&'*+.^_`|~0-9A-Za-z-]+):[ \t]*([^\x00-\x08\x0a-\x1f\x7f]*)")
+_REQUEST_HEAD = re.compile(
+    rb"([!#$%&'*+.^_`|~0-9A-Za-z-]+) (/[\x21-\x7e]*) HTTP/1\.1"
+    rb"((?:\r\n[!#$%&'*+.^_`|~0-9A-Za-z-]+:[^\x00-\x08\x0a-\x1f\x7f]*)*)")
 # names that need aiohttp's path (a body, an expectation, a protocol switch)
 _HAND_OFF = frozenset({b"content-length", b"transfer-encoding", b"expect", b"upgrade"})
+_NOT_PLAIN = frozenset(n.encode() for n in NOT_PLAIN)
+_SPECIAL = _HAND_OFF | _NOT_PLAIN | frozenset(n.encode() for n in DROP_ALWAYS) | {b"host"}
+_PLAIN_TOKENS = frozenset({"close", "keep-alive"})
 _NO_BODY_STATUS = frozenset({204, 304})
 _WRITTEN = web.Response()          # returned by FastHandler._respond: the response is on the wire
 _LB_HEADERS = frozenset({"x-lb-region", "x-lb-backend"})    # ours replace a backend's (a tier below)
@@ -61,12 +65,15 @@ _LB_HEADERS = frozenset({"x-lb-region", "x-lb-backend"})    # ours replace a bac
 class FastRequest:
     """What ProxyHandler reads from a request (the subset of aiohttp's BaseRequest it uses)."""
 
-    __slots__ = ("conn", "headers", "host", "method", "raw_path", "remote")
+    __slots__ = ("block", "conn", "has_host", "headers", "host", "method", "raw_path", "remote")
 
     body_exists = False                # the fast path takes body-less requests only
     can_read_body = False
 
-    def __init__(self, conn: FastConnection, method: str, raw_path: str, headers: CIMultiDict[str]) -> None:
+    def __init__(self, conn: FastConnection, method: str, raw_path: str, headers: CIMultiDict[str],
+                 block: bytes | None, has_host: bool) -> None:
+        self.block = block
+        self.has_host = has_host
         self.conn = conn
         self.method = method
         self.raw_path = raw_path
@@ -76,30 +83,49 @@ class FastRequest:
 
 
 def parse_head(head: bytes, *, max_line: int, max_headers: int
-               ) -> tuple[str, str, CIMultiDict[str], bool] | None:
-    """(method, target, headers, close) for a request head this path serves, else None."""
-    lines = head.split(b"\r\n")
-    m = _REQUEST_LINE.fullmatch(lines[0])
-    if m is None or len(lines[0]) > max_line or len(lines) - 1 > max_headers:
+               ) -> tuple[str, str, CIMultiDict[str], bool, bytes | None, bool] | None:
+    """(method, target, headers, close, block, has_host) for a request head this path serves,
+    else None. `block` is the header lines to pass on as received (hop-by-hop ones left out),
+    or None when the request carries forwarding headers or Via (headers.upstream_headers then)."""
+    m = _REQUEST_HEAD.fullmatch(head)
+    if m is None or m.end(2) + 9 > max_line:
         return None
-    headers: CIMultiDict[str] = CIMultiDict()
+    lines = m.group(3).split(b"\r\n")
+    del lines[0]                       # the group starts with CRLF
+    if len(lines) > max_headers:
+        return None
+    pairs = []
+    kept = []
     close = False
-    for line in lines[1:]:
-        h = _HEADER_LINE.fullmatch(line)
-        if h is None or len(line) > max_line:
+    plain = True
+    has_host = False
+    for line in lines:
+        if len(line) > max_line:
             return None
-        name = h.group(1)
+        colon = line.index(b":")
+        name = line[:colon]
         low = name.lower()
-        if low in _HAND_OFF:
+        value = line[colon + 1:].strip(b" \t").decode("utf-8", "surrogateescape")
+        if low not in _SPECIAL:
+            kept.append(line)
+        elif low in _HAND_OFF:
             return None
-        value = h.group(2).rstrip(b" \t").decode("utf-8", "surrogateescape")
-        if low == b"connection":
+        elif low == b"host":
+            if has_host:                # two Host headers: aiohttp decides
+                return None
+            has_host = True
+            kept.append(line)
+        elif low == b"connection":
             tokens = connection_tokens((value,))
             if "upgrade" in tokens:
                 return None
             close = close or "close" in tokens
-        headers.add(name.decode("ascii"), value)
-    return m.group(1).decode("ascii"), m.group(2).decode("ascii"), headers, close
+            plain = plain and tokens <= _PLAIN_TOKENS
+        elif low in _NOT_PLAIN:
+            plain = False
+        pairs.append((name.decode("ascii"), value))
+    block = b"".join([line + b"\r\n" for line in kept]) if plain else None
+    return m.group(1).decode("ascii"), m.group(2).decode("ascii"), CIMultiDict(pairs), close, block, has_host
 
 
 def response_head(status: int, reason: str, headers: Any, extra: list[tuple[str, str]],
@@ -153,6 +179,16 @@ def serialize_response(resp: web.Response, *, close: bool) -> tuple[bytes, bool]
 
 class FastHandler(ProxyHandler):
     """ProxyHandler whose responses go straight to the FastConnection's transport."""
+
+    def upstream_headers(self, request: Any, peer: str, settings: Any) -> tuple[Any, str]:
+        if request.block is None:
+            return super().upstream_headers(request, peer, settings)
+        conn = request.conn
+        key = (request.host, settings)
+        if conn.forwarding_key != key:          # the same for every request of a connection, mostly
+            conn.forwarding_key = key
+            conn.forwarding = forwarding_block(peer, self.scheme, request.host, settings)
+        return RawHead(request.block + conn.forwarding, request.has_host), peer
 
     async def _respond(self, request: Any, rr: RouteRuntime, info: Any, pick: Any, up: Any,
                        t0: float, sent_at: float) -> web.StreamResponse:
@@ -252,6 +288,8 @@ class FastConnection(asyncio.Protocol):
         self._reading_paused = False
         self._writing_paused = False
         self._drain_waiter: asyncio.Future[None] | None = None
+        self.forwarding_key: tuple[str, Any] | None = None
+        self.forwarding = b""
 
     # -- asyncio.Protocol --------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -331,13 +369,13 @@ class FastConnection(asyncio.Protocol):
         self.buf = buf[end + 4:]
         self.header_since = None
         self.busy = True
-        method, target, headers, close = parsed
+        method, target, headers, close, block, has_host = parsed
         self.close_after = close
         if not self._rtt_sampled:
             self._rtt_sampled = True
             if server.observe_rtt is not None and self.transport is not None:
                 server.observe_rtt(self.transport, self.peer)
-        task = self.loop.create_task(self._serve(FastRequest(self, method, target, headers)))
+        task = self.loop.create_task(self._serve(FastRequest(self, method, target, headers, block, has_host)))
         server.tasks.add(task)
         task.add_done_callback(server.tasks.discard)
 

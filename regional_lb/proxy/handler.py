@@ -155,14 +155,17 @@ class ProxyHandler:
             return plain_response(404, "no route for this host and path\n")
         rr = rt.routes[route.name]
         peer = request.remote or ""
-        out_headers, client_ip = upstream_headers(headers, peer=peer, scheme=self.scheme,
-                                                  settings=rt.forwarding)
+        out_headers, client_ip = self.upstream_headers(request, peer, rt.forwarding)
         info = RequestInfo(client_ip, request.method, host, raw_path, headers,
                            LazyCookies(headers.get("Cookie", "")), self.tls)
         if _is_websocket(headers):
             from regional_lb.proxy.websocket import proxy_websocket
             return await proxy_websocket(self, request, rr, info, out_headers)
         return await self._forward(request, rr, info, out_headers)
+
+    def upstream_headers(self, request: Any, peer: str, settings: Any) -> tuple[Any, str]:
+        """The headers for the backend and the client address (headers.upstream_headers)."""
+        return upstream_headers(request.headers, peer=peer, scheme=self.scheme, settings=settings)
 
     # -- the normal request path ---------------------------------------------------------------
     async def _body(self, request: BaseRequest, out_headers: Any

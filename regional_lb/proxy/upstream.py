@@ -59,6 +59,23 @@ def translate(exc: BaseException, *, backend: Backend) -> Exception:
     return BackendError(f"backend {where} failed: {type(exc).__name__}")
 
 
+class RawHead:
+    """Request header lines already serialized (the fast path: the client's lines as received,
+    hop-by-hop ones left out, forwarding headers appended), in place of a header mapping."""
+
+    __slots__ = ("block", "has_host")
+
+    def __init__(self, block: bytes, has_host: bool) -> None:
+        self.block = block
+        self.has_host = has_host
+
+    def __contains__(self, name: object) -> bool:
+        return name == "Host" and self.has_host      # never Content-Length / Expect: no body here
+
+    def __repr__(self) -> str:
+        return f"<RawHead {len(self.block)} bytes>"
+
+
 def serialize_head(method: str, path: str, headers: Iterable[tuple[str, str]]) -> bytes:
     """The request line and header block. Values with CR/LF are refused (header injection)."""
     lines = [f"{method} {path} HTTP/1.1"]
@@ -561,15 +578,24 @@ class Upstream:
 
     async def _exchange(self, proto: Any, pool: _BackendPool, backend: Backend, method: str,
                         path: str, headers: Any, body: Any) -> UpstreamResponse:
-        items = list(headers.items())
-        if "Host" not in headers:                # an HTTP/1.0 client sent none; HTTP/1.1 needs one
-            items.append(("Host", backend_origin(backend).split("://", 1)[1]))
         streamed = body is not None and not isinstance(body, bytes | bytearray)
-        if streamed and "Content-Length" not in headers:
-            items.append(("Transfer-Encoding", "chunked"))
-        elif body is None and method in ("POST", "PUT", "PATCH"):
-            items.append(("Content-Length", "0"))
-        head = serialize_head(method, path, items)
+        if isinstance(headers, RawHead):
+            parts = [f"{method} {path} HTTP/1.1\r\n".encode("latin-1"), headers.block]
+            if not headers.has_host:
+                parts.append(f"Host: {backend_origin(backend).split('://', 1)[1]}\r\n".encode("latin-1"))
+            if body is None and method in ("POST", "PUT", "PATCH"):
+                parts.append(b"Content-Length: 0\r\n")
+            parts.append(b"\r\n")
+            head = b"".join(parts)
+        else:
+            items = list(headers.items())
+            if "Host" not in headers:            # an HTTP/1.0 client sent none; HTTP/1.1 needs one
+                items.append(("Host", backend_origin(backend).split("://", 1)[1]))
+            if streamed and "Content-Length" not in headers:
+                items.append(("Transfer-Encoding", "chunked"))
+            elif body is None and method in ("POST", "PUT", "PATCH"):
+                items.append(("Content-Length", "0"))
+            head = serialize_head(method, path, items)
         head_request = method == "HEAD"
         lean = isinstance(proto, LeanConnection)
         if not lean and (proto._parser is None or proto._skip_payload is not head_request):
