@@ -136,3 +136,49 @@ def test_dnspython_parses_every_scripted_answer() -> None:
                 except dns.exception.DNSException as exc:  # pragma: no cover - the failure message
                     raise AssertionError(f"{name} {rdtype} {ecs}: {exc}") from exc
     assert responder.stats.internal_errors == 0
+
+
+@st.composite
+def ecs_queries(draw: st.DrawFn) -> bytes:
+    """Queries that differ only in ID and ECS address: the responder's shape path."""
+    v6 = draw(st.booleans())
+    source = draw(st.integers(0, 128 if v6 else 32))
+    value = draw(st.integers(0, 2**128 - 1 if v6 else 2**32 - 1))
+    bits = 128 if v6 else 32
+    value = value >> (bits - source) << (bits - source) if source else 0
+    address = str(ipaddress.IPv6Address(value) if v6 else ipaddress.IPv4Address(value))
+    data = bytearray(query(draw(st.sampled_from([*NAMES[:6], "moved.example.test", "down.example.test"])),
+                           draw(st.sampled_from(["A", "AAAA"])), ecs=f"{address}/{source}",
+                           qid=draw(st.integers(0, 65535))))
+    if draw(st.booleans()) and source % 8:     # a bit set beyond SOURCE: FORMERR on both paths
+        data[-1] |= 1
+    return bytes(data)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(ecs_queries(), min_size=1, max_size=20), st.sampled_from(CLIENTS))
+def test_known_query_shapes_give_the_reference_bytes(datas: list[bytes], client) -> None:
+    fast = Responder(ZONES, default_steering())
+    slow = Responder(ZONES, default_steering())
+    for data in datas:
+        fast.clear_cache()          # misses only: the shape path, not the response cache
+        assert fast.respond(data, client, 1.0) == slow.respond_uncached(data, client, 1.0)
+
+
+def test_a_learnt_shape_is_used_for_other_addresses(monkeypatch) -> None:
+    import gslb.dns.responder as module
+
+    parsed = []
+    real_parse = module.parse_query
+    monkeypatch.setattr(module, "parse_query", lambda data: parsed.append(data) or real_parse(data))
+    responder = Responder(ZONES, default_steering())
+    first, second = query("www.example.test", ecs="1.2.3.0/24"), query("www.example.test", ecs="9.8.7.0/24")
+    responder.respond(first, CLIENT, 1.0)
+    assert len(responder._shapes) == 1
+    assert len(parsed) == 2                     # the query, then the proof with the address flipped
+    responder.respond(second, CLIENT, 1.0)
+    assert len(parsed) == 2                     # not parsed: the shape gave the query
+    assert len(responder._shapes) == 1
+    assert responder.respond(second, CLIENT, 2.0) == responder.respond_uncached(second, CLIENT, 2.0)
+    responder.respond_uncached(query("mail.example.test", ecs="1.2.3.0/24"), CLIENT, 1.0)
+    assert len(responder._shapes) == 1          # the reference path learns nothing
