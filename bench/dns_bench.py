@@ -14,6 +14,7 @@ answered, gives CPU µs per query: it holds even when dnsperf, not the server, i
 dnsperf is pinned to CPU 0 and the server to CPU 1 (taskset) when there are two CPUs.
 
 Usage: python bench/dns_bench.py [--duration 10] [--rate 2000] [--only gdnsd|gslb] [--no-readme]
+                                 [--wide-only]
 Results go to stdout and to the dns section of bench/README.md.
 """
 
@@ -291,6 +292,11 @@ def measure_server(name: str, starter, workdir: Path, geoip: Path, qfile: Path, 
         answers = {s.label: ask(port, s) for s in SUBNETS}
         answers["(no ECS)"] = ask(port, None)
         dnsperf(server, port, qfile, 1, "warm-up", subnet=SUBNETS[0], measure=False)
+        if args.wide_only:
+            r = dnsperf(server, port, wide, args.duration, f"ECS wide mix ({args.wide:,} random /24s)",
+                        subnet=None, binary=True)
+            print(f"  {name} {r.scenario}: {r.qps:,.0f} q/s, {fmt(r.cpu_us, 2)} µs CPU/query", flush=True)
+            return [r], answers
         runs = []
         mix = Run(name, f"ECS mix ({len(SUBNETS)} subnets × {args.duration:g} s)")
         for s in SUBNETS:
@@ -346,7 +352,11 @@ def main() -> int:
                                    "else a synthetic one)")
     p.add_argument("--only", choices=["gdnsd", "gslb"], help="measure one server only")
     p.add_argument("--no-readme", action="store_true", help="print only; leave bench/README.md alone")
+    p.add_argument("--wide-only", action="store_true",
+                   help="run only the wide-mix row (for iterating on the cache-miss path; implies --no-readme)")
     args = p.parse_args()
+    if args.wide_only:
+        args.no_readme = True
     pin_self(CLIENT_CPU)
 
     results: dict[str, list[Run]] = {}
@@ -412,7 +422,7 @@ def report(args, results: dict[str, list[Run]], answers: dict[str, dict], notes:
         out += ["### Throughput, latency and CPU", ""]
         rows = [row(r) for name in results for r in results[name]]
         out += [markdown_table(HEADERS, rows), ""]
-    if "gdnsd" in results and "gslb" in results:
+    if "gdnsd" in results and "gslb" in results and not args.wide_only:
         g, o = results["gdnsd"], results["gslb"]
         mix_ratio = (o[0].cpu_us or 0) / (g[0].cpu_us or 1)
         eq_ratio = (o[-1].cpu_us or 0) / (g[-1].cpu_us or 1)
