@@ -122,6 +122,10 @@ def locate(ecs: ClientSubnet | None, resolver: IPAddress) -> tuple[IPAddress, in
     """
     if ecs is None or ecs.source == 0:
         return locate_resolver(resolver), None, 0
+    if ecs.family == 1:         # the common case, from integers: one address object
+        source = min(ecs.source, V4_CAP)
+        value = int.from_bytes(ecs.address.ljust(4, b"\0"), "big") >> (32 - source) << (32 - source)
+        return ipaddress.IPv4Address(value), source, 0
     address = ecs.ip()
     source = ecs.source
     offset = 0

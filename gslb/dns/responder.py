@@ -223,6 +223,7 @@ class Responder:
         self._tcp_cache: dict[bytes, _Entry] = {}
         self._cached = 0
         self._shapes: dict[bytes, _Shape] = {}
+        self._rdatas: dict[tuple[int, tuple[str, ...]], tuple[tuple[bytes], ...]] = {}
         self._negative_soa = {zone.origin: RRset(SOA, zone.negative_ttl, zone.soa_rrset.rdatas)
                               for zone in self.zones}
 
@@ -555,7 +556,12 @@ class Responder:
             if not texts:
                 self._negative(res, zone, nxdomain=False)
                 return None
-            rdatas = tuple((_packed_address(qtype, text),) for text in texts)
+            rdatas = self._rdatas.get((qtype, texts))
+            if rdatas is None:
+                rdatas = tuple((_packed_address(qtype, text),) for text in texts)
+                if len(self._rdatas) >= 4096:
+                    self._rdatas.clear()
+                self._rdatas[(qtype, texts)] = rdatas
         except _SteeringFailed:
             raise
         except Exception as exc:  # a steering bug or bad data: SERVFAIL, not a crash

@@ -163,23 +163,24 @@ class Steering:
             self._choices.clear()
             self._siblings.clear()
             self._cache_generation = self._own_generation
-        if svc.policy == "weighted":
+        policy = svc.policy
+        if policy == "weighted":
             return self._weighted(svc)
-        if client is not None:
+        if client is not None and client.version == 6:
             client = unmap(client)
-        if self._client_independent(svc) or client is None:
+        if client is None or policy == "failover" or len(svc.regions) == 1:   # _client_independent
             key: tuple[object, ...] = (name,)
             loc = None
         else:
             loc = self._locator.locate(client)
-            kp = self._key_prefix(svc, client, loc)
+            kp = loc.prefix_len if policy == "geo" and loc is not None else self._key_prefix(svc, client, loc)
             masked = None if kp is None else int(client) >> (client.max_prefixlen - kp)
             if loc is None:
                 key = (name, client.version, masked, kp, source_prefix)
             else:
                 key = (name, client.version, masked, kp)
         # latency data changes only invalidate latency services' entries (checked per entry)
-        data_generation = self._latency.generation if svc.policy == "latency" else 0
+        data_generation = self._latency.generation if policy == "latency" else 0
         entry = self._cache.get(key)
         if entry is not None and now < entry[1] and entry[2] == data_generation:
             self.cache_hits += 1
