@@ -1,6 +1,7 @@
 """The regional LB process: listeners, admin, health checks, discovery, reload  [edge].
 
-    lb = LoadBalancer(config)            # seams: store, resolver, clock, rng, upstream
+    lb = LoadBalancer(config)            # seams: store, resolver, clock, rng, upstream;
+                                         # server="aiohttp" to serve every request through aiohttp
     await lb.start()                     # binds listeners (port 0 allowed) and the admin API
     lb.listen_addresses / lb.admin_address
     await lb.reload(new_config)          # validated config in; keeps pool state of pools it keeps

@@ -11,7 +11,9 @@ aiohttp's `RequestHandler` parses requests (its C parser) and runs one handler p
 * `observe_rtt(transport, client_ip)` is called once per connection, at its first request (the
   kernel's RTT estimate for the client is known by then): the edge's passive latency feed.
 
-`ProxyServer` is an `aiohttp.web.Server` that makes `ProxyProtocol`s.
+`ProxyServer` is an `aiohttp.web.Server` that makes `ProxyProtocol`s. By default (LoadBalancer
+server="fast") connections start on regional_lb/proxy/fast.py's raw protocol, which serves plain
+body-less requests itself and hands a connection to a `ProxyProtocol` for everything else.
 """
 
 from __future__ import annotations
