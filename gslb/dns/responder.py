@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import ipaddress
 import math
+import struct
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -59,6 +60,7 @@ from gslb.dns.records import (
     HINFO,
     IXFR,
     NS,
+    OPT,
     SOA,
     TYPE_NAMES,
     A,
@@ -71,6 +73,7 @@ from gslb.dns.wire import (
     BADVERS,
     CD,
     FORMERR,
+    HEADER,
     NOTIMP,
     NXDOMAIN,
     OPCODE_MASK,
@@ -89,6 +92,8 @@ from gslb.dns.wire import (
 )
 from gslb.dns.zone import Zone
 from gslb.steering.base import ServiceSteering
+
+_RR_HEAD = struct.Struct("!HHIH")     # type, class, ttl, rdlength
 
 MAX_CHAIN = 8          # CNAME hops followed before giving up
 TCP_LIMIT = 65535
@@ -391,7 +396,10 @@ class Responder:
                 self.stats.steering_errors += 1
                 res = _Result()
                 res.rcode, res.aa = SERVFAIL, False
-        return self._pack(query, res, tcp, writer), res, _qtype_label(question.qtype), res.rcode
+        packed = self._pack_answer(query, res, tcp, writer) if writer is not None else None
+        if packed is None:
+            packed = self._pack(query, res, tcp, writer)
+        return packed, res, _qtype_label(question.qtype), res.rcode
 
     @staticmethod
     def _exc_qtype(exc: WireError) -> str:
@@ -570,6 +578,41 @@ class Responder:
         return None
 
     # -- packing --------------------------------------------------------------------
+    def _pack_answer(self, query: Query, res: _Result, tcp: bool,
+                     after_question: tuple[bytes, dict[str, int], list[int]]) -> bytes | None:
+        """`_pack` for the usual service answer (NOERROR, one A/AAAA RRset at the question name,
+        nothing else, EDNS): the same bytes written directly; None when the case is another."""
+        edns = query.edns
+        if res.rcode or res.authority or res.additional or len(res.answer) != 1 or edns is None:
+            return None
+        owner, rrset = res.answer[0]
+        rtype = rrset.rtype
+        pointer = after_question[1].get(owner)
+        if (rtype != A and rtype != AAAA) or pointer is None or pointer >= 0x4000:
+            return None
+        flags = QR | (query.flags & (OPCODE_MASK | RD | CD))
+        if res.aa:
+            flags |= AA
+        buf = bytearray(after_question[0])
+        head = (0xC000 | pointer).to_bytes(2, "big")
+        for rdata in rrset.rdatas:
+            if len(rdata) != 1 or type(rdata[0]) is not bytes:
+                return None
+            buf += head + _RR_HEAD.pack(rtype, 1, rrset.ttl, len(rdata[0])) + rdata[0]
+        options = b""
+        ecs = edns.ecs
+        if ecs is not None:
+            scope = 0
+            if ecs.source and res.located is not None:
+                scope = echo_scope(res.scope, res.located[2])
+            options = ecs.to_wire(scope)
+        buf += b"\x00" + _RR_HEAD.pack(OPT, self.max_udp_size, 0x8000 if edns.do else 0, len(options)) + options
+        limit = TCP_LIMIT if tcp else min(max(edns.udp_size, 512), self.max_udp_size)
+        if len(buf) > limit:
+            return None
+        HEADER.pack_into(buf, 0, query.msg_id, flags, 1, len(rrset.rdatas), 0, 1)
+        return bytes(buf)
+
     def _pack(self, query: Query, res: _Result, tcp: bool,
               after_question: tuple[bytes, dict[str, int], list[int]] | None = None) -> bytes:
         """The response; `after_question`: the writer's state after this question (from a shape)."""
