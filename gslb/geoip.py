@@ -239,6 +239,11 @@ class MaxMindLocator:
         self.memo_size = 100_000
 
     def locate(self, address: IPAddress) -> Location | None:
+        return self.locate_exact(address, None)
+
+    def locate_exact(self, address: IPAddress, prefix_len: int | None) -> Location | None:
+        """`locate(address)`, but None when its record network is not exactly /prefix_len (then no
+        Location is built: ECS scope widening asks this of sibling networks). None: any size."""
         version = address.version
         if version == 6:
             address = unmap(address)
@@ -246,16 +251,16 @@ class MaxMindLocator:
             if version == 6 and self.ip_version == 4:
                 return None
         try:
-            record, prefix_len = self._reader.get_with_prefix_len(address)
+            record, found_len = self._reader.get_with_prefix_len(address)
         except self._invalid as exc:
             raise GeoIPError(f"cannot read GeoIP database {self.path}: {exc}") from None
-        if record is None:
+        if record is None or (prefix_len is not None and found_len != prefix_len):
             return None
         # Location objects are memoised per record network (a hit skips building the
         # network and the dataclass: most of the cost of a lookup).
-        shift = (32 if version == 4 else 128) - prefix_len
+        shift = (32 if version == 4 else 128) - found_len
         top = int(address) >> shift
-        key = (version, top, prefix_len)
+        key = (version, top, found_len)
         found = self._memo.get(key)
         if found is not None:
             return found
@@ -263,7 +268,7 @@ class MaxMindLocator:
         if place is None:
             return None
         found = Location(place.lat, place.lon, place.country, place.continent, place.city,
-                         version=version, value=top << shift, prefix_len=prefix_len)
+                         version=version, value=top << shift, prefix_len=found_len)
         if len(self._memo) >= self.memo_size:
             self._memo.clear()
         self._memo[key] = found

@@ -108,6 +108,9 @@ class Steering:
         self._regions = dict(regions)
         self._services = dict(services)
         self._locator = locator
+        # optional: locate only if the record is exactly /prefix (MaxMindLocator; saves building
+        # Locations for siblings that cannot be merged)
+        self._locate_exact = getattr(locator, "locate_exact", None)
         self._latency = latency
         self._rng = rng if rng is not None else random.Random()
         self._states: dict[str, RegionState] = {name: _UP for name in regions}
@@ -446,7 +449,8 @@ class Steering:
         """(regions, ttl, all_down) of the sibling network if it is one record of exactly
         /prefix whose key network is itself, else _NO_MERGE."""
         address: IPAddress = ipaddress.IPv4Address(sibling) if version == 4 else ipaddress.IPv6Address(sibling)
-        loc = self._locator.locate(address)
+        exact = self._locate_exact
+        loc = exact(address, prefix) if exact is not None else self._locator.locate(address)
         if loc is None or loc.prefix_len != prefix:
             return _NO_MERGE
         if self._key_prefix(svc, address, loc) != prefix:

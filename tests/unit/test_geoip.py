@@ -138,3 +138,26 @@ def test_any_address_is_located_inside_its_record_or_not_at_all(sample_locator, 
         if where.network.version == 4 or where.network.prefixlen < 96 \
                 or int(where.network.network_address) >> 32:            # not IPv4-compatible ::a.b.c.d
             assert str(where.network) in SAMPLE_PLACES
+
+
+def test_locate_exact_only_answers_records_of_that_size(sample_db) -> None:
+    with MaxMindLocator(sample_db) as loc:
+        assert loc.locate_exact(ip("203.0.113.77"), 24) == loc.locate(ip("203.0.113.77"))
+        assert loc.locate_exact(ip("203.0.113.77"), 23) is None
+        assert loc.locate_exact(ip("10.20.30.40"), 8) == loc.locate(ip("10.20.30.40"))
+        assert loc.locate_exact(ip("8.8.8.8"), 24) is None
+
+
+def test_location_from_integers_equals_location_from_a_network() -> None:
+    built = Location(1.0, 2.0, "SE", "EU", "", version=4, value=0xC0000200, prefix_len=24)
+    assert built == Location(1.0, 2.0, "SE", "EU", "", ipaddress.ip_network("192.0.2.0/24"))
+    assert hash(built) == hash(Location(1.0, 2.0, "SE", "EU", "", ipaddress.ip_network("192.0.2.0/24")))
+    assert built.network == ipaddress.ip_network("192.0.2.0/24")
+    assert built.describe() == "SE [1.0,2.0] (192.0.2.0/24)"
+    assert "192.0.2.0/24" in repr(built)
+    with pytest.raises(AttributeError):
+        built.lat = 3.0  # type: ignore[misc]
+    with pytest.raises(ValueError, match="bad record network"):
+        Location(None, None, "", "", "", version=4, value=0, prefix_len=33)
+    v6 = Location(None, None, "JP", "AS", "", ipaddress.ip_network("2001:db8:1::/48"))
+    assert v6.network_text() == "2001:db8:1::/48"
