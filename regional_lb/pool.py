@@ -269,7 +269,8 @@ class Pool:
         if latency is not None:
             m.load.observe(latency, now)
         if ok:
-            m.outlier.event(OEvent.SUCCESS, now, may_eject=False)   # resets a streak: no ejection change
+            if m.outlier.failures:      # a success resets a streak (no ejection change); none: nothing to do
+                m.outlier.event(OEvent.SUCCESS, now, may_eject=False)
             return
         self._selection = None
         allowed = self.settings.outlier.max_ejected(self._size()) > self._ejected_count(now)

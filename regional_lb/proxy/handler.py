@@ -50,6 +50,7 @@ _X_LB_BACKEND = istr("X-LB-Backend")
 _SET_COOKIE = istr("Set-Cookie")
 _EXPECT = istr("Expect")
 _EMPTY: frozenset[str] = frozenset()
+_NO_STATE: Mapping[str, bool] = {}          # body state of a body-less request (never written)
 _INFO = logging.INFO
 
 
@@ -158,7 +159,7 @@ class ProxyHandler:
         out_headers, client_ip = self.upstream_headers(request, peer, rt.forwarding)
         info = RequestInfo(client_ip, request.method, host, raw_path, headers,
                            LazyCookies(headers.get("Cookie", "")), self.tls)
-        if _is_websocket(headers):
+        if "Upgrade" in headers and _is_websocket(headers):
             from regional_lb.proxy.websocket import proxy_websocket
             return await proxy_websocket(self, request, rr, info, out_headers)
         return await self._forward(request, rr, info, out_headers)
@@ -199,7 +200,10 @@ class ProxyHandler:
         policy = rr.policy
         method = request.method
         try:
-            body, streamed, body_state = await self._body(request, out_headers)
+            if request.body_exists:
+                body, streamed, body_state = await self._body(request, out_headers)
+            else:
+                body, streamed, body_state = None, False, _NO_STATE
         except BodyTooLarge:
             return await _send_and_close(request, self._error(request, rr, 413, "request body too large\n",
                                                               t0, "-", "limit", close=True))
