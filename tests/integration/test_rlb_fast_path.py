@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import re
+import shutil
+import ssl
+import subprocess
+from pathlib import Path
 
 import aiohttp
 import pytest
+import yaml
 
-from tests.rlb_helpers import backend_servers, lb_config, lb_url, raw_request, running_lb
+from regional_lb.config import load_config
+from tests.rlb_helpers import backend_servers, lb_config, lb_config_dict, lb_url, raw_request, running_lb
 
 
 async def test_pipelined_requests_answered_in_order_across_a_hand_off() -> None:
@@ -65,3 +71,31 @@ def test_an_unknown_server_kind_is_refused() -> None:
     from regional_lb.app import LoadBalancer
     with pytest.raises(ValueError, match="server must be"):
         LoadBalancer(lb_config(["127.0.0.1:1"]), server="nginx")
+
+
+def _self_signed(tmp_path: Path) -> tuple[Path, Path]:
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key),
+                    "-out", str(cert), "-days", "1", "-subj", "/CN=localhost",
+                    "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True)
+    return cert, key
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl CLI for a test certificate")
+async def test_a_tls_connection_is_handed_off_and_back_to_back_requests_still_work(tmp_path: Path) -> None:
+    cert, _key = _self_signed(tmp_path)
+    async with backend_servers(["a"]) as backends:
+        doc = lb_config_dict(backends, listen=[{"address": "127.0.0.1:0",
+                                                "tls": {"cert": "cert.pem", "key": "key.pem"}}])
+        (tmp_path / "lb.yaml").write_text(yaml.safe_dump(doc))
+        ctx = ssl.create_default_context(cafile=str(cert))
+        connector = aiohttp.TCPConnector(limit=1)            # one connection: GET, POST (hand-off), GET
+        async with running_lb(load_config(tmp_path / "lb.yaml")) as lb, \
+                aiohttp.ClientSession(connector=connector) as s:
+            url = lb_url(lb, "/x", scheme="https")
+            async with s.get(url, ssl=ctx) as r:
+                assert (await r.json())["headers"]["X-Forwarded-Proto"] == "https"
+            async with s.post(lb_url(lb, "/upload", scheme="https"), data=b"z" * 70_000, ssl=ctx) as r:
+                assert (await r.json())["received"] == 70_000
+            async with s.get(url, ssl=ctx) as r:
+                assert r.status == 200
