@@ -1,14 +1,18 @@
 """Where is a client? The GeoIP seam  [edge].
 
     GeoLocator (protocol)   locate(address) -> Location | None
-        MaxMindLocator      a GeoIP2/GeoLite2 City or DB-IP City (Lite) .mmdb, via maxminddb
+        MaxMindLocator      a GeoIP2/GeoLite2 City or DB-IP City (Lite) .mmdb, via maxminddb;
+                            also locate_exact(address, prefix_len): None unless the record is
+                            exactly that size (ECS scope widening; no Location built otherwise)
         FakeLocator         a dict of CIDR -> Place, for tests
 
     GeoIPError              the database cannot be opened or read (the only exception raised here)
 
 A `Location` carries the coordinates, the country and continent codes, the city name and
 the *network of the database record* that matched (its prefix length is where ECS scope
-computation starts, and the network is what steering caches decisions on).
+computation starts, and the network is what steering caches decisions on). The locator builds
+it from integers (version, value, prefix_len) and the ipaddress network only on first use;
+Locations are memoised per record network.
 
 IPv4-mapped IPv6 addresses (::ffff:a.b.c.d) are located as the IPv4 address.
 

@@ -39,6 +39,14 @@ record of exactly that size whose answer is the same (at most MAX_WIDEN steps; c
 per cache entry). Scope 0 when the answer does not depend on the client: failover, weighted,
 a one-region service, an all-down answer that is not fail_open. Unlocated clients get their
 own SOURCE prefix back (we cannot tell how far the "unknown" block reaches).
+
+The miss path (a network not in the decision cache) is designed, not hoped for: network math
+on integers (no ipaddress parsing or formatting unless a spill hash or an explanation needs the
+text); a geo service's choice memoised per (service, lat, lon); each widening step's outcome
+memoised per (service, sibling network) for policies that do not read latency data; siblings
+located with the locator's optional `locate_exact(address, prefix)` (MaxMindLocator), which builds
+no Location for a record of another size. The memos are emptied with the decision cache when
+region states change; `decide` and `explain` use none of them (the reference path).
 """
 
 from __future__ import annotations
