@@ -430,3 +430,32 @@ def test_decision_cache_is_bounded() -> None:
         s.answer("g.test", address, 24, 0.0)
     assert len(s._cache) <= 2
     assert s.cache_misses == 5
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["geo.test", "two.test", "map.test", "order.test", "lat.test"]),
+                          ADDRESSES), min_size=1, max_size=12),
+       st.lists(st.dictionaries(st.sampled_from(sorted(REGIONS)), STATES), min_size=2, max_size=4))
+def test_memos_follow_region_state_changes(queries, state_sequence) -> None:
+    s = make()
+    for states in state_sequence:       # choices and widening steps memoised under old states must go
+        s.update_region_states(states)
+        for name, address in queries:
+            assert s.answer(name, address, 24, 1.0) == s.decide(name, address, 24, 1.0)
+
+
+def test_cached_answers_equal_the_reference_path_on_the_bundled_database() -> None:
+    from gslb.geoip import DEFAULT_DATABASE, MaxMindLocator
+
+    if not DEFAULT_DATABASE.exists():
+        pytest.skip("no bundled GeoIP database")
+    rng = random.Random(7)
+    with MaxMindLocator(DEFAULT_DATABASE) as locator:
+        s = make(locator=locator)
+        clients = [ipaddress.IPv4Address(rng.randrange(1 << 24) << 8) for _ in range(150)]
+        for states in ({}, {"us-east": DOWN}):
+            s.update_region_states(states)
+            for _ in range(2):          # cold memos, then warm ones
+                for client in clients:
+                    assert s.answer("geo.test", client, 24, 1.0) == s.decide("geo.test", client, 24, 1.0)
+        assert s._siblings                  # the widening memo was used
