@@ -279,6 +279,7 @@ class FastConnection(asyncio.Protocol):
         self.peer = ""
         self.buf = b""
         self.busy = False
+        self._task: asyncio.Task[None] | None = None
         self.closed = False
         self.close_after = False
         self.header_since: float | None = None
@@ -375,9 +376,9 @@ class FastConnection(asyncio.Protocol):
             self._rtt_sampled = True
             if server.observe_rtt is not None and self.transport is not None:
                 server.observe_rtt(self.transport, self.peer)
-        task = self.loop.create_task(self._serve(FastRequest(self, method, target, headers, block, has_host)))
-        server.tasks.add(task)
-        task.add_done_callback(server.tasks.discard)
+        task = self._task = self.loop.create_task(
+            self._serve(FastRequest(self, method, target, headers, block, has_host)))
+        server.tasks.add(task)                  # dropped by _finished (no done callback to schedule)
 
     async def _serve(self, request: FastRequest) -> None:
         try:
@@ -399,6 +400,8 @@ class FastConnection(asyncio.Protocol):
 
     def _finished(self) -> None:
         self.busy = False
+        self.server.tasks.discard(self._task)  # type: ignore[arg-type]
+        self._task = None
         transport = self.transport
         if transport is None or self.closed:
             return
