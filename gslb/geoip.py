@@ -169,8 +169,8 @@ def network_from_int(version: int, value: int, prefix: int) -> IPNetwork:
     return ipaddress.IPv6Network((masked, prefix))
 
 
-def _place_fast(record: dict[str, Any]) -> Place | None:
-    """place_from_record for the usual, complete shape (None: take the tolerant path)."""
+def _place_fast(record: dict[str, Any]) -> tuple[float, float, str, str, str] | None:
+    """place_from_record's fields for the usual, complete shape (None: take the tolerant path)."""
     try:
         loc = record["location"]
         lat, lon = loc["latitude"], loc["longitude"]
@@ -189,7 +189,7 @@ def _place_fast(record: dict[str, Any]) -> Place | None:
         city_name = names.get("en") if type(names) is dict else None
         if type(city_name) is not str:
             return None
-    return Place(lat, lon, country.upper(), continent.upper(), city_name)
+    return lat, lon, country.upper(), continent.upper(), city_name
 
 
 def place_from_record(record: Any) -> Place | None:
@@ -198,7 +198,11 @@ def place_from_record(record: Any) -> Place | None:
         return None
     fast = _place_fast(record)
     if fast is not None:
-        return fast
+        return Place(*fast)
+    return _place_tolerant(record)
+
+
+def _place_tolerant(record: dict[str, Any]) -> Place | None:
     loc = record.get("location")
     loc = loc if isinstance(loc, dict) else {}
     country = record.get("country")
@@ -268,11 +272,16 @@ class MaxMindLocator:
         found = self._memo.get(key)
         if found is not None:
             return found
-        place = place_from_record(record)
-        if place is None:
-            return None
-        found = Location(place.lat, place.lon, place.country, place.continent, place.city,
-                         version=version, value=top << shift, prefix_len=found_len)
+        fields = _place_fast(record) if type(record) is dict else None
+        if fields is not None:
+            lat, lon, country, continent, city = fields
+        else:
+            place = place_from_record(record)
+            if place is None:
+                return None
+            lat, lon, country, continent, city = place.lat, place.lon, place.country, place.continent, place.city
+        found = Location(lat, lon, country, continent, city, version=version, value=top << shift,
+                         prefix_len=found_len)
         if len(self._memo) >= self.memo_size:
             self._memo.clear()
         self._memo[key] = found

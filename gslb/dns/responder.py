@@ -228,7 +228,7 @@ class Responder:
         self._tcp_cache: dict[bytes, _Entry] = {}
         self._cached = 0
         self._shapes: dict[bytes, _Shape] = {}
-        self._rdatas: dict[tuple[int, tuple[str, ...]], tuple[tuple[bytes], ...]] = {}
+        self._rrsets: dict[tuple[int, int, tuple[str, ...]], RRset] = {}
         self._negative_soa = {zone.origin: RRset(SOA, zone.negative_ttl, zone.soa_rrset.rdatas)
                               for zone in self.zones}
 
@@ -564,17 +564,17 @@ class Responder:
             if not texts:
                 self._negative(res, zone, nxdomain=False)
                 return None
-            rdatas = self._rdatas.get((qtype, texts))
-            if rdatas is None:
-                rdatas = tuple((_packed_address(qtype, text),) for text in texts)
-                if len(self._rdatas) >= 4096:
-                    self._rdatas.clear()
-                self._rdatas[(qtype, texts)] = rdatas
+            rrset = self._rrsets.get((qtype, ttl, texts))
+            if rrset is None:       # the same few address sets come back: build each RRset once
+                rrset = RRset(qtype, ttl, tuple((_packed_address(qtype, text),) for text in texts))
+                if len(self._rrsets) >= 4096:
+                    self._rrsets.clear()
+                self._rrsets[(qtype, ttl, texts)] = rrset
         except _SteeringFailed:
             raise
         except Exception as exc:  # a steering bug or bad data: SERVFAIL, not a crash
             raise _SteeringFailed(repr(exc)) from exc
-        res.answer.append((name, RRset(qtype, ttl, rdatas)))
+        res.answer.append((name, rrset))
         return None
 
     # -- packing --------------------------------------------------------------------

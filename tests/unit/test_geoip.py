@@ -6,7 +6,7 @@ import ipaddress
 
 import geoip2.database
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gslb.geoip import (
@@ -161,3 +161,35 @@ def test_location_from_integers_equals_location_from_a_network() -> None:
         Location(None, None, "", "", "", version=4, value=0, prefix_len=33)
     v6 = Location(None, None, "JP", "AS", "", ipaddress.ip_network("2001:db8:1::/48"))
     assert v6.network_text() == "2001:db8:1::/48"
+
+
+_VALUES = st.one_of(st.none(), st.booleans(), st.integers(-5, 5), st.floats(-90, 90), st.text(max_size=3),
+                    st.lists(st.integers(), max_size=1))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.fixed_dictionaries({}, optional={
+    "location": st.one_of(_VALUES, st.fixed_dictionaries({}, optional={"latitude": _VALUES, "longitude": _VALUES})),
+    "country": st.one_of(_VALUES, st.fixed_dictionaries({}, optional={"iso_code": _VALUES})),
+    "registered_country": st.fixed_dictionaries({}, optional={"iso_code": _VALUES}),
+    "continent": st.one_of(_VALUES, st.fixed_dictionaries({}, optional={"code": _VALUES})),
+    "city": st.one_of(_VALUES, st.fixed_dictionaries({}, optional={
+        "names": st.one_of(_VALUES, st.fixed_dictionaries({}, optional={"en": _VALUES}))})),
+}))
+def test_fast_place_reading_equals_the_tolerant_one(record) -> None:
+    from gslb.geoip import _place_fast, _place_tolerant
+
+    fast = _place_fast(record)
+    if fast is not None:
+        assert Place(*fast) == _place_tolerant(record)
+
+
+def test_complete_records_take_the_fast_reading() -> None:
+    from gslb.geoip import _place_fast
+
+    record = {"location": {"latitude": 52.0, "longitude": 0.5}, "country": {"iso_code": "gb"},
+              "continent": {"code": "EU"}, "city": {"names": {"en": "Cambridge"}}}
+    assert _place_fast(record) == (52.0, 0.5, "GB", "EU", "Cambridge")
+    assert place_from_record(record) == Place(52.0, 0.5, "GB", "EU", "Cambridge")
+    assert _place_fast({**record, "city": {"names": {}}}) is None        # odd: the tolerant reading
+    assert place_from_record({**record, "city": {"names": {}}}) == Place(52.0, 0.5, "GB", "EU", "")
