@@ -182,9 +182,8 @@ def _place_fast(record: dict[str, Any]) -> tuple[float, float, str, str, str] | 
     if type(lat) is not float or type(lon) is not float or type(country) is not str or not country \
             or type(continent) is not str:
         return None
-    if city is None:
-        city_name = ""
-    else:
+    city_name: Any = ""
+    if city is not None:
         names = city.get("names") if type(city) is dict else None
         city_name = names.get("en") if type(names) is dict else None
         if type(city_name) is not str:
@@ -272,16 +271,14 @@ class MaxMindLocator:
         found = self._memo.get(key)
         if found is not None:
             return found
-        fields = _place_fast(record) if type(record) is dict else None
-        if fields is not None:
-            lat, lon, country, continent, city = fields
-        else:
+        fields: tuple[float | None, float | None, str, str, str] | None = \
+            _place_fast(record) if type(record) is dict else None
+        if fields is None:
             place = place_from_record(record)
             if place is None:
                 return None
-            lat, lon, country, continent, city = place.lat, place.lon, place.country, place.continent, place.city
-        found = Location(lat, lon, country, continent, city, version=version, value=top << shift,
-                         prefix_len=found_len)
+            fields = (place.lat, place.lon, place.country, place.continent, place.city)
+        found = Location(*fields, version=version, value=top << shift, prefix_len=found_len)
         if len(self._memo) >= self.memo_size:
             self._memo.clear()
         self._memo[key] = found
