@@ -33,6 +33,7 @@ _MAC_LEN = 16
 _VALUE_RE = re.compile(r"[A-Za-z0-9_-]{44}")
 _TOKEN_RE = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")     # RFC 7230 token (cookie names)
 MAX_TIME = 2**32 - 1
+_VERIFIED_MAX = 65536
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,7 +57,16 @@ class CookieCodec:
         if any(not isinstance(s, str) or not s.strip() for s in secrets):
             raise ValueError("secrets must be non-empty strings")
         self._keys = [s.encode("utf-8") for s in secrets]
+        # HMAC keyed once per secret, with the domain prefix already fed in; each MAC is a
+        # .copy() of it (the key schedule -- two SHA-256 blocks -- is not redone per cookie).
+        self._cookie_macs = [hmac.new(k, b"cookie:", hashlib.sha256) for k in self._keys]
+        self._backend_macs = [hmac.new(k, b"backend:", hashlib.sha256) for k in self._keys]
         self._tokens: dict[tuple[int, str], bytes] = {}
+        self._by_token: list[dict[bytes, str]] = [{} for _ in self._keys]   # token -> backend id
+        # value -> its verified SessionCookie: a returning client sends the same value until the
+        # cookie is refreshed, and verifying is a pure function of (value, secrets). Only values
+        # that verified are kept, so garbage cannot fill it with anything but recomputation.
+        self._verified: dict[str, SessionCookie] = {}
 
     def token(self, backend_id: str, secret_index: int = 0) -> bytes:
         """The 8-byte backend token under one secret (cached)."""
@@ -64,14 +74,25 @@ class CookieCodec:
         if cached is None:
             if len(self._tokens) > 65536:
                 self._tokens.clear()
-            key = self._keys[secret_index]
-            cached = hmac.new(key, b"backend:" + backend_id.encode("utf-8", "surrogatepass"),
-                              hashlib.sha256).digest()[:8]
+                for by_token in self._by_token:
+                    by_token.clear()
+            h = self._backend_macs[secret_index].copy()
+            h.update(backend_id.encode("utf-8", "surrogatepass"))
+            cached = h.digest()[:8]
             self._tokens[(secret_index, backend_id)] = cached
+            self._by_token[secret_index].setdefault(cached, backend_id)
         return cached
 
     def _mac(self, secret_index: int, payload: bytes) -> bytes:
-        return hmac.new(self._keys[secret_index], b"cookie:" + payload, hashlib.sha256).digest()[:_MAC_LEN]
+        h = self._cookie_macs[secret_index].copy()
+        h.update(payload)
+        return h.digest()[:_MAC_LEN]
+
+    def lookup(self, cookie: SessionCookie) -> str | None:
+        """The backend id whose token (under the secret that verified `cookie`) the cookie carries,
+        among the ids this codec has computed a token for; None when it has seen no such id.
+        One dict lookup: `resolve` is the exhaustive version."""
+        return self._by_token[cookie.secret_index].get(cookie.token)
 
     def encode(self, backend_id: str, *, issued: float, last_seen: float) -> str:
         payload = _PAYLOAD.pack(VERSION, self.token(backend_id), _seconds(issued), _seconds(last_seen))
@@ -80,7 +101,12 @@ class CookieCodec:
 
     def decode(self, value: object) -> SessionCookie | None:
         """The verified cookie, or None for anything malformed, tampered or from an unknown secret."""
-        if not isinstance(value, str) or not _VALUE_RE.fullmatch(value):
+        if not isinstance(value, str):
+            return None
+        cached = self._verified.get(value)
+        if cached is not None:
+            return cached
+        if not _VALUE_RE.fullmatch(value):
             return None
         raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
         payload, mac = raw[: _PAYLOAD.size], raw[_PAYLOAD.size:]
@@ -89,7 +115,11 @@ class CookieCodec:
             return None
         for index in range(len(self._keys)):
             if hmac.compare_digest(mac, self._mac(index, payload)):
-                return SessionCookie(token, issued, last_seen, index)
+                cookie = SessionCookie(token, issued, last_seen, index)
+                if len(self._verified) >= _VERIFIED_MAX:
+                    self._verified.clear()      # bounded: a flood of valid cookies only costs MACs again
+                self._verified[value] = cookie
+                return cookie
         return None
 
     def resolve(self, cookie: SessionCookie, backend_ids: Iterable[str]) -> str | None:
@@ -102,6 +132,25 @@ class CookieCodec:
 
 def valid_cookie_name(name: str) -> bool:
     return bool(_TOKEN_RE.fullmatch(name))
+
+
+class SetCookieTemplate:
+    """`format_set_cookie` with everything but the value and Max-Age written once:
+    `template.render(value, max_age, secure)` == `format_set_cookie(name, value, max_age=max_age,
+    secure=secure, ...)` for the name and other attributes given here."""
+
+    __slots__ = ("_head", "_mid", "_tails")
+
+    def __init__(self, name: str, *, path: str = "/", httponly: bool = True,
+                 samesite: str | None = "Lax", domain: str | None = None) -> None:
+        self._head = f"{name}="
+        self._mid = f"; Path={path}" + (f"; Domain={domain}" if domain else "") + "; Max-Age="
+        flags = "; HttpOnly" if httponly else ""
+        same = f"; SameSite={samesite}" if samesite else ""
+        self._tails = (flags + same, flags + "; Secure" + same)
+
+    def render(self, value: str, max_age: int, secure: bool) -> str:
+        return f"{self._head}{value}{self._mid}{max(0, int(max_age))}{self._tails[secure]}"
 
 
 def format_set_cookie(name: str, value: str, *, path: str = "/", max_age: int | None = None,

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 from regional_lb.balancing._common import PolicyBase
 from regional_lb.balancing.base import Candidate, Pick, Policy, RequestInfo
-from regional_lb.cookies import CookieCodec, format_set_cookie
+from regional_lb.cookies import CookieCodec, SessionCookie, SetCookieTemplate
 
 CLOCK_SKEW = 60.0               # seconds a cookie may claim to come from the future (replica clocks)
 
@@ -56,6 +56,9 @@ class StickyCookie(PolicyBase):
         self.first = first
         self.tls = tls                                  # informational: some listener has TLS
         self._known: dict[str, None] = {}               # backend ids seen (ordered, bounded)
+        self._template = SetCookieTemplate(settings.cookie, path=settings.path, httponly=settings.httponly,
+                                           samesite=settings.samesite, domain=settings.domain)
+        self._refresh_after = settings.refresh * settings.max_idle
         self.stats.update(hits=0, new=0, invalid=0, expired=0, resticks=0, strict_refused=0)
 
     @property
@@ -74,19 +77,19 @@ class StickyCookie(PolicyBase):
         return mode == "true"
 
     def _set_cookie(self, request: RequestInfo, backend_id: str, issued: float, now: float) -> str:
-        s = self.settings
         value = self.codec.encode(backend_id, issued=issued, last_seen=now)
-        max_age = int(issued + s.max_life - now)
-        return format_set_cookie(s.cookie, value, path=s.path, max_age=max(1, max_age),
-                                 secure=self._secure(request), httponly=s.httponly,
-                                 samesite=s.samesite, domain=s.domain)
+        max_age = int(issued + self.settings.max_life - now)
+        return self._template.render(value, max(1, max_age), self._secure(request))
 
     def _remember(self, candidates: Sequence[Candidate]) -> None:
+        known = self._known
         for c in candidates:
-            if c.backend.id not in self._known:
-                self._known[c.backend.id] = None
-                if len(self._known) > 4096:
-                    del self._known[next(iter(self._known))]
+            backend_id = c.backend.id
+            if backend_id not in known:
+                known[backend_id] = None
+                self.codec.token(backend_id)            # so codec.lookup finds it
+                if len(known) > 4096:
+                    del known[next(iter(known))]
 
     def _fresh(self, request: RequestInfo, candidates: Sequence[Candidate], now: float,
                rng: random.Random, exclude: frozenset[str], reason: str) -> Pick | None:
@@ -96,6 +99,18 @@ class StickyCookie(PolicyBase):
             return None
         self.count("picks")
         return Pick(chosen.backend, reason, set_cookie=self._set_cookie(request, chosen.backend.id, now, now))
+
+    def _candidate(self, cookie: SessionCookie, candidates: Sequence[Candidate]) -> Candidate | None:
+        """The candidate whose backend token the cookie carries: the token -> id map first
+        (one dict lookup and a scan of ids), the exhaustive HMAC comparison only if that fails."""
+        backend_id = self.codec.lookup(cookie)
+        if backend_id is not None:
+            for c in candidates:
+                if c.backend.id == backend_id:
+                    return c
+        by_id = {c.backend.id: c for c in candidates}
+        resolved = self.codec.resolve(cookie, by_id)
+        return by_id[resolved] if resolved is not None else None
 
     # -- the policy ----------------------------------------------------------------------------
     def pick(self, request: RequestInfo, candidates: Sequence[Candidate], *, now: float,
@@ -114,14 +129,15 @@ class StickyCookie(PolicyBase):
         if now - cookie.issued > s.max_life or now - cookie.last_seen > s.max_idle:
             self.count("expired")
             return self._fresh(request, candidates, now, rng, exclude, "new-session")
-        by_id = {c.backend.id: c for c in candidates}
-        backend_id = self.codec.resolve(cookie, by_id)
-        if backend_id is not None and backend_id not in exclude:
-            self.count("hits")
-            self.count("picks")
-            stale = now - cookie.last_seen >= s.refresh * s.max_idle or cookie.secret_index != 0
+        found = self._candidate(cookie, candidates)
+        backend_id = found.backend.id if found is not None else None
+        if found is not None and backend_id not in exclude:
+            stats = self.stats
+            stats["hits"] += 1
+            stats["picks"] += 1
+            stale = now - cookie.last_seen >= self._refresh_after or cookie.secret_index != 0
             set_cookie = self._set_cookie(request, backend_id, cookie.issued, now) if stale else None
-            return Pick(by_id[backend_id].backend, "cookie", set_cookie=set_cookie)
+            return Pick(found.backend, "cookie", set_cookie=set_cookie)
         known = backend_id is not None or self.codec.resolve(cookie, self._known) is not None
         if not known:                   # a backend this LB never had: like garbage
             self.count("invalid")
