@@ -8,7 +8,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from regional_lb.cookies import CookieCodec, format_set_cookie, parse_set_cookie, valid_cookie_name
+from regional_lb.cookies import (
+    CookieCodec,
+    SetCookieTemplate,
+    format_set_cookie,
+    parse_set_cookie,
+    valid_cookie_name,
+)
 
 CODEC = CookieCodec(["current", "old"])
 
@@ -127,3 +133,61 @@ def test_token_cache_is_bounded() -> None:
     codec.token("newcomer")                     # a miss on a full cache clears it
     assert len(codec._tokens) == 1
     assert codec.token("b0") == first
+
+
+def _reference_value(secret: str, backend_id: str, issued: int, last_seen: int) -> str:
+    """The documented format, computed from scratch with one-shot HMACs (no keyed copies, no caches)."""
+    import hashlib
+    import hmac
+    import struct
+
+    token = hmac.new(secret.encode(), b"backend:" + backend_id.encode(), hashlib.sha256).digest()[:8]
+    payload = struct.pack(">B8sII", 1, token, issued, last_seen)
+    mac = hmac.new(secret.encode(), b"cookie:" + payload, hashlib.sha256).digest()[:16]
+    return base64.urlsafe_b64encode(payload + mac).rstrip(b"=").decode()
+
+
+@given(st.text(min_size=1).filter(str.strip), st.text(min_size=1, max_size=40),
+       st.integers(0, 2**32 - 1), st.integers(0, 2**32 - 1))
+def test_encode_matches_the_documented_format(secret: str, backend_id: str, issued: int, seen: int) -> None:
+    codec = CookieCodec([secret])
+    try:
+        expected = _reference_value(secret, backend_id, issued, seen)
+    except UnicodeEncodeError:                  # lone surrogates: only the codec's surrogatepass handles them
+        return
+    assert codec.encode(backend_id, issued=issued, last_seen=seen) == expected
+    assert codec.encode(backend_id, issued=issued, last_seen=seen) == expected     # cached keys reused
+
+
+def test_verified_cache_answers_like_a_fresh_codec() -> None:
+    codec = CookieCodec(["new", "old"])
+    value = CookieCodec(["old"]).encode("b1", issued=100, last_seen=200)
+    first = codec.decode(value)
+    assert first is not None
+    assert first.secret_index == 1
+    assert codec.decode(value) == first == CookieCodec(["new", "old"]).decode(value)
+    tampered = value[:-2] + ("AA" if value[-2:] != "AA" else "BB")
+    assert codec.decode(tampered) is None
+    assert codec.decode(tampered) is None
+    assert CookieCodec(["new"]).decode(value) is None      # the cache is per codec (per secret list)
+
+
+def test_lookup_finds_ids_whose_token_was_computed() -> None:
+    codec = CookieCodec(["k", "old"])
+    cookie = codec.decode(CookieCodec(["old"]).encode("b7", issued=1, last_seen=1))
+    assert cookie is not None
+    assert codec.lookup(cookie) is None                      # b7's token under "old" never computed
+    assert codec.resolve(cookie, ["b1", "b7"]) == "b7"
+    assert codec.lookup(cookie) == "b7"
+
+
+@given(st.text(alphabet="abcXYZ_-", min_size=1, max_size=8), st.text(alphabet="abc012", max_size=44),
+       st.sampled_from(["/", "/app"]), st.integers(-5, 10**6), st.booleans(), st.booleans(),
+       st.sampled_from([None, "Lax", "None", "Strict"]), st.sampled_from([None, "example.com"]))
+def test_set_cookie_template_equals_format_set_cookie(name: str, value: str, path: str, max_age: int,
+                                                      secure: bool, httponly: bool, samesite: str | None,
+                                                      domain: str | None) -> None:
+    template = SetCookieTemplate(name, path=path, httponly=httponly, samesite=samesite, domain=domain)
+    assert template.render(value, max_age, secure) == format_set_cookie(
+        name, value, path=path, max_age=max_age, secure=secure, httponly=httponly, samesite=samesite,
+        domain=domain)
