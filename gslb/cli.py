@@ -20,7 +20,8 @@ def _version() -> str:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="gslb", description="Authoritative DNS GSLB: nearest healthy region.")
+    parser = argparse.ArgumentParser(prog="gslb", description="Authoritative DNS GSLB: nearest healthy region.",
+                                     formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="serve DNS and the admin API")
@@ -99,7 +100,9 @@ def _explain(config: object, name: str, client_text: str, probe: bool) -> int:
             for region in server.checker.targets:
                 await server.checker.check_once(region)
         asyncio.run(probe_all())
-    decision = server.steering.explain(name, client, None, time.monotonic())
+    # As if a resolver sent the client's address in ECS (at the /24 or /56 that resolvers send).
+    source_prefix = 24 if client.version == 4 else 56
+    decision = server.steering.explain(name, client, source_prefix, time.monotonic())
     print(f"service   {decision.service} (policy {decision.policy})")
     print(f"client    {client}: {decision.location}")
     for region, rt in server.regions.items():
