@@ -183,8 +183,11 @@ def slow_start_factor(ramp_from: float | None, now: float, duration: float) -> f
 
 # -- the pool -----------------------------------------------------------------------------------------
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class Candidates:
+    """What candidates() returns, once per request: not frozen, like Candidate (cheaper to build);
+    read-only by convention."""
+
     list: tuple[Candidate, ...]
     panic: bool = False
 
@@ -342,19 +345,20 @@ class Pool:
         return sum(1 for m in self._members.values() if self._available(m, now)) / size
 
     def candidates(self, now: float, inflight: Mapping[str, int] | None = None) -> Candidates:
-        self._now = max(self._now, now)
+        if now > self._now:
+            self._now = now
         sel = self._selection
         if sel is None or not sel.since <= now < sel.until:
             sel = self._selection = self._select(now)
         if sel.panic:
             self.stats.panics += 1
         if inflight:
-            return Candidates(tuple(
+            return Candidates(tuple([
                 Candidate(m.backend, inflight.get(m.backend.id, m.inflight), m.load.value(now), weight, accepting)
-                for m, weight, accepting in sel.members), sel.panic)
-        return Candidates(tuple(
+                for m, weight, accepting in sel.members]), sel.panic)
+        return Candidates(tuple([
             Candidate(m.backend, m.inflight, m.load.value(now), weight, accepting)
-            for m, weight, accepting in sel.members), sel.panic)
+            for m, weight, accepting in sel.members]), sel.panic)
 
     def _select(self, now: float) -> _Selection:
         """The members candidates() returns at `now`, and until when that holds (the next drain

@@ -7,8 +7,10 @@ Host patterns: an exact name (``api.example.com``, compared without port and cas
 trailing ``/**`` also matches the bare directory (``/static/**`` matches ``/static``).
 
 `RouteTable.match(host, path)` returns the first route whose host and path both match,
-or None (the proxy answers 404). The per-host filtering is cached, so the per-request
-cost is one dict lookup plus the path checks of the routes for that host.
+or None (the proxy answers 404). Answers are cached per (Host header, path) -- a repeat
+costs one dict lookup -- and the per-host filtering is cached, so a new path costs one dict
+lookup plus the path checks of the routes for that host. Both caches are bounded (cleared
+when full), so hostile Host headers or unique paths cost recomputation, not memory.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from types import MappingProxyType
 from typing import Any
 
 _HOST_CACHE_MAX = 4096
+_ANSWER_CACHE_MAX = 8192
 
 
 def normalize_host(host: str) -> str:
@@ -105,6 +108,9 @@ class RouteTable:
         self.routes: tuple[Route, ...] = tuple(routes)
         self._compiled = tuple((host_matcher(r.host), path_matcher(r.path), r) for r in self.routes)
         self._by_host: dict[str, tuple[tuple[Callable[[str], bool], Route], ...]] = {}
+        # (Host header as received, path) -> the answer: clients repeat a few hosts and, mostly,
+        # a few paths; a miss costs one tuple and one dict probe more than no cache.
+        self._answers: dict[tuple[str, str], Route | None] = {}
 
     def _for_host(self, host: str) -> tuple[tuple[Callable[[str], bool], Route], ...]:
         found = self._by_host.get(host)
@@ -117,10 +123,21 @@ class RouteTable:
 
     def match(self, host: str, path: str) -> Route | None:
         """`host` as received (port and case are ignored), `path` without the query string."""
+        key = (host, path)
+        answers = self._answers
+        try:
+            return answers[key]
+        except KeyError:
+            pass
+        found = None
         for pm, route in self._for_host(normalize_host(host)):
             if pm(path):
-                return route
-        return None
+                found = route
+                break
+        if len(answers) >= _ANSWER_CACHE_MAX:
+            answers.clear()                # unique paths (ids in URLs, scans) must not grow it unbounded
+        answers[key] = found
+        return found
 
     def match_reference(self, host: str, path: str) -> Route | None:
         """The slow, obvious version of `match` (no cache), for property tests."""

@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from regional_lb import routing
 from regional_lb.routing import Route, RouteTable, glob_regex, host_matcher, normalize_host, path_matcher
 
 
@@ -93,3 +94,12 @@ def test_cached_match_agrees_with_reference(host: str, path_parts: list[str],
 @given(st.text(max_size=30))
 def test_glob_never_crashes(pattern: str) -> None:
     glob_regex("/" + pattern).match("/some/path")
+
+
+def test_answer_cache_is_bounded_and_still_right() -> None:
+    table = RouteTable([Route("api", "app", path="/api/"), Route("rest", "app", host="www.example.com")])
+    for i in range(20_000):                          # unique paths: the cache is cleared, never grows past its bound
+        assert table.match("www.example.com", f"/api/{i}").name == "api"
+        assert table.match("other.example", f"/x/{i}") is None
+    assert len(table._answers) <= routing._ANSWER_CACHE_MAX
+    assert table.match("WWW.example.com:80", "/x").name == "rest"
