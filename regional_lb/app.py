@@ -2,6 +2,7 @@
 
     lb = LoadBalancer(config)            # seams: store, resolver, clock, rng, upstream;
                                          # server="aiohttp" to serve every request through aiohttp
+                                         # (default: the config's `server` option, "fast")
     await lb.start()                     # binds listeners (port 0 allowed) and the admin API
     lb.listen_addresses / lb.admin_address
     await lb.reload(new_config)          # validated config in; keeps pool state of pools it keeps
@@ -222,7 +223,7 @@ class LoadBalancer:
                  resolver: Resolver | None = None, clock: Callable[[], float] = time.time,
                  rng: random.Random | None = None, upstream: Any = None,
                  probe: Any = None, rtt_source: Callable[[Any], float | None] | None = None,
-                 server: str = "fast") -> None:
+                 server: str | None = None) -> None:
         self.config = config
         self.config_path = Path(config_path) if config_path else None
         self.clock = clock
@@ -246,7 +247,10 @@ class LoadBalancer:
         self._rtt_source = rtt_source          # seam: loopback RTTs are all ~0, tests inject their own
         self.pusher: Any = None                # LatencyPusher when `latency_push` is configured
         # "fast": plain keep-alive requests on a raw asyncio.Protocol, the rest handed to aiohttp
-        # (regional_lb/proxy/fast.py); "aiohttp": every request through aiohttp's server
+        # (regional_lb/proxy/fast.py); "aiohttp": every request through aiohttp's server.
+        # None: the config's `server` option (default "fast"); read at start, not on reload.
+        if server is None:
+            server = config.server
         if server not in ("fast", "aiohttp"):
             raise ValueError(f"server must be 'fast' or 'aiohttp', not {server!r}")
         self.server_kind = server

@@ -27,7 +27,7 @@ async def serve(path: str, *, shutdown_trigger: asyncio.Event | None = None,
     from regional_lb.app import LoadBalancer
 
     config = load_config(path)
-    lb = LoadBalancer(config, config_path=path)
+    lb = LoadBalancer(config, config_path=path, server=config.server)
     stop = shutdown_trigger or asyncio.Event()
     loop = asyncio.get_running_loop()
     reloads: set[asyncio.Task[object]] = set()

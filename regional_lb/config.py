@@ -26,6 +26,7 @@ from regional_lb.routing import Route
 ROLES = ("edge", "internal")
 DNS_TYPES = ("A", "AAAA", "SRV")
 STATE_BACKENDS = ("memory", "redis")
+SERVERS = ("fast", "aiohttp")      # which HTTP server front end LoadBalancer runs
 _SIZE_UNITS = {"": 1, "b": 1, "k": 1024, "kb": 1024, "m": 1024**2, "mb": 1024**2, "g": 1024**3, "gb": 1024**3}
 
 
@@ -170,6 +171,8 @@ class Config:
     file: str = "<config>"
     any_tls: bool = field(default=False)
     latency_push: Any = None           # regional_lb.latency_push.LatencyPushSettings: client RTTs -> GSLBs
+    server: str = "fast"               # "fast": raw-protocol fast path for plain keep-alive requests,
+                                       # the rest through aiohttp; "aiohttp": everything through aiohttp
 
 
 def load_config(path: str | Path) -> Config:
@@ -356,6 +359,7 @@ def _build(root: Section, base_dir: Path) -> Config:
     st.done()
 
     lb_headers = root.take("lb_headers", bool, True)
+    server = root.take_choice("server", SERVERS, "fast")
     via = root.take("via", str, "1.1 regional-lb")
     pools = _pools(root)
     routes = _routes(root, pools, any_tls)
@@ -366,7 +370,7 @@ def _build(root: Section, base_dir: Path) -> Config:
                   health_endpoint=HealthEndpoint(path, frac), trusted_proxies=tuple(nets),
                   timeouts=timeouts, limits=limits, state=state, pools=MappingProxyType(pools),
                   routes=routes, lb_headers=lb_headers, via=via, file=file, any_tls=any_tls,
-                  latency_push=latency_push)
+                  latency_push=latency_push, server=server)
 
 
 __all__ = [

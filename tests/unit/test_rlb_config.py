@@ -133,3 +133,17 @@ def test_check_config_missing_file(tmp_path: Path, capsys: pytest.CaptureFixture
 def test_any_document_loads_or_raises_config_error(doc: object) -> None:
     with contextlib.suppress(ConfigError):
         parse_config(yaml.safe_dump(doc), file="fuzz.yaml")
+
+
+def test_server_option_defaults_to_fast_and_reaches_the_load_balancer() -> None:
+    from regional_lb.app import LoadBalancer
+
+    assert _parse(BASE).server == "fast"
+    cfg = _parse(_with(server="aiohttp"))
+    assert cfg.server == "aiohttp"
+    assert LoadBalancer(cfg).server_kind == "aiohttp"                  # taken from the config
+    assert LoadBalancer(cfg, server="fast").server_kind == "fast"      # an explicit argument wins
+    assert LoadBalancer(_parse(BASE)).server_kind == "fast"
+    err = _error(_with(server="nginx"))
+    assert err.path == "server"
+    assert "must be one of" in err.reason
