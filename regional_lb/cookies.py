@@ -20,6 +20,7 @@ restarts and are shared by replicas. `decode` never raises: any string is either
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import hmac
 import re
@@ -48,6 +49,33 @@ def _seconds(now: float) -> int:
     return int(min(max(now, 0.0), MAX_TIME))
 
 
+_URLSAFE = bytes.maketrans(b"+/", b"-_")
+
+
+class _KeyedSha256:
+    """HMAC-SHA256 (RFC 2104) under one key with a fixed message prefix, the key schedule done
+    once: the inner and outer SHA-256 states are kept and copied per message. Same bytes as
+    `hmac.new(key, prefix + message, "sha256").digest()`, in about half the time of copying
+    an `hmac.HMAC` (whose copy and digest go through Python)."""
+
+    __slots__ = ("_inner", "_outer")
+
+    def __init__(self, key: bytes, prefix: bytes) -> None:
+        if len(key) > 64:                       # SHA-256's block size
+            key = hashlib.sha256(key).digest()
+        key = key.ljust(64, b"\0")
+        self._inner = hashlib.sha256(bytes(b ^ 0x36 for b in key))
+        self._inner.update(prefix)
+        self._outer = hashlib.sha256(bytes(b ^ 0x5C for b in key))
+
+    def digest(self, message: bytes) -> bytes:
+        inner = self._inner.copy()
+        inner.update(message)
+        outer = self._outer.copy()
+        outer.update(inner.digest())
+        return outer.digest()
+
+
 class CookieCodec:
     """Signs and verifies sticky-session cookie values with a list of secrets."""
 
@@ -57,10 +85,10 @@ class CookieCodec:
         if any(not isinstance(s, str) or not s.strip() for s in secrets):
             raise ValueError("secrets must be non-empty strings")
         self._keys = [s.encode("utf-8") for s in secrets]
-        # HMAC keyed once per secret, with the domain prefix already fed in; each MAC is a
-        # .copy() of it (the key schedule -- two SHA-256 blocks -- is not redone per cookie).
-        self._cookie_macs = [hmac.new(k, b"cookie:", hashlib.sha256) for k in self._keys]
-        self._backend_macs = [hmac.new(k, b"backend:", hashlib.sha256) for k in self._keys]
+        # HMAC keyed once per secret, with the domain prefix already fed in (the key schedule
+        # -- two SHA-256 blocks -- is not redone per cookie).
+        self._cookie_macs = [_KeyedSha256(k, b"cookie:") for k in self._keys]
+        self._backend_macs = [_KeyedSha256(k, b"backend:") for k in self._keys]
         self._tokens: dict[tuple[int, str], bytes] = {}
         self._by_token: list[dict[bytes, str]] = [{} for _ in self._keys]   # token -> backend id
         # value -> its verified SessionCookie: a returning client sends the same value until the
@@ -76,17 +104,13 @@ class CookieCodec:
                 self._tokens.clear()
                 for by_token in self._by_token:
                     by_token.clear()
-            h = self._backend_macs[secret_index].copy()
-            h.update(backend_id.encode("utf-8", "surrogatepass"))
-            cached = h.digest()[:8]
+            cached = self._backend_macs[secret_index].digest(backend_id.encode("utf-8", "surrogatepass"))[:8]
             self._tokens[(secret_index, backend_id)] = cached
             self._by_token[secret_index].setdefault(cached, backend_id)
         return cached
 
     def _mac(self, secret_index: int, payload: bytes) -> bytes:
-        h = self._cookie_macs[secret_index].copy()
-        h.update(payload)
-        return h.digest()[:_MAC_LEN]
+        return self._cookie_macs[secret_index].digest(payload)[:_MAC_LEN]
 
     def lookup(self, cookie: SessionCookie) -> str | None:
         """The backend id whose token (under the secret that verified `cookie`) the cookie carries,
@@ -95,9 +119,13 @@ class CookieCodec:
         return self._by_token[cookie.secret_index].get(cookie.token)
 
     def encode(self, backend_id: str, *, issued: float, last_seen: float) -> str:
-        payload = _PAYLOAD.pack(VERSION, self.token(backend_id), _seconds(issued), _seconds(last_seen))
-        raw = payload + self._mac(0, payload)
-        return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+        token = self._tokens.get((0, backend_id)) or self.token(backend_id)
+        issued_s = int(issued) if 0.0 <= issued <= MAX_TIME else _seconds(issued)
+        seen_s = int(last_seen) if 0.0 <= last_seen <= MAX_TIME else _seconds(last_seen)
+        payload = _PAYLOAD.pack(VERSION, token, issued_s, seen_s)
+        raw = payload + self._cookie_macs[0].digest(payload)[:_MAC_LEN]
+        # 33 bytes -> exactly 44 base64 characters: no padding to strip
+        return binascii.b2a_base64(raw, newline=False).translate(_URLSAFE).decode("ascii")
 
     def decode(self, value: object) -> SessionCookie | None:
         """The verified cookie, or None for anything malformed, tampered or from an unknown secret."""

@@ -25,6 +25,7 @@ times that must survive restarts and be shared by replicas.
 from __future__ import annotations
 
 import enum
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -352,13 +353,17 @@ class Pool:
             sel = self._selection = self._select(now)
         if sel.panic:
             self.stats.panics += 1
-        if inflight:
-            return Candidates(tuple([
-                Candidate(m.backend, inflight.get(m.backend.id, m.inflight), m.load.value(now), weight, accepting)
-                for m, weight, accepting in sel.members]), sel.panic)
-        return Candidates(tuple([
-            Candidate(m.backend, m.inflight, m.load.value(now), weight, accepting)
-            for m, weight, accepting in sel.members]), sel.panic)
+        out = []
+        exp = math.exp
+        for m, weight, accepting in sel.members:
+            # m.load.value(now) inlined (this runs for every candidate of every request):
+            # the estimate decayed by exp(-elapsed / decay), undecayed for elapsed <= 0
+            ld = m.load
+            elapsed = now - ld.stamp
+            ewma = ld.estimate * exp(-elapsed / ld.decay) if elapsed > 0 else ld.estimate
+            out.append(Candidate(m.backend, inflight.get(m.backend.id, m.inflight) if inflight else m.inflight,
+                                 ewma, weight, accepting))
+        return Candidates(tuple(out), sel.panic)
 
     def _select(self, now: float) -> _Selection:
         """The members candidates() returns at `now`, and until when that holds (the next drain

@@ -59,6 +59,7 @@ class StickyCookie(PolicyBase):
         self._template = SetCookieTemplate(settings.cookie, path=settings.path, httponly=settings.httponly,
                                            samesite=settings.samesite, domain=settings.domain)
         self._refresh_after = settings.refresh * settings.max_idle
+        self._max_life = settings.max_life
         self.stats.update(hits=0, new=0, invalid=0, expired=0, resticks=0, strict_refused=0)
 
     @property
@@ -95,10 +96,14 @@ class StickyCookie(PolicyBase):
                rng: random.Random, exclude: frozenset[str], reason: str) -> Pick | None:
         chosen = self.first.pick(request, candidates, now=now, rng=rng, exclude=exclude)
         if chosen is None:
-            self.count("none")
+            self.stats["none"] += 1
             return None
-        self.count("picks")
-        return Pick(chosen.backend, reason, set_cookie=self._set_cookie(request, chosen.backend.id, now, now))
+        self.stats["picks"] += 1
+        backend = chosen.backend
+        value = self.codec.encode(backend.id, issued=now, last_seen=now)
+        max_age = int(now + self._max_life - now)     # as _set_cookie with issued == now (same rounding)
+        return Pick(backend, reason, set_cookie=self._template.render(value, max(1, max_age),
+                                                                      self._secure(request)))
 
     def _candidate(self, cookie: SessionCookie, candidates: Sequence[Candidate]) -> Candidate | None:
         """The candidate whose backend token the cookie carries: the token -> id map first
@@ -120,7 +125,7 @@ class StickyCookie(PolicyBase):
         self._remember(candidates)
         raw = request.cookies.get(s.cookie)
         if raw is None:
-            self.count("new")
+            self.stats["new"] += 1
             return self._fresh(request, candidates, now, rng, exclude, "new-session")
         cookie = self.codec.decode(raw)
         if cookie is None or cookie.issued > now + CLOCK_SKEW or cookie.last_seen < cookie.issued:

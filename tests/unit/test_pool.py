@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from gslb.common.configload import ConfigError, Section
 from gslb.common.health import Health, Status
@@ -300,3 +302,16 @@ def test_pool_settings_validation() -> None:
         PoolSettings(panic_threshold=2.0)
     with pytest.raises(ValueError, match="slow_start"):
         PoolSettings(slow_start=-1)
+
+
+@given(st.lists(st.tuples(st.floats(0.0, 5.0), st.floats(0.0, 100.0)), max_size=8), st.floats(0.0, 200.0))
+def test_candidate_ewma_is_the_decayed_peak_ewma(samples: list[tuple[float, float]], later: float) -> None:
+    from regional_lb.load import PeakEwma
+
+    pool = Pool("p", [backend("a")], PoolSettings(), now=0.0)
+    ref = PeakEwma(decay=PoolSettings().load.decay, default_rtt=PoolSettings().load.default_rtt, now=0.0)
+    for latency, at in samples:
+        pool.request_started("a")
+        pool.request_finished("a", ok=True, latency=latency, now=at)
+        ref.observe(latency, at)
+    assert pool.candidates(later).list[0].ewma == ref.value(later)      # before, at and after the last sample
