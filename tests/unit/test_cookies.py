@@ -191,3 +191,10 @@ def test_set_cookie_template_equals_format_set_cookie(name: str, value: str, pat
     assert template.render(value, max_age, secure) == format_set_cookie(
         name, value, path=path, max_age=max_age, secure=secure, httponly=httponly, samesite=samesite,
         domain=domain)
+
+
+@pytest.mark.parametrize("secret", ["k", "x" * 64, "y" * 65, "é" * 40, "long secret " * 20])
+def test_keys_of_every_length_sign_like_hmac(secret: str) -> None:
+    """Keys longer than SHA-256's 64-byte block are hashed first (RFC 2104), as hmac does."""
+    codec = CookieCodec([secret])
+    assert codec.encode("b1", issued=10, last_seen=20) == _reference_value(secret, "b1", 10, 20)
