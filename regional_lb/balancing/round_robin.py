@@ -30,14 +30,17 @@ class RoundRobin(PolicyBase):
         total = 0.0
         best: Candidate | None = None
         best_current = 0.0
+        state = self._current
         for c in cands:
-            current = self._current.get(c.backend.id, 0.0) + c.weight
-            self._current[c.backend.id] = current
-            total += c.weight
+            backend_id = c.backend.id
+            weight = c.weight
+            current = state.get(backend_id, 0.0) + weight
+            state[backend_id] = current
+            total += weight
             if best is None or current > best_current:
                 best, best_current = c, current
         assert best is not None
-        self._current[best.backend.id] = best_current - total
+        state[best.backend.id] = best_current - total
         if len(self._current) > 4 * len(cands) + 16:    # forget backends long gone
             live = {c.backend.id for c in cands}
             self._current = {k: v for k, v in self._current.items() if k in live}
