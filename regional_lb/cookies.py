@@ -34,7 +34,7 @@ _MAC_LEN = 16
 _VALUE_RE = re.compile(r"[A-Za-z0-9_-]{44}")
 _TOKEN_RE = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")     # RFC 7230 token (cookie names)
 MAX_TIME = 2**32 - 1
-_VERIFIED_MAX = 65536
+_VERIFIED_MAX = 32768
 
 
 @dataclass(frozen=True, slots=True)

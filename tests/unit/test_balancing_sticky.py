@@ -348,3 +348,28 @@ def test_known_backend_memory_is_bounded() -> None:
 
 def test_learn_cookie_name_property() -> None:
     assert learn(cookie="SID").cookie_name == "SID"
+
+
+def test_a_replica_with_cold_caches_honours_the_cookie_and_matches_the_reference() -> None:
+    """Another LB (same secrets, nothing cached: no token computed, no cookie verified) sticks
+    the session like the issuer, and the fast token lookup agrees with exhaustive resolve."""
+    issuer, replica = sticky(), sticky()
+    cs = cands(6)
+    first = issuer.pick(request(), cs, now=T0, rng=RNG)
+    assert first is not None
+    value = cookie_value(first)
+    again = follow(replica, first, list(reversed(cs)), T0 + 5)
+    assert again is not None
+    assert again.backend == first.backend
+    assert again.reason == "cookie"
+    decoded = replica.codec.decode(value)
+    assert decoded is not None
+    ids = [c.backend.id for c in cs]
+    assert replica.codec.lookup(decoded) == replica.codec.resolve(decoded, ids) == first.backend.id
+    # the backend left the candidates: moved (it is known), with a fresh cookie for another backend
+    rest = [c for c in cs if c.backend != first.backend]
+    moved = follow(replica, first, rest, T0 + 6)
+    assert moved is not None
+    assert moved.reason == "moved"
+    assert moved.backend != first.backend
+    assert moved.set_cookie is not None
