@@ -13,6 +13,12 @@ seconds of the `now` the proxy passes -- it must be wall-clock time so cookies s
 restarts and are shared by replicas. `decode` never raises: any string is either a
 `SessionCookie` or None.
 
+Per request this is cheap (it runs on every sticky request): the HMAC key schedule is done
+once per secret (`_KeyedSha256`), backend tokens are cached both ways (id -> token,
+token -> id for `lookup`), and values that verified are remembered (bounded), so a
+returning client's cookie costs dict lookups, not MACs. `SetCookieTemplate` writes the
+fixed attribute text once.
+
 `format_set_cookie` / `parse_set_cookie` write and read Set-Cookie header values
 (RFC 6265); the parser is lenient and never raises, for sticky_learn.
 """
