@@ -24,7 +24,7 @@ sysdeps:
 run: $(STAMP) sysdeps
 	$(PY) -m deploy.launcher
 
-test: $(STAMP) sysdeps
+test: $(STAMP) sysdeps lint
 	$(PY) -m pytest
 
 lint: $(STAMP)

@@ -35,10 +35,14 @@ async def test_http_probe_ok_and_bad_status():
     try:
         spec = ProbeSpec.from_url(f"http://127.0.0.1:{port}/health", timeout=2)
         ok = await run_probe(spec)
-        assert ok.ok and ok.status == 200 and ok.rtt is not None and b"healthy_fraction" in ok.body
+        assert ok.ok
+        assert ok.status == 200
+        assert ok.rtt is not None
+        assert b"healthy_fraction" in ok.body
         status["code"] = 503
         bad = await run_probe(spec)
-        assert not bad.ok and bad.detail == "503"
+        assert not bad.ok
+        assert bad.detail == "503"
     finally:
         await runner.cleanup()
 
@@ -46,7 +50,8 @@ async def test_http_probe_ok_and_bad_status():
 async def test_unreachable_targets_fail_cleanly():
     port = free_port()  # nothing listens here
     refused = await run_probe(ProbeSpec("tcp", "127.0.0.1", port, timeout=1))
-    assert not refused.ok and "refused" in refused.detail
+    assert not refused.ok
+    assert "refused" in refused.detail
     http_refused = await run_probe(ProbeSpec.from_url(f"http://127.0.0.1:{port}/", timeout=1))
     assert not http_refused.ok
 
@@ -57,7 +62,8 @@ async def test_timeout_is_reported():
     port = server.sockets[0].getsockname()[1]
     try:
         result = await run_probe(ProbeSpec.from_url(f"http://127.0.0.1:{port}/", timeout=0.2))
-        assert not result.ok and result.detail.startswith("timeout")
+        assert not result.ok
+        assert result.detail.startswith("timeout")
     finally:
         for w in writers:
             w.close()

@@ -39,7 +39,7 @@ def test_bool_is_not_an_int():
 def test_required_and_defaults():
     root = load("{}")
     assert root.take("x", int, 5) == 5
-    with pytest.raises(ConfigError, match="x.yaml: y: is required"):
+    with pytest.raises(ConfigError, match=r"x\.yaml: y: is required"):
         root.take("y", str)
 
 
@@ -78,7 +78,7 @@ def test_named_sections_keep_paths():
     root = load("regions:\n  us: {lat: north}\n")
     ((name, sect),) = list(root.named_sections("regions"))
     assert name == "us"
-    with pytest.raises(ConfigError, match="regions.us.lat: expected a number"):
+    with pytest.raises(ConfigError, match=r"regions\.us\.lat: expected a number"):
         sect.take("lat", float)
     root.done()
 

@@ -30,7 +30,8 @@ def test_each_pair(status, ok, streak, expected_status, expected_streak):
 
 
 def test_initial_state_is_explicit():
-    assert Health.initial().up and not Health.initial().probed
+    assert Health.initial().up
+    assert not Health.initial().probed
     assert not Health.initial(assume_up=False).up
     assert "assumed" in repr(Health.initial())
 
