@@ -231,6 +231,9 @@ class Responder:
         self._rrsets: dict[tuple[int, int, tuple[str, ...]], RRset] = {}
         self._negative_soa = {zone.origin: RRset(SOA, zone.negative_ttl, zone.soa_rrset.rdatas)
                               for zone in self.zones}
+        # Names above a service name exist (empty non-terminals): NODATA for them, never NXDOMAIN.
+        self._service_parents = frozenset(
+            parent for service in getattr(steering, "services", ()) for parent in _parents(service))
 
     def __repr__(self) -> str:
         return (f"<Responder {', '.join(self._zones) or 'no zones'} "
@@ -457,7 +460,7 @@ class Responder:
                     target = self._service(res, zone, name, qtype, edns, client, now)
                     if target is None:
                         return res
-                elif name in zone.names:
+                elif name in zone.names or name in self._service_parents:
                     self._negative(res, zone, nxdomain=False)
                     return res
                 else:
@@ -661,3 +664,12 @@ class Responder:
         if edns is not None:
             writer.opt(self.max_udp_size, res.rcode >> 4, edns.do, options)
         return writer.finish(query.msg_id, flags | TC)
+
+
+def _parents(name: str) -> list[str]:
+    """Every proper ancestor of `name` ("a.b.c" -> ["b.c", "c"])."""
+    out = []
+    while "." in name:
+        name = name.partition(".")[2]
+        out.append(name)
+    return out

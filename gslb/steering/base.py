@@ -15,6 +15,7 @@ Nothing here does I/O; `now` is passed in.
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -82,6 +83,11 @@ class ServiceSteering(Protocol):
         """Bumped whenever any answer may change (health, drain, reload): caches key on it. Changes of
         measured data (latency) bump the steering's `data_generation` instead, which only the answers
         carrying a `ServiceAnswer.data_generation` depend on."""
+        ...
+
+    @property
+    def services(self) -> Mapping[str, object]:
+        """The service names (keys). The responder treats their ancestors as existing names."""
         ...
 
     def is_service(self, name: str) -> bool:

@@ -659,3 +659,16 @@ def test_latency_ingest_keeps_static_and_geo_answers_cached_and_moves_latency_an
     assert responder.stats.cache_misses == misses + 1
     assert addresses(lat, 2.5) == ["127.0.3.1"]          # and is cached again until the next push
     assert responder.stats.cache_hits == hits + 3
+
+
+def test_names_above_a_service_name_are_nodata_not_nxdomain() -> None:
+    steering = default_steering()
+    steering.services["www.eu.example.test"] = service_answer()
+    responder, _ = make_responder(steering)
+    reply = ask(responder, query("eu.example.test", "A"))
+    assert reply.rcode() == dns.rcode.NOERROR
+    assert reply.answer == []
+    assert reply.authority[0].rdtype == dns.rdatatype.SOA
+    reply = ask(responder, query("www.eu.example.test", "A"))
+    assert reply.answer
+    assert ask(responder, query("other.eu.example.test", "A")).rcode() == dns.rcode.NXDOMAIN
