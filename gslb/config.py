@@ -24,6 +24,7 @@ from gslb.common.checker import CheckTarget
 from gslb.common.configload import ConfigError, Section
 from gslb.common.health import Thresholds
 from gslb.common.probe import ProbeResult, ProbeSpec
+from gslb.dns.records import AAAA, CNAME, A
 from gslb.dns.zone import Zone, load_zones
 from gslb.steering.base import Region
 from gslb.steering.config import ServiceConfig, load_services
@@ -262,6 +263,13 @@ def _check_services_in_zones(root: Section, zones: tuple[Zone, ...], services: d
     for name in services:
         if not any(name == o or name.endswith("." + o) for o in origins):
             raise root.error("services", f"{name!r} is not inside any configured zone ({', '.join(origins)})")
+        for zone in zones:
+            static = zone.nodes.get(name, {})
+            clash = [t for t, label in ((A, "A"), (AAAA, "AAAA"), (CNAME, "CNAME")) if t in static]
+            if clash:
+                kinds = "/".join(label for t, label in ((A, "A"), (AAAA, "AAAA"), (CNAME, "CNAME")) if t in clash)
+                raise root.error("services", f"{name!r} also has static {kinds} records in zone "
+                                             f"{zone_origin(zone)!r}: a name is either steered or static")
 
 
 def zone_origin(zone: Zone) -> str:

@@ -133,3 +133,11 @@ def test_serve_answers_reloads_on_sighup_and_stops_on_sigterm(tmp_path):
             proc.wait()
         if proc.stdout:
             proc.stdout.close()
+
+
+def test_service_name_with_static_address_records_is_refused(tmp_path):
+    data = gslb_config(tmp_path, dns_port=1053, admin_port=8053, lbs=None)
+    data["zones"]["example.test"]["records"]["www"] = {"A": ["127.0.0.80"]}
+    result = gslb("check-config", str(write(tmp_path, data)))
+    assert result.returncode == 1
+    assert "services: 'www.example.test' also has static A records" in result.stderr
