@@ -58,25 +58,15 @@ async def regions(request: web.Request) -> web.Response:
     return web.json_response({"regions": [server.region_info(n) for n in server.regions]})
 
 
-def _region_name(request: web.Request) -> str | None:
+@require_token
+async def region_action(request: web.Request) -> web.Response:
+    """POST /api/regions/{name}/drain or /undrain."""
+    server = _server(request)
     name = request.match_info["name"]
-    return name if name in _server(request).regions else None
-
-
-@require_token
-async def drain(request: web.Request) -> web.Response:
-    name = _region_name(request)
-    if name is None:
-        return json_error(404, f"no region named {request.match_info['name']!r}")
-    return web.json_response(_server(request).drain(name))
-
-
-@require_token
-async def undrain(request: web.Request) -> web.Response:
-    name = _region_name(request)
-    if name is None:
-        return json_error(404, f"no region named {request.match_info['name']!r}")
-    return web.json_response(_server(request).undrain(name))
+    if name not in server.regions:
+        return json_error(404, f"no region named {name!r}")
+    act = server.drain if request.match_info["action"] == "drain" else server.undrain
+    return web.json_response(act(name))
 
 
 @require_token
@@ -136,8 +126,7 @@ def make_admin_app(server: GslbServer) -> web.Application:
     app.router.add_get("/metrics", metrics_handler(registry))
     app.router.add_get("/api/status", status)
     app.router.add_get("/api/regions", regions)
-    app.router.add_post("/api/regions/{name}/drain", drain)
-    app.router.add_post("/api/regions/{name}/undrain", undrain)
+    app.router.add_post("/api/regions/{name}/{action:drain|undrain}", region_action)
     app.router.add_post("/api/latency", ingest_latency)
     app.router.add_get("/api/latency", latency_info)
     app.router.add_get("/api/explain", explain)

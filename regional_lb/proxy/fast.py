@@ -260,12 +260,8 @@ class FastHandler(ProxyHandler):
             up.close()
             raise
         finally:
-            if not reported:
-                pool.request_finished(backend.id, ok=ok, latency=latency, now=clock())
-            if lb.shared_inflight:
-                await lb.store.decr_inflight(rr.pool.name, backend.id)
-            up.release()
-            self._account(request, rr, status, t0, backend.id, pick.reason)
+            await self._finish(request, rr, pick, up, status=status, ok=ok,
+                               latency=None if reported else latency, t0=t0)
         return _WRITTEN
 
 

@@ -323,13 +323,23 @@ class ProxyHandler:
             up.close()                  # the client went away: do not reuse a half-read connection
             raise
         finally:
-            if not reported:
-                pool.request_finished(backend.id, ok=ok, latency=latency, now=clock())
-            if lb.shared_inflight:
-                await lb.store.decr_inflight(rr.pool.name, backend.id)
-            up.release()
-            self._account(request, rr, status, t0, backend.id, pick.reason)
+            await self._finish(request, rr, pick, up, status=status, ok=ok,
+                               latency=None if reported else latency, t0=t0)
         return out
+
+    async def _finish(self, request: Any, rr: RouteRuntime, pick: Any, up: Any, *, status: int, ok: bool,
+                      latency: float | None, t0: float) -> None:
+        """After a proxied response, on every path: passive health and EWMA (unless already reported:
+        `latency` None), the shared in-flight count, the upstream connection back to its pool, metrics
+        and the access log."""
+        lb = self.lb
+        backend_id = pick.backend.id
+        if latency is not None:
+            rr.pool.pool.request_finished(backend_id, ok=ok, latency=latency, now=lb.clock())
+        if lb.shared_inflight:
+            await lb.store.decr_inflight(rr.pool.name, backend_id)
+        up.release()
+        self._account(request, rr, status, t0, backend_id, pick.reason)
 
     async def _sticky_bookkeeping(self, rr: RouteRuntime, info: RequestInfo, pick: Any,
                                   up: aiohttp.ClientResponse) -> None:
