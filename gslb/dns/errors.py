@@ -12,6 +12,7 @@
                 BadQuestionCount  QDCOUNT != 1
                 BadOpt            OPT not at the root, in the wrong section, or with bad options
                 DuplicateOpt      two OPT records (RFC 6891 §6.1.1)
+                BadCookie         a COOKIE option of a bad length, or two of them (RFC 7873 §5.2.2)
                 EcsError          (gslb.dns.ecs) a malformed Client Subnet option
             NotImplementedOpcode  NOTIMP: an opcode other than QUERY
             BadVersion            BADVERS: EDNS version > 0
@@ -81,6 +82,10 @@ class BadOpt(FormError):
 
 class DuplicateOpt(FormError):
     """More than one OPT record."""
+
+
+class BadCookie(FormError):
+    """Malformed COOKIE option."""
 
 
 class NotImplementedOpcode(WireError):

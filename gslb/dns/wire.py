@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from gslb.dns.ecs import ECS_OPTION, ClientSubnet, EcsError
 from gslb.dns.errors import (
+    BadCookie,
     BadName,
     BadOpt,
     BadQuestionCount,
@@ -33,6 +34,8 @@ from gslb.dns.errors import (
 from gslb.dns.records import OPT, Rdata, type_name
 
 HEADER = struct.Struct("!HHHHHH")
+NSID_OPTION = 3             # RFC 5001
+COOKIE_OPTION = 10          # RFC 7873
 _RR_FIXED = struct.Struct("!HHIH")
 _TYPE_CLASS = struct.Struct("!HH")
 
@@ -66,6 +69,8 @@ class Edns:
     version: int
     do: bool
     ecs: ClientSubnet | None = None
+    cookie: bytes | None = None  # COOKIE option data as received: client cookie (8) or client+server (16..40)
+    nsid: bool = False          # an NSID option was present (RFC 5001)
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,6 +196,8 @@ def parse_query(data: bytes) -> Query:
             if version != 0:
                 raise BadVersion(f"version {version}")
             ecs: ClientSubnet | None = None
+            cookie: bytes | None = None
+            nsid = False
             while p < end:
                 if p + 4 > end:
                     raise BadOpt("option header cut short")
@@ -202,9 +209,17 @@ def parse_query(data: bytes) -> Query:
                     if ecs is not None:
                         raise EcsError("two Client Subnet options")
                     ecs = ClientSubnet.from_wire(data[p:p + length])
+                elif code == COOKIE_OPTION:
+                    if cookie is not None:
+                        raise BadCookie("two COOKIE options")
+                    if length != 8 and not 16 <= length <= 40:     # RFC 7873 §5.2.2
+                        raise BadCookie(f"{length} bytes")
+                    cookie = data[p:p + length]
+                elif code == NSID_OPTION:
+                    nsid = True
                 p += length
-            if ecs is not None:
-                edns = Edns(udp_size, version, do, ecs)
+            if ecs is not None or cookie is not None or nsid:
+                edns = Edns(udp_size, version, do, ecs, cookie, nsid)
     except WireError as exc:
         exc.msg_id, exc.flags, exc.question, exc.edns = msg_id, flags, question, edns
         raise

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import struct
 
+import dns.edns
 import dns.message
 import pytest
 from hypothesis import given
@@ -39,6 +40,54 @@ def test_parse_edns_and_ecs() -> None:
     assert parsed.edns.ecs is not None
     assert parsed.edns.ecs.source == 24
     assert parsed.edns.ecs.address == b"\x01\x02\x03"
+
+
+def _with_options(*options: dns.edns.Option) -> bytes:
+    msg = dns.message.make_query("www.example.test", "A", use_edns=0, options=list(options))
+    return msg.to_wire()
+
+
+def test_parse_cookie_and_nsid() -> None:
+    client = bytes(range(1, 9))
+    parsed = parse_query(_with_options(dns.edns.CookieOption(client, b"")))
+    assert parsed.edns is not None
+    assert parsed.edns.cookie == client
+    assert not parsed.edns.nsid
+    server = bytes(range(16))
+    both = parse_query(_with_options(dns.edns.NSIDOption(b""), dns.edns.CookieOption(client, server),
+                                     dns.edns.ECSOption("1.2.3.0", 24)))
+    assert both.edns is not None
+    assert both.edns.cookie == client + server
+    assert both.edns.nsid
+    assert both.edns.ecs is not None
+    assert both.edns.ecs.address == b"\x01\x02\x03"
+    plain = parse_query(query("www.example.test"))
+    assert plain.edns is not None
+    assert plain.edns.cookie is None
+    assert not plain.edns.nsid
+
+
+@pytest.mark.parametrize("length", [0, 7, 9, 15, 41, 64])
+def test_cookie_of_a_bad_length_is_a_form_error(length: int) -> None:
+    data = _with_options(dns.edns.GenericOption(10, b"c" * length))
+    with pytest.raises(errors.BadCookie) as info:
+        parse_query(data)
+    assert isinstance(info.value, errors.FormError)
+    assert info.value.question is not None
+    assert info.value.edns is not None          # the OPT itself was sound: echoed in the FORMERR
+
+
+@pytest.mark.parametrize("length", [8, 16, 24, 40])
+def test_cookie_lengths_accepted(length: int) -> None:
+    parsed = parse_query(_with_options(dns.edns.GenericOption(10, b"c" * length)))
+    assert parsed.edns is not None
+    assert parsed.edns.cookie == b"c" * length
+
+
+def test_two_cookies_are_a_form_error() -> None:
+    cookie = dns.edns.GenericOption(10, b"c" * 8)
+    with pytest.raises(errors.BadCookie, match="two"):
+        parse_query(_with_options(cookie, cookie))
 
 
 def _raises(data: bytes, kind: type[Exception]) -> errors.WireError:
