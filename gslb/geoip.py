@@ -22,6 +22,7 @@ licence requires `ATTRIBUTION` to be shown (the server prints it in --version an
 
 from __future__ import annotations
 
+import importlib.resources
 import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -31,7 +32,8 @@ from typing import Any, Protocol
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
-DEFAULT_DATABASE = Path(__file__).resolve().parent.parent / "geo_data" / "dbip-city-lite-compact.mmdb"
+# The bundled database is package data of `geo_data` (an installed wheel carries it too).
+DEFAULT_DATABASE = Path(str(importlib.resources.files("geo_data") / "dbip-city-lite-compact.mmdb"))
 ATTRIBUTION = "IP Geolocation by DB-IP (https://db-ip.com), licensed under CC BY 4.0"
 
 
