@@ -10,10 +10,7 @@ SYS_PKGS := redis-server bind9-dnsutils
 .PHONY: run test lint bench bench-deps sysdeps venv clean
 
 $(STAMP): pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]'
-	touch $(STAMP)
+	flock .venv.lock bash deploy/make-venv.sh $(PYTHON) $(VENV)
 
 venv: $(STAMP)
 
