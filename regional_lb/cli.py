@@ -2,6 +2,7 @@
 
     regional-lb serve -c edge.yaml [--log-level info] [--access-log]
     regional-lb check-config edge.yaml      # prints OK, or FILE: key.path: reason and exits 1
+    regional-lb --version
 
 `serve` runs until SIGINT/SIGTERM (in-flight requests finish) and reloads the config on
 SIGHUP (a bad new config is logged and the running one kept). uvloop is used when installed.
@@ -16,6 +17,7 @@ import signal
 import sys
 from collections.abc import Sequence
 
+from gslb import __version__
 from gslb.common.configload import ConfigError
 from regional_lb.config import load_config
 
@@ -77,6 +79,7 @@ def _run(coro: object) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="regional-lb", description="Sticky L7 regional load balancer")
+    parser.add_argument("--version", action="version", version=f"regional-lb {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     p_serve = sub.add_parser("serve", help="run the load balancer")
     p_serve.add_argument("-c", "--config", required=True, help="YAML config file")

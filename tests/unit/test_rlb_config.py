@@ -147,3 +147,12 @@ def test_server_option_defaults_to_fast_and_reaches_the_load_balancer() -> None:
     err = _error(_with(server="nginx"))
     assert err.path == "server"
     assert "must be one of" in err.reason
+
+
+def test_version_flag_prints_the_program_and_version(capsys):
+    from gslb import __version__
+
+    with pytest.raises(SystemExit) as exc:
+        main(["--version"])
+    assert exc.value.code == 0
+    assert capsys.readouterr().out.strip() == f"regional-lb {__version__}"
