@@ -25,7 +25,10 @@ prints how to try it and writes --ready-file: JSON with the ports, addresses, ru
 Stopping: SIGINT or SIGTERM stops the edges, then the internal LBs, the app servers, the GSLB
 and Redis, each with SIGTERM to its own process group and SIGKILL after --stop-timeout.
 Children also get SIGTERM from the kernel if the launcher itself dies (PR_SET_PDEATHSIG).
-Exit status: 0 after a requested stop, 1 if a piece failed to start.
+Exit status: 0 after a requested stop, 1 if a piece failed to start. A port given explicitly that is
+already taken on one of its addresses (another demo running) stops the launcher at once, naming
+the address and port. After a failure the temporary run dir is kept (its path is printed) so the
+logs that say why are still there.
 """
 
 from __future__ import annotations
@@ -146,6 +149,16 @@ def choose_ports(requested: dict[str, int], *, v6: bool) -> Ports:
     chosen: dict[str, int] = {}
     for key, (hosts, udp) in users.items():
         port = requested.get(key, 0)
+        if port != 0:
+            kinds = [socket.SOCK_STREAM] + ([socket.SOCK_DGRAM] if udp else [])
+            for host in hosts:
+                for kind in kinds:
+                    if not _bindable(host, port, kind):
+                        where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+                        proto = "UDP" if kind == socket.SOCK_DGRAM else "TCP"
+                        raise RuntimeError(
+                            f"{where} ({proto}, the {key.replace('_', ' ')} port) is already in use: is another "
+                            f"demo running? Stop it, or choose another port with --{key.replace('_', '-')}-port")
         if port == 0:
             port = pick_port(hosts, udp=udp)
             while port in chosen.values():
@@ -480,8 +493,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     temp = None
     if args.run_dir is None:
-        temp = tempfile.TemporaryDirectory(prefix="gslb-demo-")
-        run_dir = Path(temp.name)
+        temp = run_dir = Path(tempfile.mkdtemp(prefix="gslb-demo-"))
     else:
         run_dir = args.run_dir.resolve()
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -508,7 +520,10 @@ def main(argv: list[str] | None = None) -> int:
         for sig, handler in old.items():
             signal.signal(sig, handler)
         if temp is not None:
-            temp.cleanup()
+            if status == 0:
+                shutil.rmtree(temp, ignore_errors=True)
+            else:                                         # the logs say why: keep them
+                print(f"launcher: logs and rendered configs kept in {temp}", file=sys.stderr, flush=True)
     print("launcher: all stopped", file=sys.stderr, flush=True)
     return status
 

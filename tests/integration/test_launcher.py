@@ -6,6 +6,7 @@ import importlib
 import os
 import signal
 import socket
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -183,3 +184,43 @@ def test_launcher_starts_everything_and_sigterm_stops_everything(tmp_path: Path)
     assert not (tmp_path / "ready.json").exists()
     assert all(_gone(pid) for pid in pids.values()), output
     assert not any(_listening(h, p) for h, p in listening)
+
+
+def _launch(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    free = ["--dns-port", "0", "--admin-port", "0", "--lb-port", "0", "--lb-admin-port", "0", "--app-port", "0"]
+    return subprocess.run([sys.executable, "-m", "deploy.launcher", *free, *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=60, env=env)
+
+
+def test_a_taken_demo_port_stops_the_launcher_at_once_naming_it(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = _launch("--run-dir", str(tmp_path / "run"), "--admin-port", str(port))
+    assert result.returncode == 1
+    assert f"127.0.0.1:{port} (TCP, the admin port) is already in use" in result.stderr
+    assert "--admin-port" in result.stderr
+    assert not (tmp_path / "run").exists()          # nothing started, nothing to clean
+
+
+def test_choose_ports_refuses_a_taken_port_on_any_of_its_addresses() -> None:
+    host = internal_host(2, "b")
+    with socket.socket() as busy:
+        busy.bind((host, 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        with pytest.raises(RuntimeError, match=rf"{host}:{port} \(TCP, the lb port\) is already in use"):
+            choose_ports({"lb": port}, v6=False)
+
+
+def test_a_failed_start_keeps_the_temporary_logs(tmp_path: Path) -> None:
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    result = _launch("--start-timeout", "0", env=env)
+    assert result.returncode == 1
+    kept = [line.rsplit(" ", 1)[-1] for line in result.stderr.splitlines() if "kept in" in line]
+    assert len(kept) == 1, result.stderr
+    run_dir = Path(kept[0])
+    assert run_dir.parent == tmp_path
+    assert (run_dir / "logs").is_dir()
+    assert (run_dir / "gslb.yaml").is_file()
