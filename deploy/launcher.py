@@ -379,8 +379,8 @@ def howto(ports: Ports, run_dir: Path) -> str:
     return f"""
 Demo running (logs and rendered configs in {run_dir}). Try:
 
-  dig @127.0.0.1 -p {dns} www.example.test +subnet=175.45.176.0/24    # Seoul     -> 127.0.3.1 ap-northeast
-  dig @127.0.0.1 -p {dns} www.example.test +subnet=81.169.145.0/24    # Frankfurt -> 127.0.2.1 eu-central
+  dig @127.0.0.1 -p {dns} www.example.test +subnet=168.126.63.0/24    # Seoul     -> 127.0.3.1 ap-northeast
+  dig @127.0.0.1 -p {dns} www.example.test +subnet=3.120.0.0/24        # Frankfurt -> 127.0.2.1 eu-central
   dig @127.0.0.1 -p {dns} www.example.test +subnet=3.208.0.0/24       # Ashburn   -> 127.0.1.1 us-east
   dig @127.0.0.1 -p {dns} www.example.test +tcp
   dig @::1 -p {dns} example.test SOA
@@ -393,9 +393,9 @@ Demo running (logs and rendered configs in {run_dir}). Try:
 
   # latency steering (api.example.test): report that Seoul's network is fastest from eu-central
   curl -s -X POST -H 'Authorization: Bearer {ADMIN_TOKEN}' -H 'Content-Type: application/json' \\
-       -d '{{"measurements":[{{"network":"175.45.176.0/24","region":"eu-central","rtt_ms":5}}]}}' \\
+       -d '{{"measurements":[{{"network":"168.126.63.0/24","region":"eu-central","rtt_ms":5}}]}}' \\
        http://127.0.0.1:{ports.admin}/api/latency
-  dig @127.0.0.1 -p {dns} api.example.test +subnet=175.45.176.0/24 +short  # -> 127.0.2.1
+  dig @127.0.0.1 -p {dns} api.example.test +subnet=168.126.63.0/24 +short  # -> 127.0.2.1
   curl -s  http://127.0.3.1:{ports.lb_admin}/api/pools -H 'Authorization: Bearer {ADMIN_TOKEN}'
 
 Kill an app server or an edge (see pids in the ready file / `ps`) and watch the answers move.

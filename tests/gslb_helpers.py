@@ -22,8 +22,8 @@ from gslb.app import GslbServer, serve
 from gslb.config import load_config
 from tests.geo_fixtures import City, write_city_db
 
-SEOUL_NET = "175.45.176.0/24"
-FRANKFURT_NET = "81.169.145.0/24"
+SEOUL_NET = "168.126.63.0/24"
+FRANKFURT_NET = "3.120.0.0/24"
 ASHBURN_NET = "3.208.0.0/24"
 SEOUL_V6_NET = "2001:db8:1::/48"
 

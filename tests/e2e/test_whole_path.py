@@ -24,7 +24,7 @@ import redis
 
 from deploy.launcher import running_demo
 
-SEOUL_CLIENT_NET = "211.45.27.0"     # KR, located in Seoul by the bundled DB-IP database
+SEOUL_CLIENT_NET = "168.126.63.0"     # KR: KT's public DNS network in Seoul
 PROBE_INTERVAL, PROBE_FALL = 1.0, 2  # deploy/local/gslb.yaml
 # ap-northeast's internal groups (deploy/local/internal-ap-northeast-{a,b}.yaml): the app servers behind each
 APP_GROUPS = ({"ap-northeast-app-1", "ap-northeast-app-2"}, {"ap-northeast-app-3", "ap-northeast-app-4"})

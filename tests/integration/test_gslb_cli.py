@@ -83,7 +83,7 @@ def test_missing_config_file():
 
 def test_explain_prints_regions_and_reason(tmp_path):
     path = write(tmp_path, gslb_config(tmp_path, dns_port=1053, admin_port=8053, lbs=None))
-    result = gslb("explain", "-c", str(path), "www.example.test", "--client", "175.45.176.10")
+    result = gslb("explain", "-c", str(path), "www.example.test", "--client", "168.126.63.10")
     assert result.returncode == 0, result.stderr
     assert "ap-northeast" in result.stdout.splitlines()[-1]
     assert "Seoul" in result.stdout or "KR" in result.stdout
