@@ -1,8 +1,34 @@
-"""DNS over TCP (RFC 7766): length-framed messages, several per connection, idle timeout  [edge].
+"""DNS over TCP (RFC 7766): length-framed messages, several per connection, bounded per client  [edge].
 
-The same responder as UDP answers with `tcp=True` (no truncation). A connection is
-closed after `idle_timeout` without a query, on a message the responder drops, or
-when the connection limit is reached (new connections are closed at once).
+One `asyncio.Protocol` per connection (no task, no StreamReader): bytes are framed
+in `data_received` and each message goes to the same responder as UDP with
+`tcp=True` (no truncation). What a connection may hold is bounded (RFC 7766 §6.2.3,
+§10; the shape follows gdnsd):
+
+* `max_connections` open at once: at the limit the connection idle the longest
+  (the one whose last complete query is oldest) is closed to admit the new one, so
+  a client holding silent connections cannot keep others out (`evicted`).
+* `max_per_client` open connections per client address; more are closed at
+  once (`refused`).
+* `idle_timeout`: a connection that has not delivered a complete query for that
+  long is closed, whether or not replies are still unsent to it (`idle_closed`);
+  a half-sent query does not count as activity.
+* `max_unsent` bytes of replies the client has not read: over it the
+  connection's queries are no longer read (the rest stays in the kernel), and if
+  it is still over when the idle timeout comes it is closed (`unsent_closed`).
+  The kernel send buffer of each connection is set to the same size, so unread
+  replies cost at most about 3 x `max_unsent` per connection.
+* a message the responder drops (garbage, a response) closes the connection.
+* a connection reset by the peer, before it was handled or while it was, is
+  counted (`resets`) and never logged as an error.
+
+Server-side closes abort the connection (unsent replies are discarded): a client
+that does not read cannot hold a closing connection open either.
+
+    server = DnsTcpServer(get_responder, idle_timeout=10, max_connections=1024,
+                          max_per_client=64, max_unsent=65536)
+    await server.listen("0.0.0.0", 53); ...; await server.close()
+    server.stats      TcpStats (counters)       len(server) connections open now
 """
 
 from __future__ import annotations
@@ -11,66 +37,265 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
+import socket
 import time
+from collections import Counter, OrderedDict
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 log = logging.getLogger("gslb.dns")
 
+@dataclass(eq=False, slots=True)
+class TcpStats:
+    """Plain counters of the TCP edge; the server exports them (with the open count)."""
+
+    accepted: int = 0           # connections admitted
+    evicted: int = 0            # closed, longest idle first, to admit a new one at the limit
+    refused: int = 0            # closed at once: the client address had max_per_client open
+    resets: int = 0             # reset (or failed) by the peer before or while handled
+    idle_closed: int = 0        # no complete query within the idle timeout
+    unsent_closed: int = 0      # still over max_unsent unread reply bytes at the idle timeout
+    dropped_closed: int = 0     # the responder dropped a message (garbage, a response)
+    queries: int = 0            # messages handed to the responder
+    paused: int = 0             # times reading stopped because replies went unread
+    errors: int = 0             # the responder raised (it promises not to): logged, connection closed
+
+
+class _Connection(asyncio.Protocol):
+    """One client connection: framing, its idle timer, and its unread-reply state."""
+
+    __slots__ = ("buffer", "client", "closed", "host", "last_active", "over", "server", "timer", "transport")
+
+    def __init__(self, server: DnsTcpServer) -> None:
+        self.server = server
+        self.transport: asyncio.Transport | None = None
+        self.buffer = bytearray()
+        self.host = ""
+        self.client: Any = None
+        self.last_active = 0.0
+        self.timer: asyncio.TimerHandle | None = None
+        self.over = False           # unread replies above max_unsent: reading paused
+        self.closed = False         # closed by us (or forgotten): connection_lost counts nothing
+
+    def __repr__(self) -> str:
+        return f"<_Connection {self.host} {'closed' if self.closed else 'open'}>"
+
+    # -- asyncio callbacks --------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.server._admit(self)
+
+    def data_received(self, data: bytes) -> None:
+        if self.closed:
+            return
+        self.buffer += data
+        if not self.over:
+            self._answer()
+
+    def eof_received(self) -> bool:
+        # The client half-closed: what was answered is flushed, then the transport closes.
+        return False
+
+    def pause_writing(self) -> None:
+        if not self.over and not self.closed and self.transport is not None:
+            self.over = True
+            self.server.stats.paused += 1
+            self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.over and not self.closed and self.transport is not None:
+            self.over = False
+            self.transport.resume_reading()
+            self._answer()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.closed:
+            if exc is not None:
+                self.server.stats.resets += 1
+            self.server._forget(self)
+        self.buffer = bytearray()
+
+    # -- work -----------------------------------------------------------------------
+    def _answer(self) -> None:
+        """Answer every complete message in the buffer, until the unread replies go over the cap."""
+        buf = self.buffer
+        n = len(buf)
+        if n < 2:
+            return
+        server = self.server
+        transport = self.transport
+        assert transport is not None
+        responder = server._get_responder()
+        now = server._clock()
+        pos = 0
+        answered = 0
+        while n - pos >= 2:
+            end = pos + 2 + ((buf[pos] << 8) | buf[pos + 1])
+            if end > n:
+                break
+            message = bytes(buf[pos + 2:end])
+            pos = end
+            answered += 1
+            try:
+                reply = responder.respond(message, self.client, now, tcp=True)
+            except Exception:  # the responder promises never to raise; keep serving if it does
+                server._responder_failed(message, self.host)
+                reply = None
+            if reply is None:
+                server.stats.queries += answered
+                server.stats.dropped_closed += 1
+                self.close()
+                return
+            transport.write(len(reply).to_bytes(2, "big") + reply)
+            if self.over or transport.is_closing():   # pause_writing ran inside write(), or it failed
+                break
+        if pos:
+            del buf[:pos]
+        if answered:
+            server.stats.queries += answered
+            if not self.closed:
+                server._touch(self)
+
+    def _check_idle(self) -> None:
+        """The idle timer: close if no complete query came for `idle_timeout`, else wait for the rest."""
+        self.timer = None
+        if self.closed:
+            return
+        server = self.server
+        due = self.last_active + server.idle_timeout
+        loop = asyncio.get_running_loop()
+        if loop.time() < due:
+            self.timer = loop.call_at(due, self._check_idle)
+            return
+        transport = self.transport
+        if self.over or (transport is not None and transport.get_write_buffer_size() >= server.max_unsent):
+            server.stats.unsent_closed += 1
+        else:
+            server.stats.idle_closed += 1
+        self.close()
+
+    def close(self) -> None:
+        """Close from our side at once (unsent replies are discarded)."""
+        if self.closed:
+            return
+        self.server._forget(self)
+        if self.transport is not None:
+            self.transport.abort()
+
 
 class DnsTcpServer:
     def __init__(self, get_responder: Callable[[], Any], *, idle_timeout: float = 10.0,
-                 max_connections: int = 1024, clock: Callable[[], float] = time.monotonic) -> None:
+                 max_connections: int = 1024, max_per_client: int = 64, max_unsent: int = 65536,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self._get_responder = get_responder
         self.idle_timeout = idle_timeout
         self.max_connections = max_connections
+        self.max_per_client = max_per_client
+        self.max_unsent = max_unsent
         self._clock = clock
-        self.connections: set[asyncio.StreamWriter] = set()
+        self.stats = TcpStats()
+        # Open connections, least recently active first: the eviction order.
+        self._connections: OrderedDict[_Connection, None] = OrderedDict()
+        self._per_client: Counter[str] = Counter()
+        self._addresses: dict[str, Any] = {}
         self._servers: list[asyncio.Server] = []
 
+    def configure(self, *, idle_timeout: float, max_connections: int, max_per_client: int,
+                  max_unsent: int) -> None:
+        """New limits (a config reload): they apply to connections from now on."""
+        self.idle_timeout = idle_timeout
+        self.max_connections = max_connections
+        self.max_per_client = max_per_client
+        self.max_unsent = max_unsent
+
     def __repr__(self) -> str:
-        return f"<DnsTcpServer [{len(self.connections)} connections]>"
+        return (f"<DnsTcpServer [{len(self._connections)}/{self.max_connections} connections, "
+                f"{len(self._per_client)} clients]>")
+
+    def __len__(self) -> int:
+        return len(self._connections)
+
+    def per_client(self, host: str) -> int:
+        """Connections open now from the client address `host`."""
+        return self._per_client.get(host, 0)
 
     async def listen(self, host: str, port: int) -> asyncio.Server:
-        server = await asyncio.start_server(self._handle, host, port, reuse_address=True)
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(lambda: _Connection(self), host, port, reuse_address=True,
+                                          backlog=max(128, min(self.max_connections, 4096)))
         self._servers.append(server)
         return server
 
     async def close(self) -> None:
         for server in self._servers:
             server.close()
-        for writer in list(self.connections):
-            writer.close()
+        for conn in list(self._connections):
+            conn.close()
         for server in self._servers:
             await server.wait_closed()
         self._servers = []
 
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if len(self.connections) >= self.max_connections:
-            writer.close()
+    # -- bookkeeping (called by _Connection) -------------------------------------------
+    def _admit(self, conn: _Connection) -> None:
+        transport = conn.transport
+        assert transport is not None
+        peer = transport.get_extra_info("peername")
+        if not peer:                      # reset before we could even ask who it was
+            self.stats.resets += 1
+            conn.closed = True
+            transport.abort()
             return
-        self.connections.add(writer)
-        peer = writer.get_extra_info("peername")
-        try:
-            client = ipaddress.ip_address(peer[0].partition("%")[0])
-            while True:
-                try:
-                    async with asyncio.timeout(self.idle_timeout):
-                        size = int.from_bytes(await reader.readexactly(2), "big")
-                        message = await reader.readexactly(size)
-                except (TimeoutError, asyncio.IncompleteReadError, ConnectionError):
-                    return
-                reply = self._get_responder().respond(message, client, self._clock(), tcp=True)
-                if reply is None:
-                    return
-                writer.write(len(reply).to_bytes(2, "big") + reply)
-                await writer.drain()
-        except ConnectionError:
+        host = peer[0]
+        if self._per_client[host] >= self.max_per_client:
+            self.stats.refused += 1
+            conn.closed = True
+            transport.abort()
             return
-        except Exception:
-            log.exception("tcp connection from %s failed", peer)
-        finally:
-            self.connections.discard(writer)
-            writer.close()
-            with contextlib.suppress(ConnectionError, OSError):
-                await writer.wait_closed()
+        while len(self._connections) >= self.max_connections:
+            victim = next(iter(self._connections))
+            self.stats.evicted += 1
+            victim.close()
+        client = self._addresses.get(host)
+        if client is None:
+            if len(self._addresses) >= 4096:
+                self._addresses.clear()
+            client = self._addresses[host] = ipaddress.ip_address(host.partition("%")[0])
+        conn.host = host
+        conn.client = client
+        self._per_client[host] += 1
+        self._connections[conn] = None
+        self.stats.accepted += 1
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.max_unsent)
+        transport.set_write_buffer_limits(high=self.max_unsent, low=self.max_unsent // 2)
+        loop = asyncio.get_running_loop()
+        conn.last_active = loop.time()
+        conn.timer = loop.call_at(conn.last_active + self.idle_timeout, conn._check_idle)
+
+    def _touch(self, conn: _Connection) -> None:
+        conn.last_active = asyncio.get_running_loop().time()
+        self._connections.move_to_end(conn)
+
+    def _responder_failed(self, message: bytes, host: str) -> None:
+        self.stats.errors += 1
+        if self.stats.errors & (self.stats.errors - 1) == 0:     # the 1st, 2nd, 4th, 8th, ... only
+            log.exception("responder failed on a %d-byte TCP message from %s (%d failures so far): %s",
+                          len(message), host, self.stats.errors, message[:512].hex())
+
+    def _forget(self, conn: _Connection) -> None:
+        if conn.closed:
+            return
+        conn.closed = True
+        if conn.timer is not None:
+            conn.timer.cancel()
+            conn.timer = None
+        if conn in self._connections:
+            del self._connections[conn]
+            left = self._per_client[conn.host] - 1
+            if left > 0:
+                self._per_client[conn.host] = left
+            else:
+                del self._per_client[conn.host]
