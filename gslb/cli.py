@@ -1,4 +1,8 @@
-"""Command line: `gslb serve -c FILE`, `gslb check-config FILE`, `gslb explain -c FILE NAME --client IP`."""
+"""Command line: `gslb serve -c FILE`, `gslb check-config FILE`, `gslb explain -c FILE NAME --client IP`.
+
+`explain --probe` probes each region as a running server would if the result stayed the same:
+repeatedly while the result argues against the current state, until rise/fall flips it (or a result
+agrees), and prints every result; without --probe the state is the assumed one and says so."""
 
 from __future__ import annotations
 
@@ -95,18 +99,21 @@ def _explain(config: object, name: str, client_text: str, probe: bool) -> int:
     if not server.steering.is_service(name):
         print(f"{name} is not a service in this config", file=sys.stderr)
         return 1
+    probes: dict[str, list[str]] = {}
     if probe:
-        async def probe_all() -> None:
-            for region in server.checker.targets:
-                await server.checker.check_once(region)
-        asyncio.run(probe_all())
+        asyncio.run(_probe_until_settled(server, probes))
     # As if a resolver sent the client's address in ECS (at the /24 or /56 that resolvers send).
     source_prefix = 24 if client.version == 4 else 56
     decision = server.steering.explain(name, client, source_prefix, time.monotonic())
     print(f"service   {decision.service} (policy {decision.policy})")
     print(f"client    {client}: {decision.location}")
     for region, rt in server.regions.items():
-        note = "probed" if rt.health.probed else "assumed (run with --probe to check)"
+        if region in probes:
+            note = f"probed {len(probes[region])}x: {', '.join(probes[region])}"
+        elif probe:
+            note = "no probe configured: always up"
+        else:
+            note = "assumed (run with --probe to check)"
         drained = ", drained" if rt.drained_since is not None else ""
         print(f"region    {region}: {rt.health.status.value} [{note}{drained}]")
     for line in decision.lines:
@@ -114,3 +121,19 @@ def _explain(config: object, name: str, client_text: str, probe: bool) -> int:
     print(f"answer    {', '.join(decision.regions) or '(none)'}  ttl={decision.ttl}  "
           f"ecs-scope=/{decision.scope_prefix}{'  ALL REGIONS DOWN: rule applied' if decision.all_down else ''}")
     return 0
+
+
+async def _probe_until_settled(server: object, probes: dict[str, list[str]]) -> None:
+    """Probe every region as a running server would while its result stays the same: again and again
+    while the result argues against the current state, until `rise` / `fall` flips it or a result
+    agrees (so an unreachable region shows as down after `fall` failures, not "up [probed]")."""
+    checker = server.checker  # type: ignore[attr-defined]
+    for region, target in checker.targets.items():
+        seen = probes.setdefault(region, [])
+        for _ in range(max(target.thresholds.rise, target.thresholds.fall)):
+            before = checker.states[region]
+            after = await checker.check_once(region)
+            result = checker.last[region]
+            seen.append(f"{'ok' if result.ok else 'failed'} ({result.detail})")
+            if after.status is not before.status or after.streak == 0:
+                break

@@ -90,6 +90,22 @@ def test_explain_prints_regions_and_reason(tmp_path):
     assert "assumed" in result.stdout
 
 
+def test_explain_probe_reports_an_unreachable_region_down_after_fall_failures(tmp_path):
+    data = gslb_config(tmp_path, dns_port=1053, admin_port=8053, lbs=None)
+    refused = free_port("127.0.3.1")            # nothing listens there: connection refused
+    data["regions"]["ap-northeast"]["probe"] = {"type": "tcp", "target": f"127.0.3.1:{refused}",
+                                                "interval": "1s", "timeout": "1s", "rise": 2, "fall": 3}
+    path = write(tmp_path, data)
+    result = gslb("explain", "-c", str(path), "www.example.test", "--client", "168.126.63.10", "--probe")
+    assert result.returncode == 0, result.stderr
+    line = next(x for x in result.stdout.splitlines() if x.startswith("region    ap-northeast"))
+    assert line.startswith("region    ap-northeast: down [probed 3x: failed"), line
+    assert "no probe configured" in next(x for x in result.stdout.splitlines() if "us-east" in x)
+    answer = result.stdout.splitlines()[-1]
+    assert answer.startswith("answer")
+    assert "ap-northeast" not in answer
+
+
 def test_version_names_geoip_attribution():
     result = gslb("--version")
     assert result.returncode == 0
