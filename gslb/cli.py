@@ -1,4 +1,5 @@
-"""Command line: `gslb serve -c FILE`, `gslb check-config FILE`, `gslb explain -c FILE NAME --client IP`.
+"""Command line: `gslb serve -c FILE`, `gslb check-config FILE`, `gslb explain -c FILE NAME --client IP`,
+`gslb ctl COMMAND` (the running server's admin API: gslb/ctl.py).
 
 `explain --probe` probes each region as a running server would if the result stayed the same:
 repeatedly while the result argues against the current state, until rise/fall flips it (or a result
@@ -37,12 +38,18 @@ def _parser() -> argparse.ArgumentParser:
     explain.add_argument("-c", "--config", required=True)
     explain.add_argument("name")
     explain.add_argument("--client", required=True, help="client IP address (as if sent in ECS)")
-    explain.add_argument("--probe", action="store_true", help="probe every region once first (else: assumed state)")
+    explain.add_argument("--probe", action="store_true",
+                         help="probe every region until rise/fall settles first (else: assumed state)")
+    from gslb import ctl
+    ctl.add_parser(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "ctl":
+        from gslb import ctl
+        return ctl.run(args)
     from gslb.config import load_config
     from gslb.geoip import GeoIPError
 

@@ -3,6 +3,7 @@
     regional-lb serve -c edge.yaml [--log-level info] [--access-log]
     regional-lb check-config edge.yaml      # prints OK, or FILE: key.path: reason and exits 1
     regional-lb --version
+    regional-lb ctl pools | drain POOL BACKEND | ready ... | maint ... | reload     # regional_lb/ctl.py
 
 `serve` runs until SIGINT/SIGTERM (in-flight requests finish) and reloads the config on
 SIGHUP (a bad new config is logged and the running one kept). uvloop is used when installed.
@@ -87,7 +88,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_serve.add_argument("--access-log", action="store_true", help="log every request (regional_lb.access)")
     p_check = sub.add_parser("check-config", help="validate a config file")
     p_check.add_argument("file")
+    from regional_lb import ctl
+    ctl.add_parser(sub)
     args = parser.parse_args(argv)
+    if args.command == "ctl":
+        return ctl.run(args)
     if args.command == "check-config":
         return _check(args.file)
     logging.basicConfig(level=getattr(logging, args.log_level.upper()),
