@@ -2,6 +2,11 @@
 
     dns:      listen (host:port list, UDP and TCP on each), max_udp_size, tcp_idle_timeout,
               tcp_max_connections
+              rrl: response rate limiting of UDP replies (gslb/dns/rrl.py says how and why these
+                defaults): enabled (true), responses_per_second (100), nxdomains_per_second (25),
+                errors_per_second (10) (per client network and response; 0: unlimited),
+                window (15s), slip (2: every 2nd limited reply is sent truncated, 0: never,
+                1: always), ipv4_prefix (24), ipv6_prefix (56), max_table_size (100000 buckets)
     admin:    listen (host:port, loopback by default), token (bearer token for mutating calls)
     geoip:    database (path, relative to the config file; default: the bundled DB-IP database)
     latency:  max_age, max_networks (the client-network latency table)
@@ -25,6 +30,7 @@ from gslb.common.configload import ConfigError, Section
 from gslb.common.health import Thresholds
 from gslb.common.probe import ProbeResult, ProbeSpec
 from gslb.dns.records import AAAA, CNAME, A
+from gslb.dns.rrl import RrlSettings
 from gslb.dns.zone import Zone, load_zones
 from gslb.steering.base import Region
 from gslb.steering.config import ServiceConfig, load_services
@@ -41,12 +47,16 @@ class Listen:
         return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
 
+DEFAULT_RRL = RrlSettings()
+
+
 @dataclass(frozen=True, slots=True)
 class DnsSettings:
     listen: tuple[Listen, ...]
     max_udp_size: int = 1232
     tcp_idle_timeout: float = 10.0
     tcp_max_connections: int = 1024
+    rrl: RrlSettings = DEFAULT_RRL
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,9 +175,31 @@ def _load_dns(sect: Section) -> DnsSettings:
         max_udp_size=sect.take_number("max_udp_size", 1232, minimum=512, maximum=65535, integer=True),
         tcp_idle_timeout=sect.take_duration("tcp_idle_timeout", 10.0, minimum=0.1),
         tcp_max_connections=sect.take_number("tcp_max_connections", 1024, minimum=1, integer=True),
+        rrl=_load_rrl(sect.section("rrl")),
     )
     sect.done()
     return dns
+
+
+def _load_rrl(sect: Section) -> RrlSettings:
+    default = DEFAULT_RRL
+    rates = {key: sect.take_number(key, getattr(default, key), minimum=0, maximum=1_000_000, integer=True)
+             for key in ("responses_per_second", "nxdomains_per_second", "errors_per_second")}
+    window = sect.take_duration("window", default.window, minimum=1.0)
+    if window > 3600:
+        raise sect.error("window", f"must be <= 3600s, got {window}s")
+    settings = RrlSettings(
+        enabled=sect.take("enabled", bool, default.enabled),
+        window=window,
+        slip=sect.take_number("slip", default.slip, minimum=0, maximum=10, integer=True),
+        ipv4_prefix=sect.take_number("ipv4_prefix", default.ipv4_prefix, minimum=0, maximum=32, integer=True),
+        ipv6_prefix=sect.take_number("ipv6_prefix", default.ipv6_prefix, minimum=0, maximum=128, integer=True),
+        max_table_size=sect.take_number("max_table_size", default.max_table_size, minimum=1,
+                                        maximum=10_000_000, integer=True),
+        **rates,
+    )
+    sect.done()
+    return settings
 
 
 def _load_admin(sect: Section) -> AdminSettings:
