@@ -8,9 +8,13 @@ Mirrors Envoy's `consecutive_5xx` outlier detection with its defaults
     (Envoy decrements it every interval while the host is healthy);
   * the pool never ejects more than max_ejected_fraction of its backends -- except
     that, as in Envoy, one backend may always be ejected (else a 10 % cap would
-    disable detection in every pool smaller than ten).
+    disable detection in every pool smaller than ten);
+  * an ejection ends when its time is up (EXPIRE, applied by the pool with `expire(now)`)
+    or when active health checks vouch for the backend (UNEJECT; when, is the pool's
+    `outlier.uneject` setting -- regional_lb/pool.py explains the choice).
 
-The machine is the table TRANSITIONS over (state, event); the pool applies it.
+The machine is the table TRANSITIONS over (state, event); the pool applies it. `now` is
+monotonic seconds, passed in: nothing here reads a clock.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ class OEvent(enum.Enum):
     SUCCESS = "success"
     FAILURE = "failure"
     EXPIRE = "expire"           # now >= ejected_until
+    UNEJECT = "uneject"         # active health checks vouch for the backend
 
 
 class OAction(enum.Enum):
@@ -42,10 +47,15 @@ TRANSITIONS: dict[tuple[OState, OEvent], OAction] = {
     (OState.ACTIVE, OEvent.SUCCESS): OAction.RESET,
     (OState.ACTIVE, OEvent.FAILURE): OAction.COUNT,
     (OState.ACTIVE, OEvent.EXPIRE): OAction.IGNORE,
+    (OState.ACTIVE, OEvent.UNEJECT): OAction.IGNORE,
     (OState.EJECTED, OEvent.SUCCESS): OAction.IGNORE,
     (OState.EJECTED, OEvent.FAILURE): OAction.IGNORE,
     (OState.EJECTED, OEvent.EXPIRE): OAction.RETURN,
+    (OState.EJECTED, OEvent.UNEJECT): OAction.RETURN,
 }
+
+
+UNEJECT_MODES = ("recovery", "success", "never")
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,8 +64,11 @@ class OutlierSettings:
     base_ejection: float = 30.0
     max_ejection: float = 300.0
     max_ejected_fraction: float = 0.1
+    uneject: str = "recovery"           # active health un-ejects: "recovery" | "success" | "never"
 
     def __post_init__(self) -> None:
+        if self.uneject not in UNEJECT_MODES:
+            raise ValueError(f"uneject must be one of {', '.join(UNEJECT_MODES)}")
         if self.consecutive_failures < 0 or self.base_ejection <= 0 or self.max_ejection < self.base_ejection:
             raise ValueError("need consecutive_failures >= 0 and 0 < base_ejection <= max_ejection")
         if not 0.0 <= self.max_ejected_fraction <= 1.0:
@@ -78,13 +91,19 @@ class Outlier:
         self.state = OState.ACTIVE
         self.failures = 0
         self.times_ejected = 0
-        self.ejected_until: float | None = None     # also kept after return, to forgive later
+        self.ejected_until: float | None = None     # when it ended, after a return (to forgive later)
 
     def ejected(self, now: float) -> bool:
-        if self.state is OState.ACTIVE:             # the common case, without the table walk
-            return False
-        self.event(OEvent.EXPIRE, now, may_eject=False)
-        return self.state is OState.EJECTED
+        """Out of rotation at `now` (a query: the return itself is `expire`)."""
+        return self.state is OState.EJECTED and self.ejected_until is not None and now < self.ejected_until
+
+    def expire(self, now: float) -> float | None:
+        """Apply EXPIRE if the ejection is over by `now`: the time it ended, else None."""
+        if self.state is OState.EJECTED and self.ejected_until is not None and now >= self.ejected_until:
+            ended = self.ejected_until
+            self.event(OEvent.EXPIRE, now, may_eject=False)
+            return ended
+        return None
 
     def event(self, event: OEvent, now: float, *, may_eject: bool) -> bool:
         if event is OEvent.EXPIRE and (self.ejected_until is None or now < self.ejected_until):
@@ -94,6 +113,8 @@ class Outlier:
             self.failures = 0
         elif action is OAction.RETURN:
             self.state, self.failures = OState.ACTIVE, 0
+            if self.ejected_until is not None:      # cut short by UNEJECT: forgiveness counts from now
+                self.ejected_until = min(self.ejected_until, now)
         elif action is OAction.COUNT:
             self.failures += 1
             threshold = self.settings.consecutive_failures

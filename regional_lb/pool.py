@@ -5,10 +5,29 @@ Per backend the pool keeps
   * an admin state -- READY, DRAIN (optional deadline), DRAINED (deadline passed),
     MAINTENANCE -- driven by the table ADMIN_TRANSITIONS,
   * passive outlier ejection (regional_lb/outlier.py, Envoy rules),
-  * a slow-start ramp: weight grows linearly over `slow_start` seconds after the backend
-    turns healthy, is added, or leaves maintenance (nginx `slow_start`, Envoy slow start;
-    starting at 10 % like Envoy's min_weight_percent),
+  * a slow-start ramp: weight grows linearly over `slow_start` seconds from the moment
+    traffic can reach the backend again (nginx `slow_start`, Envoy slow start; starting at
+    10 % like Envoy's min_weight_percent),
   * in-flight requests and a peak-EWMA of response times (regional_lb/load.py).
+
+Health and ejection (Envoy's model): active health and outlier ejection are independent
+signals, and a backend takes traffic only while it is healthy AND not ejected. The table
+TRAFFIC_TRANSITIONS is that product -- SERVING, DOWN, EJECTED, DOWN_EJECTED -- over the events
+HEALTH_UP / HEALTH_DOWN (the checker's verdict changed), EJECT and RETURN (an ejection ended);
+its second column says when a slow-start ramp starts: on entering SERVING, and only then. So a
+backend that turns healthy while still ejected ramps from the end of its ejection, not from
+its recovery (the ramp no longer runs out during the ejection), and one that is ejected while
+healthy ramps again when it returns. Un-ejection by active health is the pool's
+`outlier.uneject` setting:
+    recovery (default)  a DOWN -> UP transition (`rise` passing probes in a row) ends an
+                        ejection: the backend proved it is back, and waits no longer.
+    success             any passing probe ends it (Envoy's
+                        `successful_active_health_check_uneject_host: true`); with a health
+                        endpoint that passes while requests fail, ejections then last one
+                        check interval at most.
+    never               ejections always run their full time.
+An admin return to READY (from MAINTENANCE or DRAINED) starts a ramp if the backend is
+SERVING; otherwise the ramp starts when it becomes SERVING.
 
 `candidates(now)` turns that into the list a policy picks from:
 
@@ -17,9 +36,10 @@ Per backend the pool keeps
     healthy fraction < panic_threshold -> every non-admin-removed backend, panic=True
     (Envoy's panic mode: better to spread over all than to crush the few left)
 
-Nothing here reads a clock or does I/O; `now` is passed in by the edge. Use one clock
-for the whole process -- wall-clock seconds (`time.time()`), since sticky cookies carry
-times that must survive restarts and be shared by replicas.
+Nothing here reads a clock or does I/O; `now` is passed in by the edge and is MONOTONIC
+seconds (`time.monotonic()`, LoadBalancer's `clock`) for every timer here: drain deadlines,
+ejections, slow start, EWMA decay. A wall-clock step must move none of them. (Sticky cookie
+times are wall-clock, but they live in the policy and cookies.py, not here.)
 """
 
 from __future__ import annotations
@@ -34,7 +54,7 @@ from gslb.common.configload import Section
 from gslb.common.health import Health, Thresholds
 from regional_lb.balancing.base import Backend, Candidate
 from regional_lb.load import PeakEwma
-from regional_lb.outlier import OEvent, Outlier, OutlierSettings
+from regional_lb.outlier import UNEJECT_MODES, OEvent, OState, Outlier, OutlierSettings
 from regional_lb.retry import RetrySettings
 
 SLOW_START_MIN = 0.1           # a warming backend starts at 10 % of its weight
@@ -93,7 +113,8 @@ def load_pool_settings(section: Section) -> PoolSettings:
         consecutive_failures=out.take_number("consecutive_failures", 5, minimum=0, integer=True),
         base_ejection=base,
         max_ejection=out.take_duration("max_ejection", max(300.0, base), minimum=base),
-        max_ejected_fraction=out.take_number("max_ejected_fraction", 0.1, minimum=0.0, maximum=1.0))
+        max_ejected_fraction=out.take_number("max_ejected_fraction", 0.1, minimum=0.0, maximum=1.0),
+        uneject=out.take_choice("uneject", UNEJECT_MODES, "recovery"))
     out.done()
     slow_start = section.take_duration("slow_start", 0.0)
     panic = section.take_number("panic_threshold", 0.5, minimum=0.0, maximum=1.0)
@@ -166,6 +187,48 @@ ADMIN_TRANSITIONS: dict[tuple[AdminState, AdminEvent], tuple[AdminState, bool]] 
 }
 
 
+# -- the traffic state machine: active health x outlier ejection --------------------------------------
+
+class Traffic(enum.Enum):
+    SERVING = "serving"                 # healthy and not ejected: traffic can reach it
+    DOWN = "down"                       # active health down
+    EJECTED = "ejected"                 # healthy, ejected by outlier detection
+    DOWN_EJECTED = "down_ejected"       # both
+
+
+class TrafficEvent(enum.Enum):
+    HEALTH_UP = "health_up"             # the checker's verdict turned UP
+    HEALTH_DOWN = "health_down"         # ... turned DOWN
+    EJECT = "eject"                     # outlier detection ejected it
+    RETURN = "return"                   # the ejection ended (expired, or un-ejected by health)
+
+
+# (state, event) -> (next state, start a slow-start ramp): a ramp starts on entering SERVING
+TRAFFIC_TRANSITIONS: dict[tuple[Traffic, TrafficEvent], tuple[Traffic, bool]] = {
+    (Traffic.SERVING, TrafficEvent.HEALTH_UP): (Traffic.SERVING, False),
+    (Traffic.SERVING, TrafficEvent.HEALTH_DOWN): (Traffic.DOWN, False),
+    (Traffic.SERVING, TrafficEvent.EJECT): (Traffic.EJECTED, False),
+    (Traffic.SERVING, TrafficEvent.RETURN): (Traffic.SERVING, False),
+    (Traffic.DOWN, TrafficEvent.HEALTH_UP): (Traffic.SERVING, True),
+    (Traffic.DOWN, TrafficEvent.HEALTH_DOWN): (Traffic.DOWN, False),
+    (Traffic.DOWN, TrafficEvent.EJECT): (Traffic.DOWN_EJECTED, False),
+    (Traffic.DOWN, TrafficEvent.RETURN): (Traffic.DOWN, False),
+    (Traffic.EJECTED, TrafficEvent.HEALTH_UP): (Traffic.EJECTED, False),
+    (Traffic.EJECTED, TrafficEvent.HEALTH_DOWN): (Traffic.DOWN_EJECTED, False),
+    (Traffic.EJECTED, TrafficEvent.EJECT): (Traffic.EJECTED, False),
+    (Traffic.EJECTED, TrafficEvent.RETURN): (Traffic.SERVING, True),
+    (Traffic.DOWN_EJECTED, TrafficEvent.HEALTH_UP): (Traffic.EJECTED, False),
+    (Traffic.DOWN_EJECTED, TrafficEvent.HEALTH_DOWN): (Traffic.DOWN_EJECTED, False),
+    (Traffic.DOWN_EJECTED, TrafficEvent.EJECT): (Traffic.DOWN_EJECTED, False),
+    (Traffic.DOWN_EJECTED, TrafficEvent.RETURN): (Traffic.DOWN, False),
+}
+
+
+def traffic_state(health_up: bool, ejected: bool) -> Traffic:
+    if health_up:
+        return Traffic.EJECTED if ejected else Traffic.SERVING
+    return Traffic.DOWN_EJECTED if ejected else Traffic.DOWN
+
 
 def _removed(state: AdminState) -> bool:
     """Taken out by an operator (maintenance, or a drain whose deadline passed)."""
@@ -226,7 +289,11 @@ class _Member:
 
 
 class Pool:
-    def __init__(self, name: str, backends: Sequence[Backend], settings: PoolSettings, *, now: float) -> None:
+    """`health`: the health to start from per backend id (a pool rebuilt by a reload keeps what the
+    old one knew); others start from the settings' `assume`."""
+
+    def __init__(self, name: str, backends: Sequence[Backend], settings: PoolSettings, *, now: float,
+                 health: Mapping[str, Health] | None = None) -> None:
         self.name = name
         self.settings = settings
         self.stats = PoolStats()
@@ -234,7 +301,9 @@ class Pool:
         self._now = now
         self._selection: _Selection | None = None
         for b in backends:
-            self._members[b.id] = self._new_member(b, now, ramp=False)
+            m = self._members[b.id] = self._new_member(b, now, ramp=False)
+            if health and b.id in health and self.settings.health.type != "none":
+                m.health = health[b.id]
 
     def _new_member(self, backend: Backend, now: float, *, ramp: bool) -> _Member:
         hs = self.settings.health
@@ -250,15 +319,54 @@ class Pool:
         except KeyError:
             raise UnknownBackend(backend_id) from None
 
+    # -- the traffic machine -----------------------------------------------------------------------
+    @staticmethod
+    def _traffic(m: _Member) -> Traffic:
+        return traffic_state(m.health.up, m.outlier.state is OState.EJECTED)
+
+    def _settle(self, m: _Member, now: float) -> None:
+        """Apply what time alone does by `now`: a drain deadline passing, an ejection ending
+        (a ramp from the moment it ended, if the backend is healthy)."""
+        if m.admin is AdminState.DRAIN and m.deadline is not None and now >= m.deadline:
+            self._apply_admin(m, AdminEvent.DEADLINE, now)
+            self.stats.drains_expired += 1
+        o = m.outlier
+        if o.state is OState.EJECTED and o.ejected_until is not None and now >= o.ejected_until:
+            before = self._traffic(m)
+            ended = o.expire(now)
+            self._ramp_if(m, before, TrafficEvent.RETURN, ended if ended is not None else now)
+
+    def _ramp_if(self, m: _Member, before: Traffic, event: TrafficEvent, at: float) -> None:
+        _after, ramp = TRAFFIC_TRANSITIONS[(before, event)]
+        if ramp:
+            m.ramp_from = at
+        self._selection = None
+
     # -- events from the edge ----------------------------------------------------------------------
-    def set_health(self, backend_id: str, health: Health, now: float) -> None:
+    def health(self, backend_id: str) -> Health | None:
+        """The backend's current health (what a restarted checker starts from); None if unknown."""
+        m = self._members.get(backend_id)
+        return m.health if m is not None else None
+
+    def set_health(self, backend_id: str, health: Health, now: float, *, probe_ok: bool | None = None) -> None:
+        """The checker's state after a probe (every result, or only changes). `probe_ok`: that
+        probe passed (for `outlier.uneject: success`); None when not known."""
         m = self._members.get(backend_id)
         if m is None:               # removed by discovery while a check was running
             return
-        if health.up and not m.health.up:
-            m.ramp_from = now
+        self._settle(m, now)
+        was_up = m.health.up
         m.health = health
-        self._selection = None
+        uneject = self.settings.outlier.uneject
+        if m.outlier.state is OState.EJECTED and (
+                (uneject == "success" and (probe_ok or (probe_ok is None and health.up and not was_up)))
+                or (uneject == "recovery" and health.up and not was_up)):
+            before = traffic_state(was_up, True)
+            m.outlier.event(OEvent.UNEJECT, now, may_eject=False)
+            self._ramp_if(m, before, TrafficEvent.RETURN, now)
+        if health.up is not was_up:
+            before = traffic_state(was_up, m.outlier.state is OState.EJECTED)
+            self._ramp_if(m, before, TrafficEvent.HEALTH_UP if health.up else TrafficEvent.HEALTH_DOWN, now)
 
     def request_started(self, backend_id: str) -> None:
         m = self._members.get(backend_id)
@@ -276,29 +384,33 @@ class Pool:
             if m.outlier.failures:      # a success resets a streak (no ejection change); none: nothing to do
                 m.outlier.event(OEvent.SUCCESS, now, may_eject=False)
             return
+        self._settle(m, now)
         self._selection = None
         allowed = self.settings.outlier.max_ejected(self._size()) > self._ejected_count(now)
+        before = self._traffic(m)
         if m.outlier.event(OEvent.FAILURE, now, may_eject=allowed):
             self.stats.ejections += 1
+            self._ramp_if(m, before, TrafficEvent.EJECT, now)
         elif self.settings.outlier.consecutive_failures and \
                 m.outlier.failures >= self.settings.outlier.consecutive_failures:
             self.stats.ejections_refused += 1
 
     def set_admin(self, backend_id: str, state: str | AdminState, now: float,
                   deadline: float | None = None) -> None:
-        """Set READY / DRAIN (with an optional absolute deadline) / MAINTENANCE."""
+        """Set READY / DRAIN (with an optional absolute deadline, monotonic) / MAINTENANCE."""
         m = self._member(backend_id)
         event = AdminEvent(state.value if isinstance(state, AdminState) else state)
         if event is AdminEvent.DEADLINE:
             raise ValueError("the deadline event is the pool's own")
+        self._settle(m, now)
         self._apply_admin(m, event, now)
         m.deadline = deadline if m.admin is AdminState.DRAIN else None
-        self._expire(m, now)
+        self._settle(m, now)
         self._selection = None
 
     def _apply_admin(self, m: _Member, event: AdminEvent, now: float) -> None:
         m.admin, ramp = ADMIN_TRANSITIONS[(m.admin, event)]
-        if ramp:
+        if ramp and self._traffic(m) is Traffic.SERVING:    # else the ramp starts on entering SERVING
             m.ramp_from = now
 
     def update_backends(self, backends: Sequence[Backend], now: float) -> None:
@@ -322,11 +434,6 @@ class Pool:
     @property
     def backends(self) -> tuple[Backend, ...]:
         return tuple(m.backend for m in self._members.values())
-
-    def _expire(self, m: _Member, now: float) -> None:
-        if m.admin is AdminState.DRAIN and m.deadline is not None and now >= m.deadline:
-            self._apply_admin(m, AdminEvent.DEADLINE, now)
-            self.stats.drains_expired += 1
 
     def _available(self, m: _Member, now: float) -> bool:
         return not _removed(m.admin) and m.health.up and not m.outlier.ejected(now)
@@ -369,7 +476,7 @@ class Pool:
         """The members candidates() returns at `now`, and until when that holds (the next drain
         deadline, ejection expiry or slow-start step; a ramp in progress holds for this `now` only)."""
         for m in self._members.values():
-            self._expire(m, now)
+            self._settle(m, now)
         live = [m for m in self._members.values() if not _removed(m.admin)]
         available = [m for m in live if self._available(m, now)]
         panic = bool(live) and len(available) / len(live) < self.settings.panic_threshold
@@ -389,7 +496,7 @@ class Pool:
     def status(self, now: float) -> list[dict[str, Any]]:
         out = []
         for m in self._members.values():
-            self._expire(m, now)
+            self._settle(m, now)
             ejected = m.outlier.ejected(now)
             out.append({
                 "id": m.backend.id,

@@ -32,6 +32,8 @@ def test_table_covers_every_pair() -> None:
     (OState.EJECTED, OEvent.FAILURE, 0.0, OState.EJECTED, 1),
     (OState.EJECTED, OEvent.EXPIRE, 50.0, OState.EJECTED, 1),     # not yet
     (OState.EJECTED, OEvent.EXPIRE, 100.0, OState.ACTIVE, 0),     # due
+    (OState.ACTIVE, OEvent.UNEJECT, 0.0, OState.ACTIVE, 1),       # not ejected: the streak stays
+    (OState.EJECTED, OEvent.UNEJECT, 50.0, OState.ACTIVE, 0),     # health vouches: back early
 ])
 def test_each_pair(state: OState, event: OEvent, now: float, want_state: OState, want_failures: int) -> None:
     o = at_state(state)
@@ -51,9 +53,20 @@ def test_threshold_ejects_with_growing_capped_duration() -> None:
         assert o.ejected_until is not None
         durations.append(o.ejected_until - now)
         now = o.ejected_until
-        assert not o.ejected(now)
+        assert not o.ejected(now)                            # a query: the return is expire()
+        assert o.state is OState.EJECTED
+        assert o.expire(now) == now
+        assert o.expire(now) is None
     assert durations == [10.0, 20.0, 25.0, 25.0]
     assert "active" in repr(o)
+
+
+def test_uneject_ends_the_ejection_at_that_time() -> None:
+    o = at_state(OState.EJECTED)
+    o.event(OEvent.UNEJECT, 40.0, may_eject=False)
+    assert not o.ejected(41.0)
+    assert o.ejected_until == 40.0                           # forgiveness counts from the un-ejection
+    assert o.expire(200.0) is None
 
 
 def test_success_resets_the_streak() -> None:

@@ -64,14 +64,15 @@ def test_admin_each_pair_through_the_pool(start: AdminState, event: AdminEvent) 
     elif start is AdminState.MAINTENANCE:
         pool.set_admin("b0", AdminState.MAINTENANCE, 0.0)
     assert pool.status(1.0)[0]["admin"] == start.value
+    at = 200.0 if event is AdminEvent.DEADLINE or start is not AdminState.DRAIN else 50.0  # DRAIN: before its deadline
     if event is AdminEvent.DEADLINE:
-        pool.candidates(200.0)
+        pool.candidates(at)
     else:
-        pool.set_admin("b0", event.value, 200.0)
+        pool.set_admin("b0", event.value, at)
     want = EXPECTED[start][list(AdminEvent).index(event)]
-    assert pool.status(200.0)[0]["admin"] == want
+    assert pool.status(at)[0]["admin"] == want
     ramped = ADMIN_TRANSITIONS[(start, event)][1]
-    assert (pool.status(200.0)[0]["effective_weight"] < 1) is ramped
+    assert (pool.status(at)[0]["effective_weight"] < 1) is ramped
 
 
 def test_admin_refuses_unknown_backend_and_the_internal_event() -> None:

@@ -1,4 +1,8 @@
-"""Pool invariants under any sequence of events (hypothesis stateful testing)."""
+"""Pool invariants under any sequence of events (hypothesis stateful testing).
+
+Besides the candidate rules: a slow-start ramp never starts before the backend could take
+traffic again (health up and not ejected) -- the weight is never above the ramp that would have
+started when it last entered that state."""
 
 from __future__ import annotations
 
@@ -6,9 +10,9 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
-from gslb.common.health import Health, Status
+from gslb.common.health import Health, Status, Thresholds
 from regional_lb.outlier import OutlierSettings
-from regional_lb.pool import Pool, PoolSettings
+from regional_lb.pool import Pool, PoolSettings, slow_start_factor
 from tests.unit.test_balancing_helpers import backend
 
 IDS = [f"b{i}" for i in range(6)]
@@ -25,24 +29,57 @@ class PoolMachine(RuleBasedStateMachine):
         self.pool = Pool("p", [backend(i) for i in range(6)], self.settings, now=0.0)
         self.now = 0.0
         self.admin: dict[str, str] = dict.fromkeys(IDS, "ready")
+        self.entered: dict[str, float | None] = dict.fromkeys(IDS)     # last entry into "serving"
+        self.health_of = {i: Health.initial() for i in IDS}
+
+    def _serving(self) -> dict[str, tuple[bool, float | None]]:
+        return {r["id"]: (r["health"] == "up" and not r["ejected"], r["ejected_until"])
+                for r in self.pool.status(self.now)}
+
+    def _step(self, action) -> None:  # type: ignore[no-untyped-def]
+        before = self._serving()
+        action()
+        after = self._serving()
+        for bid, (serving, _until) in after.items():
+            was, until = before[bid]
+            if serving and not was:
+                # an ejection that ran out while time passed ended at its own time; else now
+                self.entered[bid] = until if until is not None and until <= self.now else self.now
 
     @rule(dt=st.floats(0.0, 15.0))
     def time_passes(self, dt: float) -> None:
-        self.now += dt
+        def act() -> None:
+            self.now += dt
+        self._step(act)
 
     @rule(bid=backend_ids, up=st.booleans())
     def health(self, bid: str, up: bool) -> None:
-        self.pool.set_health(bid, Health(Status.UP if up else Status.DOWN, 0, True), self.now)
+        self.health_of[bid] = Health(Status.UP if up else Status.DOWN, 0, True)
+        self._step(lambda: self.pool.set_health(bid, self.health_of[bid], self.now))
+
+    @rule(bid=backend_ids, ok=st.booleans())
+    def probe(self, bid: str, ok: bool) -> None:
+        self.health_of[bid] = self.health_of[bid].observe(ok, Thresholds(rise=2, fall=2))
+        self._step(lambda: self.pool.set_health(bid, self.health_of[bid], self.now, probe_ok=ok))
 
     @rule(bid=backend_ids, ok=st.booleans())
     def request(self, bid: str, ok: bool) -> None:
         self.pool.request_started(bid)
-        self.pool.request_finished(bid, ok=ok, latency=0.01, now=self.now)
+        self._step(lambda: self.pool.request_finished(bid, ok=ok, latency=0.01, now=self.now))
 
     @rule(bid=backend_ids, state=st.sampled_from(["ready", "drain", "maintenance"]),
           deadline=st.one_of(st.none(), st.floats(0.0, 30.0)))
     def admin_change(self, bid: str, state: str, deadline: float | None) -> None:
-        self.pool.set_admin(bid, state, self.now, None if deadline is None else self.now + deadline)
+        self._step(lambda: self.pool.set_admin(bid, state, self.now,
+                                               None if deadline is None else self.now + deadline))
+
+    @invariant()
+    def no_ramp_starts_before_traffic_can_reach_the_backend(self) -> None:
+        for r in self.pool.status(self.now):
+            entered = self.entered[r["id"]]
+            if r["health"] == "up" and not r["ejected"] and entered is not None:
+                limit = slow_start_factor(entered, self.now, self.settings.slow_start)
+                assert r["effective_weight"] <= round(limit, 3) + 1e-9
 
     @invariant()
     def candidates_are_consistent(self) -> None:
