@@ -6,8 +6,9 @@
                 ShortHeader       fewer than 12 bytes
                 NotAQuery         QR=1: a response (never answer one)
             FormError             FORMERR (the question echoed when it was parsed)
-                BadName           label too long, bad label type, name > 255, pointer loop
-                ShortMessage      a record runs past the end of the message
+                BadName           label too long, bad label type, name > 255, pointer not backwards,
+                                  more than 128 labels and pointers
+                ShortMessage      a record runs past the end, or the record counts cannot fit
                 TrailingJunk      bytes after the last record
                 BadQuestionCount  QDCOUNT != 1
                 BadOpt            OPT not at the root, in the wrong section, or with bad options

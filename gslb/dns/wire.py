@@ -1,14 +1,28 @@
 """DNS wire format: the query parser and the response writer  [pure].
 
-    parse_query(data) -> Query        bounds-checked; raises the WireError family (errors.py)
-    MessageWriter                     header, question, records with name compression, OPT
+    parse_query(data, stats=None) -> Query   bounds-checked; raises the WireError family (errors.py)
+    read_name(data, offset) -> labels, end   one name, decompressed within a budget
+    MessageWriter                            header, question, records with name compression, OPT
 
 The parser reads one question, skips answer/authority records, and finds the
-OPT record (RFC 6891) and its Client Subnet option (RFC 7871) in the
-additional section. It never reads past a length: every offset is checked
-before use, names are limited to 255 bytes, and a compression pointer must
-point before the start of the labels that led to it, so pointer chains always
-end (no loops).
+OPT record (RFC 6891) and its Client Subnet (RFC 7871), COOKIE (RFC 7873: the
+option data as received, 8 or 16..40 bytes) and NSID (RFC 5001: present or
+not) options in the additional section.
+
+It never reads past a length, and its work is linear in the datagram with a
+small constant (one step per label, pointer or root of a name and per EDNS
+option; `ParseStats` counts them and tests bound them by
+len(data) + MAX_NAME_STEPS + 1):
+- only the question name is decompressed: at most MAX_NAME_STEPS (128) labels
+  and pointers, 255 bytes, and a pointer must point before the labels that led
+  to it, so pointer chains always end;
+- other records are skipped, never decompressed: the owner name is walked to
+  its terminating zero or its first pointer (checked to point before the name,
+  not followed), then type/class/TTL/RDLENGTH are read and RDATA is jumped
+  over. Only the OPT record is looked into; its owner must be the single root
+  byte. A skipped owner's compressed suffix is never checked (it is not used);
+- record counts that cannot fit in what is left (a record is at least 11
+  bytes) are refused before any record is read.
 """
 
 from __future__ import annotations
@@ -38,6 +52,8 @@ NSID_OPTION = 3             # RFC 5001
 COOKIE_OPTION = 10          # RFC 7873
 _RR_FIXED = struct.Struct("!HHIH")
 _TYPE_CLASS = struct.Struct("!HH")
+MAX_NAME_STEPS = 128        # labels and pointers followed in the one name decompressed (the question)
+_MIN_RECORD = 11            # a record's least size: a root owner and type, class, TTL, RDLENGTH
 
 QR = 0x8000
 AA = 0x0400
@@ -73,6 +89,16 @@ class Edns:
     nsid: bool = False          # an NSID option was present (RFC 5001)
 
 
+@dataclass(slots=True)
+class ParseStats:
+    """The work parse_query did: one step per label, pointer or root of a name, per EDNS option.
+
+    The parser is built so that steps <= len(data) + MAX_NAME_STEPS + 1; tests check it on
+    worst cases and on arbitrary bytes (an operation count rather than a time)."""
+
+    steps: int = 0
+
+
 @dataclass(frozen=True, slots=True)
 class Query:
     msg_id: int
@@ -98,65 +124,158 @@ def name_text(labels: tuple[bytes, ...]) -> str:
     return raw.decode("latin-1")
 
 
-def read_name(data: bytes, offset: int) -> tuple[tuple[bytes, ...], int]:
-    """Labels of the name at `offset` and the offset just after it (after the first pointer)."""
+def read_name(data: bytes, offset: int, stats: ParseStats | None = None) -> tuple[tuple[bytes, ...], int]:
+    """Labels of the name at `offset` and the offset just after it (after the first pointer).
+
+    At most MAX_NAME_STEPS labels and pointers are followed, the name is at most 255 bytes,
+    and a pointer must point before the labels that led to it, so every chain ends."""
     labels: list[bytes] = []
     n = len(data)
     pos = offset
     run_start = offset          # start of the labels read since the last jump
     end = -1
     total = 1
-    while True:
-        if pos >= n:
-            raise BadName("name runs past the end of the message")
-        length = data[pos]
-        if length == 0:
-            pos += 1
-            break
-        if length >= 0xC0:
-            if pos + 1 >= n:
-                raise BadName("compression pointer cut short")
-            target = ((length & 0x3F) << 8) | data[pos + 1]
-            if target >= run_start:
-                raise BadName("compression pointer does not point backwards")
-            if end < 0:
-                end = pos + 2
-            pos = run_start = target
-            continue
-        if length > 63:
-            raise BadName(f"unknown label type 0x{length & 0xC0:02x}")
-        total += length + 1
-        if total > 255:
-            raise BadName("name longer than 255 bytes")
-        if pos + 1 + length > n:
-            raise BadName("label runs past the end of the message")
-        labels.append(data[pos + 1: pos + 1 + length])
-        pos += 1 + length
+    steps = 0
+    try:
+        while True:
+            steps += 1
+            if pos >= n:
+                raise BadName("name runs past the end of the message")
+            length = data[pos]
+            if length == 0:
+                pos += 1
+                break
+            if steps > MAX_NAME_STEPS:
+                raise BadName(f"more than {MAX_NAME_STEPS} labels and pointers")
+            if length >= 0xC0:
+                if pos + 1 >= n:
+                    raise BadName("compression pointer cut short")
+                target = ((length & 0x3F) << 8) | data[pos + 1]
+                if target >= run_start:
+                    raise BadName("compression pointer does not point backwards")
+                if end < 0:
+                    end = pos + 2
+                pos = run_start = target
+                continue
+            if length > 63:
+                raise BadName(f"unknown label type 0x{length & 0xC0:02x}")
+            total += length + 1
+            if total > 255:
+                raise BadName("name longer than 255 bytes")
+            if pos + 1 + length > n:
+                raise BadName("label runs past the end of the message")
+            labels.append(data[pos + 1: pos + 1 + length])
+            pos += 1 + length
+    finally:
+        if stats is not None:
+            stats.steps += steps
     return tuple(labels), (end if end >= 0 else pos)
 
 
-def _read_question(data: bytes) -> tuple[Question, int]:
-    labels, pos = read_name(data, 12)
+def _read_question(data: bytes, stats: ParseStats | None) -> tuple[Question, int]:
+    labels, pos = read_name(data, 12, stats)
     if pos + 4 > len(data):
         raise ShortMessage("question cut short")
     qtype, qclass = _TYPE_CLASS.unpack_from(data, pos)
     return Question(labels, qtype, qclass, name_text(labels)), pos + 4
 
 
-def _skip_record(data: bytes, pos: int) -> tuple[tuple[bytes, ...], int, int, int, int, int]:
-    """(owner labels, type, class, ttl, rdata offset, offset after the record)."""
-    labels, pos = read_name(data, pos)
-    if pos + 10 > len(data):
-        raise ShortMessage("record header cut short")
-    rtype, rclass, ttl, rdlength = _RR_FIXED.unpack_from(data, pos)
-    pos += 10
-    if pos + rdlength > len(data):
-        raise ShortMessage("record data cut short")
-    return labels, rtype, rclass, ttl, pos, pos + rdlength
+def _find_opt(data: bytes, pos: int, before: int, additional: int, stats: ParseStats | None
+              ) -> tuple[tuple[int, int, int, int] | None, int]:
+    """Skip `before` answer/authority records and `additional` records from `pos`; returns the
+    OPT record's (class, ttl, rdata offset, rdata end) or None, and the offset after the last.
+
+    Owner names are walked to their terminating zero or first pointer and never decompressed:
+    a pointer is only checked to point before the name. Each step moves forward by at least
+    one byte, so the work is linear in the message's length."""
+    n = len(data)
+    count = before + additional
+    if count * _MIN_RECORD > n - pos:
+        raise ShortMessage(f"{count} records cannot fit in {n - pos} bytes")
+    opt: tuple[int, int, int, int] | None = None
+    steps = 0
+    try:
+        for i in range(count):
+            start = pos
+            while True:         # the owner name
+                steps += 1
+                if pos >= n:
+                    raise BadName("name runs past the end of the message")
+                length = data[pos]
+                if length == 0:
+                    pos += 1
+                    break
+                if length >= 0xC0:
+                    if pos + 1 >= n:
+                        raise BadName("compression pointer cut short")
+                    if ((length & 0x3F) << 8) | data[pos + 1] >= start:
+                        raise BadName("compression pointer does not point backwards")
+                    pos += 2
+                    break
+                if length > 63:
+                    raise BadName(f"unknown label type 0x{length & 0xC0:02x}")
+                pos += 1 + length
+                if pos - start > 254:
+                    raise BadName("name longer than 255 bytes")
+            if pos + 10 > n:
+                raise ShortMessage("record header cut short")
+            rtype, rclass, ttl, rdlength = _RR_FIXED.unpack_from(data, pos)
+            pos += 10 + rdlength
+            if pos > n:
+                raise ShortMessage("record data cut short")
+            if rtype == OPT:
+                if i < before:
+                    raise BadOpt("OPT outside the additional section")
+                if opt is not None:
+                    raise DuplicateOpt()
+                if data[start] != 0:
+                    raise BadOpt("OPT owner is not the root")
+                opt = (rclass, ttl, pos - rdlength, pos)
+    finally:
+        if stats is not None:
+            stats.steps += steps
+    return opt, pos
 
 
-def parse_query(data: bytes) -> Query:
-    """Parse a query; raises WireError subclasses carrying what was read before the error."""
+def _read_options(data: bytes, p: int, end: int, stats: ParseStats | None
+                  ) -> tuple[ClientSubnet | None, bytes | None, bool]:
+    """The Client Subnet, COOKIE and NSID options of the OPT rdata data[p:end]; others are skipped."""
+    ecs: ClientSubnet | None = None
+    cookie: bytes | None = None
+    nsid = False
+    steps = 0
+    try:
+        while p < end:
+            steps += 1
+            if p + 4 > end:
+                raise BadOpt("option header cut short")
+            code, length = _TYPE_CLASS.unpack_from(data, p)
+            p += 4
+            if p + length > end:
+                raise BadOpt("option runs past the OPT record")
+            if code == ECS_OPTION:
+                if ecs is not None:
+                    raise EcsError("two Client Subnet options")
+                ecs = ClientSubnet.from_wire(data[p:p + length])
+            elif code == COOKIE_OPTION:
+                if cookie is not None:
+                    raise BadCookie("two COOKIE options")
+                if length != 8 and not 16 <= length <= 40:     # RFC 7873 §5.2.2
+                    raise BadCookie(f"{length} bytes")
+                cookie = data[p:p + length]
+            elif code == NSID_OPTION:
+                nsid = True
+            p += length
+    finally:
+        if stats is not None:
+            stats.steps += steps
+    return ecs, cookie, nsid
+
+
+def parse_query(data: bytes, stats: ParseStats | None = None) -> Query:
+    """Parse a query; raises WireError subclasses carrying what was read before the error.
+
+    `stats`, when given, is incremented by the loop steps taken (tests bound it by the length)."""
     if len(data) < 12:
         raise ShortHeader(f"{len(data)} bytes")
     msg_id, flags, qdcount, ancount, nscount, arcount = HEADER.unpack_from(data)
@@ -170,22 +289,10 @@ def parse_query(data: bytes) -> Query:
             raise NotImplementedOpcode(f"opcode {(flags & OPCODE_MASK) >> 11}")
         if qdcount == 0:
             raise BadQuestionCount("no question")
-        question, pos = _read_question(data)
+        question, pos = _read_question(data, stats)
         if qdcount != 1:
             raise BadQuestionCount(f"QDCOUNT {qdcount}")
-        for _ in range(ancount + nscount):
-            _, rtype, _, _, _, pos = _skip_record(data, pos)
-            if rtype == OPT:
-                raise BadOpt("OPT outside the additional section")
-        opt: tuple[int, int, int, int] | None = None
-        for _ in range(arcount):
-            labels, rtype, rclass, ttl, rdata, pos = _skip_record(data, pos)
-            if rtype == OPT:
-                if opt is not None:
-                    raise DuplicateOpt()
-                if labels:
-                    raise BadOpt("OPT owner is not the root")
-                opt = (rclass, ttl, rdata, pos)
+        opt, pos = _find_opt(data, pos, ancount + nscount, arcount, stats)
         if pos != len(data):
             raise TrailingJunk(f"{len(data) - pos} bytes")
         if opt is not None:
@@ -195,31 +302,10 @@ def parse_query(data: bytes) -> Query:
             edns = Edns(udp_size, version, do)
             if version != 0:
                 raise BadVersion(f"version {version}")
-            ecs: ClientSubnet | None = None
-            cookie: bytes | None = None
-            nsid = False
-            while p < end:
-                if p + 4 > end:
-                    raise BadOpt("option header cut short")
-                code, length = _TYPE_CLASS.unpack_from(data, p)
-                p += 4
-                if p + length > end:
-                    raise BadOpt("option runs past the OPT record")
-                if code == ECS_OPTION:
-                    if ecs is not None:
-                        raise EcsError("two Client Subnet options")
-                    ecs = ClientSubnet.from_wire(data[p:p + length])
-                elif code == COOKIE_OPTION:
-                    if cookie is not None:
-                        raise BadCookie("two COOKIE options")
-                    if length != 8 and not 16 <= length <= 40:     # RFC 7873 §5.2.2
-                        raise BadCookie(f"{length} bytes")
-                    cookie = data[p:p + length]
-                elif code == NSID_OPTION:
-                    nsid = True
-                p += length
-            if ecs is not None or cookie is not None or nsid:
-                edns = Edns(udp_size, version, do, ecs, cookie, nsid)
+            if p < end:
+                ecs, cookie, nsid = _read_options(data, p, end, stats)
+                if ecs is not None or cookie is not None or nsid:
+                    edns = Edns(udp_size, version, do, ecs, cookie, nsid)
     except WireError as exc:
         exc.msg_id, exc.flags, exc.question, exc.edns = msg_id, flags, question, edns
         raise
