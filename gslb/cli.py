@@ -16,7 +16,7 @@ import sys
 import time
 
 from gslb import __version__
-from gslb.common.configload import ConfigError
+from gslb.common.configload import ConfigError, by_line
 
 
 def _version() -> str:
@@ -67,7 +67,13 @@ def main(argv: list[str] | None = None) -> int:
         logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         return _serve(config)
     except ConfigError as exc:
-        print(f"config error: {exc}", file=sys.stderr)
+        if args.command == "check-config":
+            for error in sorted(exc.errors, key=by_line):   # every problem, "FILE:LINE: key.path: reason"
+                print(error.where(), file=sys.stderr)
+            count = len(exc.errors)
+            print(f"{args.file}: {count} error{'s' if count > 1 else ''}", file=sys.stderr)
+        else:
+            print(f"config error: {exc}", file=sys.stderr)
         return 1
     except GeoIPError as exc:
         print(f"geoip error: {exc}", file=sys.stderr)

@@ -310,4 +310,4 @@ def zone_origin(zone: Zone) -> str:
 
 def load_config(path: str | Path) -> GslbConfig:
     path = Path(path)
-    return load_config_section(Section.from_file(path), base_dir=path.parent)
+    return Section.load(Section.from_file(path), lambda root: load_config_section(root, base_dir=path.parent))

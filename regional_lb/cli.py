@@ -19,7 +19,7 @@ import sys
 from collections.abc import Sequence
 
 from gslb import __version__
-from gslb.common.configload import ConfigError
+from gslb.common.configload import ConfigError, by_line
 from regional_lb.config import load_config
 
 log = logging.getLogger("regional_lb")
@@ -64,7 +64,10 @@ def _check(path: str) -> int:
     try:
         load_config(path)
     except ConfigError as exc:
-        print(exc, file=sys.stdout)
+        for error in sorted(exc.errors, key=by_line):   # every problem, "FILE:LINE: key.path: reason"
+            print(error.where(), file=sys.stdout)
+        count = len(exc.errors)
+        print(f"{path}: {count} error{'s' if count > 1 else ''}", file=sys.stdout)
         return 1
     print("OK")
     return 0

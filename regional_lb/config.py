@@ -176,11 +176,11 @@ class Config:
 
 
 def load_config(path: str | Path) -> Config:
-    return _build(Section.from_file(path), Path(path).parent)
+    return Section.load(Section.from_file(path), lambda root: _build(root, Path(path).parent))
 
 
 def parse_config(text: str, *, file: str = "<config>", base_dir: Path | None = None) -> Config:
-    return _build(Section.from_yaml_text(text, file=file), base_dir or Path.cwd())
+    return Section.load(Section.from_yaml_text(text, file=file), lambda root: _build(root, base_dir or Path.cwd()))
 
 
 def _take_address(sect: Section, key: str, default: Any = None) -> tuple[str, int]:
@@ -196,8 +196,9 @@ def _take_size(sect: Section, key: str, default: int) -> int:
     if key not in sect.data or sect.data[key] is None:
         return default
     size = parse_size(sect.data[key])
-    if size is None:
-        raise sect.error(key, f"expected a size such as 8190, '8k', '100m', got {sect.data[key]!r}")
+    if size is None:        # recorded, the default used: check-config goes on to the next problem
+        sect.record(sect.error(key, f"expected a size such as 8190, '8k', '100m', got {sect.data[key]!r}"))
+        return default
     return size
 
 

@@ -40,7 +40,30 @@ def test_check_config_names_file_key_path_and_reason(tmp_path):
     path = write(tmp_path, data)
     result = gslb("check-config", str(path))
     assert result.returncode == 1
-    assert f"{path}: regions.us-east.probe.intervall: unknown key (did you mean 'interval'?)" in result.stderr
+    line = next(i for i, text in enumerate(path.read_text().splitlines(), 1) if "intervall" in text)
+    assert f"{path}:{line}: regions.us-east.probe.intervall: unknown key (did you mean 'interval'?)" in result.stderr
+    assert result.stderr.splitlines()[-1] == f"{path}: 1 error"
+
+
+def test_check_config_reports_every_error_in_file_order(tmp_path):
+    data = gslb_config(tmp_path, dns_port=1053, admin_port=8053, lbs=None)
+    data["dns"]["tcp_idle_timeout"] = "forever"
+    data["dns"]["max_udp_sise"] = 1232
+    data["latency"] = {"max_age": -5}
+    path = write(tmp_path, data)
+    result = gslb("check-config", str(path))
+    assert result.returncode == 1
+    lines = path.read_text().splitlines()
+    errors = result.stderr.splitlines()
+    assert errors[-1] == f"{path}: 3 errors", result.stderr
+    found = {}
+    for error in errors[:-1]:
+        where, _, rest = error.partition(": ")
+        found[rest.split(":")[0]] = int(where.rsplit(":", 1)[1])
+    assert set(found) == {"dns.tcp_idle_timeout", "dns.max_udp_sise", "latency.max_age"}
+    for key_path, line in found.items():
+        assert key_path.rsplit(".", 1)[1] + ":" in lines[line - 1]
+    assert [int(e.partition(": ")[0].rsplit(":", 1)[1]) for e in errors[:-1]] == sorted(found.values())
 
 
 def test_bad_values_are_refused(tmp_path):

@@ -96,3 +96,76 @@ def test_token_inline_from_file_and_refusals(tmp_path):
         Section.from_yaml_text("token_file: missing", file=str(conf)).take_token()
     with pytest.raises(ConfigError, match="token: must not be empty"):
         Section.from_yaml_text("token: ''", file=str(conf)).take_token()
+
+
+# -- every error, with its line ------------------------------------------------------------------
+
+_DOC = """\
+dns:
+  port: "fifty-three"
+  timeout: 2s
+  colour: blue
+regions:
+  - name: a
+    weight: -1
+  - name: b
+    wieght: 3
+"""
+
+
+def _build(root: Section) -> dict[str, object]:
+    dns = root.section("dns")
+    out = {"port": dns.take("port", int, 53), "timeout": dns.take_duration("timeout", 1.0)}
+    dns.done()
+    regions = []
+    for region in root.sections("regions"):
+        regions.append((region.take("name", str), region.take_number("weight", 1, minimum=0)))
+        region.done()
+    out["regions"] = regions
+    root.done()
+    return out
+
+
+def test_load_reports_every_error_with_its_line() -> None:
+    root = Section.from_yaml_text(_DOC, file="x.yaml")
+    with pytest.raises(ConfigError) as info:
+        Section.load(root, _build)
+    where = sorted(e.where() for e in info.value.errors)
+    assert where == [
+        "x.yaml:2: dns.port: expected an integer, got 'fifty-three'",
+        "x.yaml:4: dns.colour: unknown key; known keys here: port, timeout",
+        "x.yaml:7: regions[0].weight: must be >= 0, got -1.0",
+        "x.yaml:9: regions[1].wieght: unknown key (did you mean 'weight'?); known keys here: name, weight",
+    ]
+    assert str(info.value).count("\n") == 3          # one line per problem
+
+
+def test_a_problem_with_no_way_around_stops_there_with_those_before() -> None:
+    doc = _DOC.replace("  - name: b\n", "  - nam: b\n")
+    root = Section.from_yaml_text(doc, file="x.yaml")
+    with pytest.raises(ConfigError) as info:
+        Section.load(root, _build)
+    paths = [e.path for e in info.value.errors]
+    assert paths == ["dns.port", "dns.colour", "regions[0].weight", "regions[1].name"]
+    assert info.value.errors[-1].reason == "is required"
+    assert info.value.errors[-1].line == 8            # the list item holding the missing key
+
+
+def test_outside_load_a_section_raises_at_the_first_problem() -> None:
+    root = Section.from_yaml_text(_DOC, file="x.yaml")
+    with pytest.raises(ConfigError, match=r"dns.port: expected an integer"):
+        _build(root)
+
+
+def test_a_good_document_loads() -> None:
+    root = Section.from_yaml_text("dns: {port: 5353}\nregions: [{name: a}]\n", file="x.yaml")
+    assert Section.load(root, _build) == {"port": 5353, "timeout": 1.0, "regions": [("a", 1)]}
+
+
+def test_lines_follow_anchors_and_merge_keys() -> None:
+    doc = "base: &b {port: 1}\ndns:\n  <<: *b\n  extra: 1\n"
+    root = Section.from_yaml_text(doc, file="x.yaml")
+    dns = root.section("dns")
+    assert dns.line == 2
+    assert dns.line_of("extra") == 4
+    assert dns.line_of("port") == 1                   # where the merged key is written

@@ -118,7 +118,33 @@ def test_check_config_prints_file_key_and_reason(tmp_path: Path, capsys: pytest.
     path.write_text(yaml.safe_dump(_with(timeouts={"conect": "1s"})))
     assert main(["check-config", str(path)]) == 1
     out = capsys.readouterr().out
-    assert out.startswith(f"{path}: timeouts.conect: unknown key (did you mean 'connect'?)")
+    line = next(i for i, text in enumerate(path.read_text().splitlines(), 1) if "conect" in text)
+    assert out.startswith(f"{path}:{line}: timeouts.conect: unknown key (did you mean 'connect'?)")
+    assert out.splitlines()[-1] == f"{path}: 1 error"
+
+
+def test_check_config_lists_every_error_with_its_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    doc = _with(timeouts={"conect": "1s", "client_idle": "soon"}, limits={"max_header_size": -1})
+    doc["colour"] = "blue"
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    lines = path.read_text().splitlines()
+
+    def line_of(word: str) -> int:
+        return next(i for i, text in enumerate(lines, 1) if word in text)
+
+    assert main(["check-config", str(path)]) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert out[-1] == f"{path}: 4 errors"
+    expected = sorted([
+        (line_of("colour:"), f"{path}:{line_of('colour:')}: colour: unknown key"),
+        (line_of("client_idle:"), f"{path}:{line_of('client_idle:')}: timeouts.client_idle: expected a duration"),
+        (line_of("conect:"), f"{path}:{line_of('conect:')}: timeouts.conect: unknown key (did you mean 'connect'?)"),
+        (line_of("max_header_size:"), f"{path}:{line_of('max_header_size:')}: limits.max_header_size:"),
+    ])
+    assert len(out) == 5
+    for got, (_line, want) in zip(out, expected, strict=False):
+        assert got.startswith(want), (got, want)
 
 
 def test_check_config_missing_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
