@@ -3,6 +3,8 @@
     GslbServer(config)
       .steering   Steering        (pure; rebuilt on reload)
       .responder  Responder       (pure; rebuilt on reload; the listeners read it per query)
+      .rate_limiter RateLimiter | None  (RRL in front of UDP replies only, dns.rrl; kept across
+                  reloads while its settings are unchanged; counters in .rrl_stats)
       .checker    HealthChecker   (region probes; started with the server, restarted on reload)
       .latency    LatencyTable    (kept across reloads)
       .regions    name -> RegionRuntime (health, drain, degraded; kept across reloads by name)
@@ -30,6 +32,7 @@ from gslb.common.health import Health
 from gslb.common.probe import ProbeResult
 from gslb.config import GslbConfig, healthy_fraction, load_config
 from gslb.dns.responder import Responder, ResponderStats
+from gslb.dns.rrl import RateLimitedResponder, RateLimiter, RrlStats
 from gslb.geoip import GeoIPError, GeoLocator, MaxMindLocator
 from gslb.latency_table import LatencyTable
 from gslb.server.tcp import DnsTcpServer
@@ -74,6 +77,8 @@ class GslbServer:
         self.reloads = {"ok": 0, "failed": 0}
         self.probe_counts: dict[tuple[str, bool], int] = {}
         self.dns_stats = ResponderStats()   # kept across reloads so counters never go back
+        self.rrl_stats = RrlStats()
+        self.rate_limiter: RateLimiter | None = None
         self._install(config)
 
     # -- building from a config --------------------------------------------------
@@ -89,6 +94,7 @@ class GslbServer:
         self.steering.update_region_states(self.region_states())
         self.responder = Responder(config.zones, self.steering, max_udp_size=config.dns.max_udp_size,
                                    stats=self.dns_stats)
+        self._install_rrl(config)
         targets = [rc.probe.target(name) for name, rc in config.regions.items() if rc.probe is not None]
         self.checker = HealthChecker(targets, on_change=self._on_health_change, on_result=self._on_probe,
                                      probe=self._probe, clock=self.clock)
@@ -96,6 +102,19 @@ class GslbServer:
 
     def _current_responder(self) -> Responder:
         return self.responder
+
+    def _install_rrl(self, config: GslbConfig) -> None:
+        rrl = config.dns.rrl
+        if not rrl.enabled:
+            self.rate_limiter = None
+        elif self.rate_limiter is None or self.rate_limiter.settings != rrl:
+            self.rate_limiter = RateLimiter(rrl, stats=self.rrl_stats)
+        self.udp_responder: Responder | RateLimitedResponder = self.responder
+        if self.rate_limiter is not None:
+            self.udp_responder = RateLimitedResponder(self.responder, self.rate_limiter)
+
+    def _current_udp_responder(self) -> Responder | RateLimitedResponder:
+        return self.udp_responder
 
     def region_states(self) -> dict[str, RegionState]:
         return {name: rt.state() for name, rt in self.regions.items()}
@@ -215,7 +234,7 @@ class GslbServer:
     # -- lifecycle ----------------------------------------------------------------------
     async def start_dns(self) -> None:
         for listen in self.config.dns.listen:
-            self.udp_transports.append(await open_udp(listen.host, listen.port, self._current_responder,
+            self.udp_transports.append(await open_udp(listen.host, listen.port, self._current_udp_responder,
                                                       self.clock))
             await self.tcp.listen(listen.host, listen.port)
             log.info("dns listening on %s (udp+tcp)", listen)

@@ -71,3 +71,22 @@ class GslbCollector(Collector):
         for result, count in server.reloads.items():
             reloads.add_metric([result], count)
         yield reloads
+
+        rrl = server.rrl_stats          # response rate limiting (UDP): gslb/dns/rrl.py
+        limited = CounterMetricFamily("gslb_dns_rrl_limited", "UDP responses over their rate limit, by what was done",
+                                      labels=["action"])
+        for action, count in (("dropped", rrl.dropped), ("slipped", rrl.slipped),
+                              ("exempt_cookie", rrl.exempt_cookie)):
+            limited.add_metric([action], count)
+        yield limited
+        by_class = CounterMetricFamily("gslb_dns_rrl_limited_by_class",
+                                       "UDP responses over their rate limit, by response class", labels=["class"])
+        for cls, count in sorted(rrl.by_class.items()):
+            by_class.add_metric([cls], count)
+        yield by_class
+        evicted = CounterMetricFamily("gslb_dns_rrl_evicted", "rate-limit buckets evicted from a full table")
+        evicted.add_metric([], rrl.evicted)
+        yield evicted
+        buckets = GaugeMetricFamily("gslb_dns_rrl_buckets", "rate-limit buckets held (0 when rate limiting is off)")
+        buckets.add_metric([], len(server.rate_limiter) if server.rate_limiter is not None else 0)
+        yield buckets

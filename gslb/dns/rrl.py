@@ -97,6 +97,11 @@ class ResponseClass(enum.IntEnum):
     ERROR = 4
 
 
+_NOERROR, _NODATA, _REFERRAL, _NXDOMAIN, _ERROR = (int(c) for c in ResponseClass)   # plain ints: cheaper keys
+_CLASS_NAMES = tuple(c.name for c in ResponseClass)
+_SEND, _DROP, _SLIP = Action.SEND, Action.DROP, Action.SLIP
+
+
 @dataclass(frozen=True, slots=True)
 class RrlSettings:
     """What `dns.rrl` configures; valid once built (ValueError names the field)."""
@@ -225,29 +230,44 @@ def classify(response: bytes) -> tuple[ResponseClass, bytes, int]:
     """(class, name, qtype) of one of our responses, for its bucket key; never raises.
 
     Anything unexpected is ERROR with no name (one bucket per client network)."""
-    if len(response) < 12:
-        return ResponseClass.ERROR, b"", 0
+    cls, name, qtype = _classify(response)
+    return ResponseClass(cls), name, qtype
+
+
+def _classify(response: bytes) -> tuple[int, bytes, int]:
+    n = len(response)
+    if n < 12:
+        return _ERROR, b"", 0
     rcode = response[3] & 0x0F
-    if rcode != 0 and rcode != 3:
-        return ResponseClass.ERROR, b"", 0
-    end = _question_end(response)
-    if end <= 12:
-        return ResponseClass.ERROR, b"", 0
-    ancount = (response[6] << 8) | response[7]
+    if (rcode != 0 and rcode != 3) or not (response[4] or response[5]):
+        return _ERROR, b"", 0
+    pos = 12
+    while True:             # our question name is never compressed; each step moves forward
+        if pos >= n:
+            return _ERROR, b"", 0
+        length = response[pos]
+        if length == 0:
+            break
+        if length > 63:
+            return _ERROR, b"", 0
+        pos += length + 1
+    end = pos + 5
+    if end > n:
+        return _ERROR, b"", 0
     if rcode == 0:
-        if ancount:
-            return ResponseClass.NOERROR, response[12:end - 4].lower(), (response[end - 4] << 8) | response[end - 3]
+        if response[6] or response[7]:
+            return _NOERROR, response[12:end - 4].lower(), (response[end - 4] << 8) | response[end - 3]
         if not (response[8] or response[9]):        # no authority either: BADVERS and the like
-            return ResponseClass.ERROR, b"", 0
+            return _ERROR, b"", 0
         if response[2] & _AA:
-            return ResponseClass.NODATA, response[12:end - 4].lower(), (response[end - 4] << 8) | response[end - 3]
+            return _NODATA, response[12:end - 4].lower(), (response[end - 4] << 8) | response[end - 3]
         owner = _read_name(response, end)           # the NS owner: the delegation point
         if owner is None:
-            return ResponseClass.ERROR, b"", 0
-        return ResponseClass.REFERRAL, owner, 0
-    pos = _skip_records(response, end, ancount)     # past a CNAME chain, to the SOA
+            return _ERROR, b"", 0
+        return _REFERRAL, owner, 0
+    pos = _skip_records(response, end, (response[6] << 8) | response[7])   # past a CNAME chain, to the SOA
     owner = _read_name(response, pos) if pos > 0 and (response[8] or response[9]) else None
-    return ResponseClass.NXDOMAIN, owner if owner is not None else b"", 0
+    return _NXDOMAIN, owner if owner is not None else b"", 0
 
 
 def slip_reply(response: bytes) -> bytes | None:
@@ -312,11 +332,14 @@ class RateLimiter:
 
     def decide(self, response: bytes, client: IPAddress, now: float) -> Action:
         """SEND, DROP or SLIP for `response` to `client` at `now` (seconds, monotonic)."""
-        cls, name, qtype = classify(response)
+        cls, name, qtype = _classify(response)
         rate = self._rates[cls]
         if rate <= 0.0:
-            return Action.SEND
-        key = (self.network(client), cls, name, qtype)
+            return _SEND
+        if type(client) is ipaddress.IPv4Address:
+            key = (int(client) >> self._v4_shift, cls, name, qtype)
+        else:
+            key = (self.network(client), cls, name, qtype)
         table = self._table
         bucket = table.get(key)
         if bucket is None:
@@ -324,7 +347,7 @@ class RateLimiter:
                 table.popitem(last=False)
                 self.stats.evicted += 1
             table[key] = _Bucket(rate - 1.0, now)
-            return Action.SEND
+            return _SEND
         table.move_to_end(key)
         balance = bucket.balance
         elapsed = now - bucket.stamp
@@ -336,17 +359,18 @@ class RateLimiter:
         balance -= 1.0
         if balance >= 0.0:
             bucket.balance = balance
-            return Action.SEND
+            return _SEND
         floor = -rate * self._window
         bucket.balance = balance if balance > floor else floor
-        self.stats.limited += 1
-        self.stats.by_class[cls.name] += 1
+        stats = self.stats
+        stats.limited += 1
+        stats.by_class[_CLASS_NAMES[cls]] += 1
         slip = self._slip
-        if slip == 0 or cls is ResponseClass.ERROR:
-            return Action.DROP
+        if slip == 0 or cls == _ERROR:
+            return _DROP
         slips = bucket.slips
         bucket.slips = (slips + 1) % slip
-        return Action.SLIP if slips == 0 else Action.DROP
+        return _SLIP if slips == 0 else _DROP
 
     def limit(self, response: bytes, client: IPAddress, now: float, *, query: bytes = b"",
               exempt: Callable[[bytes, Any], bool] | None = None) -> bytes | None:
@@ -355,13 +379,13 @@ class RateLimiter:
         `exempt(query, client)` is called only when over the limit: True (e.g. the query
         carried a valid server cookie) sends the response whole."""
         action = self.decide(response, client, now)
-        if action is Action.SEND:
+        if action is _SEND:
             return response
         stats = self.stats
         if exempt is not None and exempt(query, client):
             stats.exempt_cookie += 1
             return response
-        if action is Action.SLIP:
+        if action is _SLIP:
             reply = slip_reply(response)
             if reply is not None:
                 stats.slipped += 1
