@@ -42,14 +42,17 @@ service name, without asking the steering).
 from __future__ import annotations
 
 import ipaddress
+import logging
 import math
 import struct
+import traceback
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 
-from gslb.dns.ecs import ClientSubnet, IPAddress, client_network, echo_scope, locate
+from gslb.dns.cookies import COOKIE_OPTION, ServerCookies, query_cookie_valid
+from gslb.dns.ecs import ECS_OPTION, ClientSubnet, IPAddress, client_network, echo_scope, locate
 from gslb.dns.errors import BadVersion, FormError, NotImplementedOpcode, Unanswerable, WireError
 from gslb.dns.records import (
     AAAA,
@@ -62,6 +65,7 @@ from gslb.dns.records import (
     NS,
     OPT,
     SOA,
+    TXT,
     TYPE_NAMES,
     A,
     RRset,
@@ -113,6 +117,90 @@ def _ecs_tail(data: bytes) -> int:
     return -1
 
 
+_COUNTS_PLAIN = b"\x00\x01\x00\x00\x00\x00\x00\x00"      # QD=1, AN=NS=AR=0
+_COUNTS_OPT = b"\x00\x01\x00\x00\x00\x00\x00\x01"        # QD=1, AR=1 (the OPT record)
+NSID_OPTION = 3
+BADCOOKIE = 23
+_RCODE_LABELS = {**RCODE_NAMES, BADCOOKIE: "BADCOOKIE"}
+CHAOS = 3
+MAX_SHAPE_QUERY = 512          # longer queries never become shapes (a shape keeps the query's bytes)
+MAX_ALIAS_QUERY = 512          # longer queries are found by their normalised key only
+ALIAS_OVERHEAD = 120           # bytes an alias costs beyond the query's bytes (bytes object, dict slot)
+ENTRY_OVERHEAD = 320           # bytes an entry costs beyond its key and response bytes (objects, dict slot)
+_LOG_QUERY_BYTES = 256         # an internal error logs at most this much of the query (in hex)
+
+log = logging.getLogger("gslb.dns")
+_OPT_FIXED = struct.Struct("!BHHBBBBH")     # root owner, type, UDP size, ext. rcode, version, flags, rdlength
+_OPTION_HEAD = struct.Struct("!HH")
+_KEY_TAIL = struct.Struct("!BBH")           # RD|CD, DO|NSID|COOKIE, UDP limit
+_FLAGS_BYTE = tuple(bytes((i,)) for i in range(256))
+
+
+def _cache_key(data: bytes, max_udp_size: int) -> tuple[bytes, int, bytes | None] | None:
+    """The normalised question of the usual query, or None (then the query takes the slow path).
+
+    (key, end of the question, COOKIE option data or None). The key holds what the response
+    depends on and nothing else: the question with its name lower-cased, RD and CD, and with
+    an OPT record the UDP limit it gives, DO, the ECS option as received, NSID, a COOKIE's
+    presence. Padding, other options, the ID, other flag bits and the client cookie's value are
+    left out, so such queries share one entry. Only the shape the parser reads the same way
+    qualifies: opcode QUERY, one uncompressed question, nothing but one OPT record after it,
+    EDNS version 0, sound options; everything else (and every error) goes to the parser.
+    """
+    n = len(data)
+    if n < 17 or data[2] & 0xF8:            # QR or an opcode: the parser decides
+        return None
+    counts = data[4:12]
+    p = 12
+    try:
+        length = data[12]
+        while length:
+            if length > 63:                 # a pointer or a reserved label type
+                return None
+            p += length + 1
+            length = data[p]
+    except IndexError:
+        return None
+    if p > 266:                             # a name over 255 bytes: FORMERR from the parser
+        return None
+    qend = p + 5
+    flags = (data[2] & 0x01) | (data[3] & 0x10)
+    if counts == _COUNTS_PLAIN:
+        if qend != n:
+            return None
+        return data[12:p].lower() + data[p:qend] + _FLAGS_BYTE[flags], qend, None
+    if counts != _COUNTS_OPT or qend + 11 > n:
+        return None
+    root, rtype, udp, _, version, high, _, rdlength = _OPT_FIXED.unpack_from(data, qend)
+    o = qend + 11
+    if root or rtype != OPT or version or o + rdlength != n:
+        return None
+    limit = 512 if udp < 512 else (udp if udp < max_udp_size else max_udp_size)
+    bits = high >> 7                        # DO
+    ecs = b""
+    cookie: bytes | None = None
+    while o < n:
+        if o + 4 > n:
+            return None
+        code, size = _OPTION_HEAD.unpack_from(data, o)
+        o += 4
+        if o + size > n:
+            return None
+        if code == ECS_OPTION:
+            if ecs:
+                return None
+            ecs = data[o - 4:o + size]
+        elif code == COOKIE_OPTION:
+            if cookie is not None or (size != 8 and not 16 <= size <= 40):
+                return None
+            cookie = data[o:o + size]
+            bits |= 4
+        elif code == NSID_OPTION:
+            bits |= 2
+        o += size
+    return data[12:p].lower() + data[p:qend] + _KEY_TAIL.pack(flags, bits, limit) + ecs, qend, cookie
+
+
 class _Shape:
     """A query layout seen before: all but the ID and the ECS address at its end is known."""
 
@@ -145,7 +233,13 @@ class ResponderStats:
     cache_misses: int = 0
     truncated: int = 0          # TC=1 sent
     steering_errors: int = 0    # steering.answer raised: SERVFAIL
-    internal_errors: int = 0    # a bug: the query was dropped
+    internal_errors: int = 0    # a bug: the query was dropped (logged, at most one line a second)
+    cookies: int = 0            # queries with a COOKIE option (cookies enabled)
+    cookies_valid: int = 0      # ... whose server cookie was valid (checked when it mattered: misses, require)
+    nsid: int = 0               # NSID options answered
+    cache_entries: int = 0      # responses in the cache now (both transports, per-client answers each)
+    cache_bytes: int = 0        # their estimated size (keys, bytes, overhead)
+    cache_clears: int = 0       # the cache reached its entries or bytes limit and was emptied
     by_rcode: Counter[str] = field(default_factory=Counter)
     by_qtype: Counter[str] = field(default_factory=Counter)
     by_region: Counter[str] = field(default_factory=Counter)     # answers holding each region
@@ -160,10 +254,11 @@ class _Result:
     """What resolution decided, before packing."""
 
     __slots__ = ("aa", "additional", "all_down", "answer", "authority", "cache_for", "client_dependent",
-                 "data_generation", "located", "rcode", "referral", "regions", "scope")
+                 "data_generation", "located", "rclass", "rcode", "referral", "regions", "scope")
 
     def __init__(self) -> None:
         self.rcode = 0
+        self.rclass = 1             # CHAOS for the id.server / version.bind answers
         self.aa = True
         self.referral = False
         self.answer: list[tuple[str, RRset]] = []
@@ -179,14 +274,18 @@ class _Result:
 
 
 class _Entry:
-    """A packed response (after the ID) and what to count when it is served again."""
+    """A packed response and what to count when it is served again. The reply is the query's ID,
+    `head` (flags and counts), the query's own question, `tail`, and for a query with a cookie
+    its client cookie and a fresh server cookie (the COOKIE option is the message's last bytes)."""
 
-    __slots__ = ("all_down", "body", "data_generation", "expires", "generation", "per_client", "qtype", "rcode",
-                 "regions", "truncated")
+    __slots__ = ("all_down", "data_generation", "expires", "generation", "head", "per_client", "qend", "qtype",
+                 "rcode", "regions", "tail", "truncated")
 
-    def __init__(self, body: bytes, generation: int, expires: float, rcode: str, qtype: str,
+    def __init__(self, head: bytes, tail: bytes, generation: int, expires: float, rcode: str, qtype: str,
                  regions: tuple[str, ...], all_down: tuple[str, ...], truncated: bool) -> None:
-        self.body = body
+        self.head = head
+        self.tail = tail
+        self.qend = 0                   # where the question ends (the query's own is spliced in)
         self.generation = generation
         self.expires = expires
         self.rcode = rcode
@@ -214,19 +313,47 @@ def _qtype_label(qtype: int) -> str:
 
 
 class Responder:
-    """Answers queries for `zones`, asking `steering` about service names."""
+    """Answers queries for `zones`, asking `steering` about service names.
+
+    `cookies` (ServerCookies) turns DNS Cookies on; `require_cookies` answers BADCOOKIE to UDP
+    queries whose server cookie is missing or invalid; `nsid` is echoed to queries with an NSID
+    option; `identity` / `version` answer CHAOS TXT id.server + hostname.bind / version.bind +
+    version.server. `wall` gives Unix time for cookies (default: the `now` passed in).
+    """
 
     def __init__(self, zones: Iterable[Zone], steering: ServiceSteering, *, max_udp_size: int = 1232,
-                 stats: ResponderStats | None = None, cache_size: int = 50_000) -> None:
+                 stats: ResponderStats | None = None, cache_size: int = 50_000,
+                 cache_max_bytes: int = 64 * 1024 * 1024, cookies: ServerCookies | None = None,
+                 require_cookies: bool = False, nsid: bytes | None = None, identity: str | None = None,
+                 version: str | None = None, wall: Callable[[], float] | None = None) -> None:
         self.zones = tuple(zones)
         self._zones = {zone.origin: zone for zone in self.zones}
         self._steering = steering
         self.max_udp_size = max(512, min(int(max_udp_size), TCP_LIMIT))
         self.stats = stats if stats is not None else ResponderStats()
         self.cache_size = cache_size
-        self._udp_cache: dict[bytes, _Entry] = {}
+        self.cache_max_bytes = cache_max_bytes
+        self._cookies = cookies
+        self._require_cookies = bool(require_cookies and cookies is not None)
+        self._nsid = None if nsid is None else struct.pack("!HH", NSID_OPTION, len(nsid)) + nsid
+        self._chaos: dict[str, RRset] = {}
+        for names, text in ((("id.server", "hostname.bind"), identity), (("version.bind", "version.server"), version)):
+            if text is not None:
+                raw = text.encode()[:255]
+                for chaos_name in names:
+                    self._chaos[chaos_name] = RRset(TXT, 0, ((bytes([len(raw)]) + raw,),))
+        self._wall = wall
+        self._caching = cache_size > 0 and cache_max_bytes > 0
+        self._udp_cache: dict[bytes, _Entry] = {}          # normalised question -> entry
         self._tcp_cache: dict[bytes, _Entry] = {}
+        self._udp_raw: dict[bytes, _Entry] = {}            # a query's bytes after the ID -> the same entry
+        self._tcp_raw: dict[bytes, _Entry] = {}
+        self._aliases = 0
         self._cached = 0
+        self._cached_bytes = 0
+        self.stats.cache_entries = self.stats.cache_bytes = 0
+        self._log_after = -math.inf         # the next internal error may be logged from then on
+        self._log_suppressed = 0
         self._shapes: dict[bytes, _Shape] = {}
         self._rrsets: dict[tuple[int, int, tuple[str, ...]], RRset] = {}
         self._negative_soa = {zone.origin: RRset(SOA, zone.negative_ttl, zone.soa_rrset.rdatas)
@@ -237,17 +364,18 @@ class Responder:
 
     def __repr__(self) -> str:
         return (f"<Responder {', '.join(self._zones) or 'no zones'} "
-                f"[cache {self._cached}/{self.cache_size}]>")
+                f"[cache {self._cached}/{self.cache_size}, {self._cached_bytes}/{self.cache_max_bytes} bytes]>")
 
     # -- fast path ------------------------------------------------------------------
     def respond(self, data: bytes, client: IPAddress, now: float, *, tcp: bool = False) -> bytes | None:
         """The response to `data` from `client` (the resolver's address), or None to drop it."""
         if type(data) is not bytes:
             data = bytes(data)
-        cache = self._tcp_cache if tcp else self._udp_cache
-        key = data[2:]
-        entry = cache.get(key)
-        if entry is not None:
+        if not self._caching:
+            return self._respond_slow(data, client, now, tcp, None)
+        raw = data[2:]
+        entry = (self._tcp_raw if tcp else self._udp_raw).get(raw)
+        if entry is not None:           # these very bytes were answered before (inline: the hot path)
             if entry.per_client is not None:
                 entry = entry.per_client.get(client_network(client))
             if entry is not None and now < entry.expires and entry.generation == self._steering.generation \
@@ -264,35 +392,117 @@ class Responder:
                     stats.all_down[service] += 1
                 if entry.truncated:
                     stats.truncated += 1
-                return data[:2] + entry.body
-        return self._respond_slow(data, client, now, tcp, cache if self.cache_size > 0 else None)
+                return data[:2] + entry.head + data[12:entry.qend] + entry.tail
+        scanned = _cache_key(data, self.max_udp_size)
+        if scanned is None:
+            return self._respond_slow(data, client, now, tcp, None)
+        key, qend, cookie = scanned
+        holder = (self._tcp_cache if tcp else self._udp_cache).get(key)
+        entry = self._fresh(holder, client, now) if holder is not None else None
+        if entry is None:
+            return self._respond_slow(data, client, now, tcp, scanned)
+        cookies = self._cookies
+        if cookie is not None and cookies is not None:
+            wall = self._wall() if self._wall is not None else now
+            if self._require_cookies and not tcp:
+                if not cookies.valid(cookie, client, wall):
+                    return self._respond_slow(data, client, now, tcp, scanned)      # BADCOOKIE
+                self.stats.cookies_valid += 1
+            self.stats.cookies += 1
+            client_part = cookie[:8]
+            reply = (data[:2] + entry.head + data[12:qend] + entry.tail + client_part
+                     + cookies.make(client_part, client, wall))
+        else:
+            reply = data[:2] + entry.head + data[12:qend] + entry.tail
+            self._alias(raw, holder, tcp)   # type: ignore[arg-type]
+        self._count_hit(entry)
+        return reply
+
+    def _fresh(self, entry: _Entry, client: IPAddress, now: float) -> _Entry | None:
+        """The entry (or the client network's, for a per-client holder) if it may still be served."""
+        if entry.per_client is not None:
+            found = entry.per_client.get(client_network(client))
+            if found is None:
+                return None
+            entry = found
+        if now < entry.expires and entry.generation == self._steering.generation \
+                and (entry.data_generation is None
+                     or entry.data_generation == getattr(self._steering, "data_generation", None)):
+            return entry
+        return None
+
+    def _count_hit(self, entry: _Entry) -> None:
+        stats = self.stats
+        stats.queries += 1
+        stats.cache_hits += 1
+        stats.by_rcode[entry.rcode] += 1
+        stats.by_qtype[entry.qtype] += 1
+        for region in entry.regions:
+            stats.by_region[region] += 1
+        for service in entry.all_down:
+            stats.all_down[service] += 1
+        if entry.truncated:
+            stats.truncated += 1
+
+    def _alias(self, raw: bytes, holder: _Entry, tcp: bool) -> None:
+        """Remember a cookie-free query's own bytes (after the ID) for the entry that answers them:
+        the next identical query is served without computing its key. Counted in the bytes."""
+        if len(raw) > MAX_ALIAS_QUERY:
+            return
+        aliases = self._tcp_raw if tcp else self._udp_raw
+        if raw in aliases:
+            aliases[raw] = holder
+            return
+        cost = len(raw) + ALIAS_OVERHEAD
+        if self._aliases >= self.cache_size or self._cached_bytes + cost > self.cache_max_bytes:
+            return                          # the responses matter more; a clear comes with the next store
+        aliases[raw] = holder
+        self._aliases += 1
+        self._cached_bytes += cost
+        self.stats.cache_bytes = self._cached_bytes
 
     def respond_uncached(self, data: bytes, client: IPAddress, now: float, *, tcp: bool = False
                          ) -> bytes | None:
         """The reference path: the same bytes as `respond`, built from scratch every time."""
-        return self._respond_slow(bytes(data), client, now, tcp, None)
+        return self._respond_slow(bytes(data), client, now, tcp, None, reference=True)
+
+    def cookie_valid(self, data: bytes, client: IPAddress, now: float) -> bool:
+        """True when the query `data` carries a valid server cookie for `client` (for rate limiting:
+        such a query is not spoofed). Parses the query: call it only when the answer matters."""
+        if self._cookies is None:
+            return False
+        try:
+            query = parse_query(bytes(data))
+        except WireError:
+            return False
+        return query_cookie_valid(query, self._cookies, client, self._wall() if self._wall is not None else now)
 
     def clear_cache(self) -> None:
         self._udp_cache.clear()
         self._tcp_cache.clear()
-        self._cached = 0
+        self._udp_raw.clear()
+        self._tcp_raw.clear()
+        self._cached = self._cached_bytes = self._aliases = 0
+        self.stats.cache_entries = self.stats.cache_bytes = 0
 
     def _respond_slow(self, data: bytes, client: IPAddress, now: float, tcp: bool,
-                      cache: dict[bytes, _Entry] | None) -> bytes | None:
+                      scanned: tuple[bytes, int, bytes | None] | None, *, reference: bool = False
+                      ) -> bytes | None:
         stats = self.stats
         stats.queries += 1
         stats.cache_misses += 1
         try:
             generation = self._steering.generation
-            response, res, qtype, rcode_value = self._answer(data, client, now, tcp, cache is not None)
-        except Exception:  # the robustness net: never raise into the server loop
+            response, res, qtype, rcode_value = self._answer(data, client, now, tcp, not reference)
+        except Exception as exc:  # the robustness net: never raise into the server loop
             stats.internal_errors += 1
             stats.dropped += 1
+            self._log_internal_error(data, exc, now)
             return None
         if response is None:
             stats.dropped += 1
             return None
-        rcode = RCODE_NAMES.get(rcode_value, "OTHER")
+        rcode = _RCODE_LABELS.get(rcode_value, "OTHER")
         truncated = bool(response[2] & 0x02)
         stats.by_rcode[rcode] += 1
         stats.by_qtype[qtype] += 1
@@ -304,25 +514,63 @@ class Responder:
             stats.by_region[region] += 1
         for service in res.all_down:
             stats.all_down[service] += 1
-        if cache is not None and res.rcode != SERVFAIL and res.cache_for > 0:
-            expires = now + res.cache_for
-            entry = _Entry(response[2:], generation, expires, rcode, qtype, res.regions, res.all_down,
-                           truncated)
-            entry.data_generation = res.data_generation
-            if self._cached >= self.cache_size:
-                self.clear_cache()
-            key = data[2:]
-            if res.client_dependent:
-                holder = cache.get(key)
-                if holder is None or holder.per_client is None:
-                    holder = _Entry(b"", generation, math.inf, rcode, qtype, (), (), False)
-                    holder.per_client = {}
-                    cache[key] = holder
-                holder.per_client[client_network(client)] = entry
-            else:
-                cache[key] = entry
-            self._cached += 1
+        if scanned is not None and res.rcode != SERVFAIL and res.cache_for > 0:
+            self._store(data, scanned, response, res, generation, now, tcp, client, rcode, qtype, truncated)
         return response
+
+    def _store(self, data: bytes, scanned: tuple[bytes, int, bytes | None], response: bytes, res: _Result,
+               generation: int, now: float, tcp: bool, client: IPAddress, rcode: str, qtype: str,
+               truncated: bool) -> None:
+        key, qend, cookie = scanned
+        tail_end = len(response)
+        if cookie is not None and self._cookies is not None:
+            tail_end -= 24                  # the client cookie and our server cookie: fresh on every hit
+            if response[tail_end:tail_end + 8] != cookie[:8]:
+                return
+        if response[12:qend] != data[12:qend] or tail_end < qend:
+            return                          # the reply does not echo the question as asked
+        head, tail = response[2:12], response[qend:tail_end]
+        cost = len(key) + len(tail) + ENTRY_OVERHEAD
+        if self._cached >= self.cache_size or self._cached_bytes + cost > self.cache_max_bytes:
+            self.clear_cache()
+            self.stats.cache_clears += 1
+            if cost > self.cache_max_bytes:
+                return
+        entry = _Entry(head, tail, generation, now + res.cache_for, rcode, qtype, res.regions, res.all_down,
+                       truncated)
+        entry.data_generation = res.data_generation
+        entry.qend = qend
+        cache = self._tcp_cache if tcp else self._udp_cache
+        if res.client_dependent:
+            holder = cache.get(key)
+            if holder is None or holder.per_client is None:
+                holder = _Entry(b"", b"", generation, math.inf, rcode, qtype, (), (), False)
+                holder.per_client = {}
+                cache[key] = holder
+                cost += ENTRY_OVERHEAD
+            holder.per_client[client_network(client)] = entry
+        else:
+            holder = cache[key] = entry
+        if cookie is None:
+            self._alias(data[2:], holder, tcp)
+        self._cached += 1
+        self._cached_bytes += cost
+        self.stats.cache_entries = self._cached
+        self.stats.cache_bytes = self._cached_bytes
+
+    def _log_internal_error(self, data: bytes, exc: Exception, now: float) -> None:
+        """One line per internal error, at most one a second (`now`); the others are counted."""
+        if now < self._log_after:
+            self._log_suppressed += 1
+            return
+        self._log_after = now + 1.0
+        suppressed, self._log_suppressed = self._log_suppressed, 0
+        frames = traceback.extract_tb(exc.__traceback__)
+        where = f" at {frames[-1].filename.rsplit('/', 1)[-1]}:{frames[-1].lineno}" if frames else ""
+        shown = data[:_LOG_QUERY_BYTES].hex()
+        more = f"...({len(data)} bytes)" if len(data) > _LOG_QUERY_BYTES else ""
+        log.error("DNS internal error %s: %s%s; query %s%s%s", type(exc).__name__, exc, where, shown, more,
+                  f" ({suppressed} more since the last line)" if suppressed else "")
 
     # -- reference path ---------------------------------------------------------------
     def _shaped(self, data: bytes) -> tuple[Query, _Shape] | None:
@@ -378,6 +626,8 @@ class Responder:
         except BadVersion as exc:
             return self._error(exc, BADVERS, tcp), None, self._exc_qtype(exc), BADVERS
         except NotImplementedOpcode as exc:
+            if exc.edns is None:
+                exc.edns = _edns_of(data)
             return self._error(exc, NOTIMP, tcp), None, self._exc_qtype(exc), NOTIMP
         except FormError as exc:
             return self._error(exc, FORMERR, tcp), None, self._exc_qtype(exc), FORMERR
@@ -389,20 +639,64 @@ class Responder:
                       writer: tuple[bytes, dict[str, int], list[int]] | None
                       ) -> tuple[bytes | None, _Result | None, str, int]:
         question = query.question
-        if question.qclass != 1:
-            res = _Result()
-            res.rcode, res.aa = REFUSED, False
+        edns = query.edns
+        cookie = edns.cookie if edns is not None and self._cookies is not None else None
+        wall = now
+        if cookie is not None:
+            self.stats.cookies += 1
+            if self._wall is not None:
+                wall = self._wall()
+        if cookie is not None and self._require_cookies and not tcp \
+                and not self._cookies.valid(cookie, client, wall):      # type: ignore[union-attr]
+            res = _Result()             # RFC 7873 §5.2.3-4: no answer, a fresh cookie to retry with
+            res.rcode, res.aa, res.cache_for = BADCOOKIE, False, 0
+        elif question.qclass != 1:
+            res = self._chaos_answer(question)
         else:
+            if cookie is not None and self._require_cookies and not tcp:
+                self.stats.cookies_valid += 1
             try:
-                res = self._resolve(question, query.edns, client, now)
+                res = self._resolve(question, edns, client, now)
             except _SteeringFailed:
                 self.stats.steering_errors += 1
                 res = _Result()
                 res.rcode, res.aa = SERVFAIL, False
-        packed = self._pack_answer(query, res, tcp, writer) if writer is not None else None
+        options = self._options(edns, res, client, wall) if edns is not None else b""
+        packed = self._pack_answer(query, res, tcp, writer, options) if writer is not None else None
         if packed is None:
-            packed = self._pack(query, res, tcp, writer)
+            packed = self._pack(query, res, tcp, writer, options)
         return packed, res, _qtype_label(question.qtype), res.rcode
+
+    def _chaos_answer(self, question: Question) -> _Result:
+        """CHAOS TXT id.server / hostname.bind / version.bind / version.server when configured;
+        REFUSED for anything else outside class IN."""
+        res = _Result()
+        rrset = self._chaos.get(question.name) if question.qclass == CHAOS else None
+        if rrset is None or question.qtype not in (TXT, ANY):
+            res.rcode, res.aa = REFUSED, False
+            return res
+        res.rclass = CHAOS
+        res.answer.append((question.name, rrset))
+        return res
+
+    def _options(self, edns: Edns, res: _Result, client: IPAddress, wall: float) -> bytes:
+        """The reply's EDNS options: ECS echo, NSID, COOKIE (last: the cache splices it per query)."""
+        options = b""
+        ecs = edns.ecs
+        if ecs is not None:
+            scope = 0
+            if ecs.source and res.located is not None:
+                scope = echo_scope(res.scope, res.located[2])
+            options = ecs.to_wire(scope)
+        if edns.nsid and self._nsid is not None:
+            self.stats.nsid += 1
+            options += self._nsid
+        cookies = self._cookies
+        if edns.cookie is not None and cookies is not None:
+            client_part = edns.cookie[:8]
+            server = cookies.make(client_part, client, wall)
+            options += struct.pack("!HH", COOKIE_OPTION, 8 + len(server)) + client_part + server
+        return options
 
     @staticmethod
     def _exc_qtype(exc: WireError) -> str:
@@ -416,7 +710,8 @@ class Responder:
         edns: Edns | None = exc.edns
         if edns is not None:
             writer.opt(self.max_udp_size, rcode >> 4, edns.do, b"")
-        flags = QR | (exc.flags & (OPCODE_MASK | RD | CD)) | (rcode & 0xF)
+        # RFC 1035 §4.1.1: the opcode is copied and RD may be; nothing else of the query's flags
+        flags = QR | (exc.flags & (OPCODE_MASK | RD)) | (rcode & 0xF)
         return writer.finish(exc.msg_id, flags)
 
     def _zone_for(self, name: str) -> Zone | None:
@@ -582,11 +877,12 @@ class Responder:
 
     # -- packing --------------------------------------------------------------------
     def _pack_answer(self, query: Query, res: _Result, tcp: bool,
-                     after_question: tuple[bytes, dict[str, int], list[int]]) -> bytes | None:
+                     after_question: tuple[bytes, dict[str, int], list[int]], options: bytes) -> bytes | None:
         """`_pack` for the usual service answer (NOERROR, one A/AAAA RRset at the question name,
         nothing else, EDNS): the same bytes written directly; None when the case is another."""
         edns = query.edns
-        if res.rcode or res.authority or res.additional or len(res.answer) != 1 or edns is None:
+        if res.rcode or res.authority or res.additional or len(res.answer) != 1 or edns is None \
+                or res.rclass != 1:
             return None
         owner, rrset = res.answer[0]
         rtype = rrset.rtype
@@ -602,13 +898,6 @@ class Responder:
             if len(rdata) != 1 or type(rdata[0]) is not bytes:
                 return None
             buf += head + _RR_HEAD.pack(rtype, 1, rrset.ttl, len(rdata[0])) + rdata[0]
-        options = b""
-        ecs = edns.ecs
-        if ecs is not None:
-            scope = 0
-            if ecs.source and res.located is not None:
-                scope = echo_scope(res.scope, res.located[2])
-            options = ecs.to_wire(scope)
         buf += b"\x00" + _RR_HEAD.pack(OPT, self.max_udp_size, 0x8000 if edns.do else 0, len(options)) + options
         limit = TCP_LIMIT if tcp else min(max(edns.udp_size, 512), self.max_udp_size)
         if len(buf) > limit:
@@ -617,7 +906,7 @@ class Responder:
         return bytes(buf)
 
     def _pack(self, query: Query, res: _Result, tcp: bool,
-              after_question: tuple[bytes, dict[str, int], list[int]] | None = None) -> bytes:
+              after_question: tuple[bytes, dict[str, int], list[int]] | None = None, options: bytes = b"") -> bytes:
         """The response; `after_question`: the writer's state after this question (from a shape)."""
         question = query.question
         edns = query.edns
@@ -629,23 +918,18 @@ class Responder:
         else:
             writer = MessageWriter()
             writer.question(question)
-        for section, records in ((1, res.answer), (2, res.authority)):
-            for owner, rrset in records:
-                for rdata in rrset.rdatas:
-                    writer.record(section, owner, rrset.rtype, rrset.ttl, rdata)
+        for owner, rrset in res.answer:
+            for rdata in rrset.rdatas:
+                writer.record(1, owner, rrset.rtype, rrset.ttl, rdata, res.rclass)
+        for owner, rrset in res.authority:
+            for rdata in rrset.rdatas:
+                writer.record(2, owner, rrset.rtype, rrset.ttl, rdata)
         before_additional = writer.mark()
         for owner, rrset in res.additional:
             for rdata in rrset.rdatas:
                 writer.record(3, owner, rrset.rtype, rrset.ttl, rdata)
-        options = b""
         if edns is not None:
             limit = TCP_LIMIT if tcp else min(max(edns.udp_size, 512), self.max_udp_size)
-            ecs = edns.ecs
-            if ecs is not None:
-                scope = 0
-                if ecs.source and res.located is not None:
-                    scope = echo_scope(res.scope, res.located[2])
-                options = ecs.to_wire(scope)
             writer.opt(self.max_udp_size, res.rcode >> 4, edns.do, options)
         else:
             limit = TCP_LIMIT if tcp else 512
@@ -664,6 +948,17 @@ class Responder:
         if edns is not None:
             writer.opt(self.max_udp_size, res.rcode >> 4, edns.do, options)
         return writer.finish(query.msg_id, flags | TC)
+
+
+def _edns_of(data: bytes) -> Edns | None:
+    """The OPT record of a query the parser stopped reading early (another opcode): read as if it
+    were a QUERY, so the error reply can carry OPT when the query's was sound (RFC 6891 §7)."""
+    if len(data) < 12 or data[10:12] == b"\x00\x00":
+        return None
+    try:
+        return parse_query(data[:2] + bytes((data[2] & 0x87,)) + data[3:]).edns
+    except WireError as exc:
+        return exc.edns if isinstance(exc.edns, Edns) else None
 
 
 def _parents(name: str) -> list[str]:

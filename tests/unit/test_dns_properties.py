@@ -182,3 +182,61 @@ def test_a_learnt_shape_is_used_for_other_addresses(monkeypatch) -> None:
     assert responder.respond(second, CLIENT, 2.0) == responder.respond_uncached(second, CLIENT, 2.0)
     responder.respond_uncached(query("mail.example.test", ecs="1.2.3.0/24"), CLIENT, 1.0)
     assert len(responder._shapes) == 1          # the reference path learns nothing
+
+
+@st.composite
+def cookie_steps(draw: st.DrawFn) -> list[tuple[bytes, ipaddress.IPv4Address | ipaddress.IPv6Address, float, bool]]:
+    """Queries with cookies (none, client only, valid, stale, forged), 0x20 case, padding, NSID."""
+    import dns.edns
+
+    from gslb.dns.cookies import ServerCookies
+
+    steps = []
+    now = 1_700_000_000.0
+    for _ in range(draw(st.integers(1, 20))):
+        name = draw(st.sampled_from(NAMES[:8]))
+        name = "".join(c.upper() if draw(st.booleans()) else c for c in name)
+        client = draw(st.sampled_from(CLIENTS))
+        client_cookie = draw(st.sampled_from([b"\x01" * 8, b"\x02" * 8]))
+        made_at = now - draw(st.sampled_from([0, 100, 4000]))
+        kind = draw(st.sampled_from(["none", "client", "valid", "forged", "other-client"]))
+        options: list[dns.edns.Option] = []
+        if kind == "client":
+            options.append(dns.edns.GenericOption(dns.edns.COOKIE, client_cookie))
+        elif kind in ("valid", "other-client"):
+            whom = client if kind == "valid" else ipaddress.IPv4Address("192.0.2.77")
+            server = ServerCookies([COOKIE_SECRET]).make(client_cookie, whom, made_at)
+            options.append(dns.edns.GenericOption(dns.edns.COOKIE, client_cookie + server))
+        elif kind == "forged":
+            options.append(dns.edns.GenericOption(dns.edns.COOKIE, client_cookie + b"\x01" + b"\x00" * 15))
+        if draw(st.booleans()):
+            options.append(dns.edns.GenericOption(dns.edns.NSID, b""))
+        if draw(st.booleans()):
+            options.append(dns.edns.GenericOption(12, b"\x00" * draw(st.integers(0, 600))))
+        if draw(st.booleans()):
+            options.insert(0, dns.edns.ECSOption(draw(st.sampled_from(["1.2.3.0", "10.0.0.0"])), 24))
+        draw(st.randoms()).shuffle(options)
+        msg = dns.message.make_query(name, draw(st.sampled_from(["A", "AAAA", "TXT"])), use_edns=0,
+                                     payload=draw(st.sampled_from([512, 1232, 4096])), options=options or None)
+        msg.id = draw(st.integers(0, 65535))
+        now += draw(st.sampled_from([0.0, 1.0, 11.0]))
+        steps.append((msg.to_wire(max_size=65535), client, now, draw(st.booleans())))
+    return steps
+
+
+COOKIE_SECRET = bytes(range(16))
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(cookie_steps(), st.booleans())
+def test_cache_hits_give_the_reference_bytes_with_cookies(steps: list, require: bool) -> None:
+    from gslb.dns.cookies import ServerCookies
+
+    options = {"cookies": ServerCookies([COOKIE_SECRET]), "require_cookies": require, "nsid": b"ns-test"}
+    fast = Responder(ZONES, default_steering(), **options)  # type: ignore[arg-type]
+    slow = Responder(ZONES, default_steering(), **options)  # type: ignore[arg-type]
+    for data, client, now, tcp in steps:
+        expected = slow.respond_uncached(data, client, now, tcp=tcp)
+        assert fast.respond(data, client, now, tcp=tcp) == expected
+        assert fast.respond(data, client, now, tcp=tcp) == expected     # and again, from the cache
+    assert fast.stats.internal_errors == slow.stats.internal_errors == 0
