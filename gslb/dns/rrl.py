@@ -373,16 +373,16 @@ class RateLimiter:
         return _SLIP if slips == 0 else _DROP
 
     def limit(self, response: bytes, client: IPAddress, now: float, *, query: bytes = b"",
-              exempt: Callable[[bytes, Any], bool] | None = None) -> bytes | None:
+              exempt: Callable[[bytes, Any, float], bool] | None = None) -> bytes | None:
         """The bytes to send for `response` (itself, its slip reply) or None to drop it.
 
-        `exempt(query, client)` is called only when over the limit: True (e.g. the query
+        `exempt(query, client, now)` is called only when over the limit: True (e.g. the query
         carried a valid server cookie) sends the response whole."""
         action = self.decide(response, client, now)
         if action is _SEND:
             return response
         stats = self.stats
-        if exempt is not None and exempt(query, client):
+        if exempt is not None and exempt(query, client, now):
             stats.exempt_cookie += 1
             return response
         if action is _SLIP:
@@ -401,13 +401,13 @@ class _Answering(Protocol):
 class RateLimitedResponder:
     """A responder whose UDP replies go through a RateLimiter; TCP replies never do.
 
-    `exempt(query, client)` says whether a query is exempt: `Responder.cookie_valid` (a valid
-    server cookie, see cookies.py); it is called only for replies over the limit."""
+    `exempt(query, client, now)` says whether a query is exempt: `Responder.cookie_valid` (a
+    valid server cookie, see cookies.py); it is called only for replies over the limit."""
 
     __slots__ = ("exempt", "limiter", "responder")
 
     def __init__(self, responder: _Answering, limiter: RateLimiter,
-                 exempt: Callable[[bytes, Any], bool] | None = None) -> None:
+                 exempt: Callable[[bytes, Any, float], bool] | None = None) -> None:
         self.responder = responder
         self.limiter = limiter
         self.exempt = exempt

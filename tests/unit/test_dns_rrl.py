@@ -347,27 +347,27 @@ def test_slip_reply_without_opt_or_question():
 def test_limit_acts_and_counts_and_asks_exempt_only_over_the_limit():
     stats = RrlStats()
     rl = RateLimiter(RrlSettings(responses_per_second=2, slip=2), stats=stats)
-    asked: list[tuple[bytes, object]] = []
+    asked: list[tuple[bytes, object, float]] = []
 
-    def exempt(query: bytes, client: object) -> bool:
-        asked.append((query, client))
+    def exempt(query: bytes, client: object, now: float) -> bool:
+        asked.append((query, client, now))
         return False
 
-    out = [rl.limit(WWW, CLIENT, 0.0, query=b"q", exempt=exempt) for _ in range(5)]
+    out = [rl.limit(WWW, CLIENT, 0.5, query=b"q", exempt=exempt) for _ in range(5)]
     assert out[:2] == [WWW, WWW]
     assert out[2] == slip_reply(WWW)
     assert out[3] is None
     assert out[4] == slip_reply(WWW)
-    assert asked == [(b"q", CLIENT)] * 3
+    assert asked == [(b"q", CLIENT, 0.5)] * 3
     assert (stats.limited, stats.slipped, stats.dropped, stats.exempt_cookie) == (3, 2, 1, 0)
     assert "3 limited" in repr(stats)
 
 
 def test_exempt_queries_get_the_whole_answer():
     rl = limiter(responses_per_second=1, slip=0)
-    assert rl.limit(WWW, CLIENT, 0.0, exempt=lambda q, c: True) == WWW
-    assert rl.limit(WWW, CLIENT, 0.0, exempt=lambda q, c: True) == WWW
-    assert rl.limit(WWW, CLIENT, 0.0, exempt=lambda q, c: False) is None
+    assert rl.limit(WWW, CLIENT, 0.0, exempt=lambda q, c, t: True) == WWW
+    assert rl.limit(WWW, CLIENT, 0.0, exempt=lambda q, c, t: True) == WWW
+    assert rl.limit(WWW, CLIENT, 0.0, exempt=lambda q, c, t: False) is None
     assert (rl.stats.exempt_cookie, rl.stats.dropped) == (1, 1)
 
 
@@ -386,11 +386,11 @@ def test_responder_wrapper_limits_udp_only():
 
 def test_responder_wrapper_passes_query_and_client_to_exempt():
     responder, _ = make_responder()
-    seen: list[tuple[bytes, object]] = []
+    seen: list[tuple[bytes, object, float]] = []
     wrapped = RateLimitedResponder(responder, limiter(responses_per_second=1, slip=0),
-                                   exempt=lambda q, c: seen.append((q, c)) is None)
+                                   exempt=lambda q, c, t: seen.append((q, c, t)) is None)
     q = query("www.example.test", ecs="192.0.2.0/24")
     assert wrapped.respond(q, CLIENT, 0.0) is not None
     assert seen == []
-    assert wrapped.respond(q, CLIENT, 0.0) is not None
-    assert seen == [(q, CLIENT)]
+    assert wrapped.respond(q, CLIENT, 0.25) is not None
+    assert seen == [(q, CLIENT, 0.25)]
