@@ -44,13 +44,16 @@ spoofed source, so it is exempt; the `exempt` callable is asked only on the over
 path, so the cookie is checked only there.
 
 Cost per reply: a few bytes read from the response header and question, a tuple, one
-OrderedDict lookup and move_to_end, a few float operations: O(1). Memory: at most
-`max_table_size` buckets; when full, the least recently used bucket is evicted (an idle
-bucket is full, so forgetting it changes nothing; an active one is kept). Each bucket
-costs about 300 bytes (key tuple, name bytes, bucket object, OrderedDict link).
+OrderedDict lookup and move_to_end, a few float operations: O(1), about 1.5-1.8 µs of CPU
+(a cache hit in the responder costs about 1.1 µs; measured with process_time on a loaded
+2-core machine). Memory: at most `max_table_size` buckets; when full, the least recently
+used bucket is evicted (a bucket left alone for window + 1 seconds is full again, so
+forgetting it changes nothing; a busy one is recent and kept). Each bucket
+costs about 340 bytes (key tuple, name bytes, bucket object, OrderedDict link; measured
+with tracemalloc over 100,000 buckets).
 
 Defaults (on, generous): responses 100/s, nxdomains 25/s, errors 10/s per client network
-and response, slip 2, window 15 s, /24 and /56, 100,000 buckets (~30 MB worst case).
+and response, slip 2, window 15 s, /24 and /56, 100,000 buckets (~35 MB worst case).
 100/s is between BIND's examples (5-10) and NSD's built-in default (200): a resolver asks
 for one name and type once per TTL per cache, so one /24 reaching 100/s for one name means
 3,000 independent caches (or ECS client subnets, with ECS) refreshing it within a 30 s TTL.
