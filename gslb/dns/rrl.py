@@ -16,7 +16,8 @@ The key (derived from OUR response bytes, which are well-formed; never from the 
 
 * client network: the address masked to `ipv4_prefix` (/24) or `ipv6_prefix` (/56);
 * class and name, from the header and the first records:
-      NOERROR   answer section not empty          name = qname,  qtype
+      NOERROR   answer section not empty, or       name = qname,  qtype
+                truncated (TC) for UDP
       NODATA    NOERROR, no answer, AA set         name = qname,  qtype
       REFERRAL  NOERROR, no answer, AA clear       name = the delegation (NS owner), qtype 0
       NXDOMAIN  rcode 3                            name = the zone (SOA owner), qtype 0
@@ -260,8 +261,10 @@ def _classify(response: bytes) -> tuple[int, bytes, int]:
     if rcode == 0:
         if response[6] or response[7]:
             return _NOERROR, response[12:end - 4].lower(), (response[end - 4] << 8) | response[end - 3]
-        if not (response[8] or response[9]):        # no authority either: BADVERS and the like
-            return _ERROR, b"", 0
+        if not (response[8] or response[9]):
+            if response[2] & _TC:                   # an answer too big for UDP: truncated, still an answer
+                return _NOERROR, response[12:end - 4].lower(), (response[end - 4] << 8) | response[end - 3]
+            return _ERROR, b"", 0                   # nothing at all: BADVERS and the like
         if response[2] & _AA:
             return _NODATA, response[12:end - 4].lower(), (response[end - 4] << 8) | response[end - 3]
         owner = _read_name(response, end)           # the NS owner: the delegation point

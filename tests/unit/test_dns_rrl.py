@@ -132,6 +132,10 @@ def test_classes_and_names_from_our_own_responses():
     # 0x20 case randomisation shares the bucket
     assert classify(response("wWw.ExAmPlE.tEsT")) == classify(WWW)
     assert classify(response("www.example.test", "AAAA"))[::2] == (ResponseClass.NOERROR, 28)
+    # an answer too big for UDP is sent truncated (no records at all): still that answer's bucket
+    big = response("big.example.test", payload=512)
+    assert dns.message.from_wire(big).flags & dns.flags.TC
+    assert classify(big) == (ResponseClass.NOERROR, b"\x03big\x07example\x04test\x00", 1)
     assert classify(response("mail.example.test", "AAAA")) == (
         ResponseClass.NODATA, b"\x04mail\x07example\x04test\x00", 28)
     # a referral is keyed by the delegation, whatever name below it was asked
