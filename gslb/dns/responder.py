@@ -1,29 +1,56 @@
 """The authoritative responder: datagram in, datagram out  [pure].
 
-    responder = Responder(zones, steering, max_udp_size=1232, stats=ResponderStats())
+    responder = Responder(zones, steering, max_udp_size=1232, stats=ResponderStats(),
+                          cookies=ServerCookies([secret]), nsid=b"ns1", identity="ns1", version="gslb")
     reply = responder.respond(data, client, now, tcp=False)    # bytes, or None: drop
+    responder.cookie_valid(data, client, now)                  # for rate limiting (see cookies.py)
 
 Two paths give the same bytes:
 
 * the reference path (`respond_uncached`): parse the query (wire.py), resolve it
   against the zones and the steering (`_resolve`), pack the response
-  (`_pack`: compression, EDNS, ECS echo, truncation);
-* the fast path (`respond`): a dict from the query bytes after the ID (plus
-  the client's /24 or /56 when the answer came from steering without ECS) to
-  the packed response after the ID; a hit splices the query's ID in front.
-  A miss whose query ends with an ECS option skips the parser when a query of
-  the same *shape* (the same bytes except the ID and the ECS address) was
-  parsed before: the shape keeps the parsed question, EDNS fields and the
-  writer state after the question; only the address is new (its trailing bits
-  are checked as the parser would). A shape is learnt only after a second
-  parse with every address bit flipped proved that the tail is the ECS address
-  and nothing else.
-  An entry lives while `steering.generation` is unchanged and, for service
-  answers, for `ServiceAnswer.cache_for` seconds (0: never cached). An answer
-  that carries `ServiceAnswer.data_generation` (a latency service: it used
-  measured RTTs) is reused only while `steering.data_generation` equals it, so a
-  latency push drops those entries alone, not the static and geo answers. The
-  cache is cleared when it reaches `cache_size` entries.
+  (`_pack`: compression, EDNS options, truncation);
+* the fast path (`respond`): a cache keyed by the *normalised question*
+  (`_cache_key`: the name lower-cased, type, class, RD and CD, and with EDNS
+  the UDP limit it gives, DO, the ECS option, NSID and whether a COOKIE came;
+  plus the client's /24 or /56 when the answer came from steering without
+  ECS). Only the usual query shape gets a key (one uncompressed question, an
+  OPT record at most, version 0, sound options); anything else is parsed.
+  An entry keeps the reply's header and what follows the question; a hit
+  splices the query's ID and its own question (its case) between them, and for
+  a query with a cookie appends its client cookie and a fresh server cookie
+  (the COOKIE option is always the last bytes of a reply), so queries that
+  differ in case, padding or client cookie share one entry and nobody is ever
+  served another client's cookie. A cookie-free query's own bytes (up to 512)
+  also point at its entry, so an identical repeat skips the key scan.
+  The cache is bounded by entries (`cache_size`) and by bytes
+  (`cache_max_bytes`: keys, kept bytes and a per-entry overhead estimate) and is
+  emptied when either is reached; `stats.cache_entries` / `cache_bytes` say
+  how full it is. An entry lives while `steering.generation` is unchanged
+  and, for service answers, for `ServiceAnswer.cache_for` seconds (0: never
+  cached). An answer that carries `ServiceAnswer.data_generation` (a latency
+  service: it used measured RTTs) is reused only while
+  `steering.data_generation` equals it, so a latency push drops those entries
+  alone. A miss whose query ends with an ECS option skips the parser when a
+  query of the same *shape* (the same bytes except the ID and the ECS address;
+  at most 512 bytes, no cookie) was parsed before: the shape keeps the parsed
+  question, EDNS fields and the writer state after the question; only the
+  address is new (its trailing bits are checked as the parser would). A shape
+  is learnt only after a second parse with every address bit flipped proved
+  that the tail is the ECS address and nothing else.
+
+EDNS (RFC 6891, 7873, 9018, 5001): every reply to a query whose OPT record
+could be read carries OPT (FORMERR, NOTIMP, BADVERS, REFUSED, SERVFAIL too);
+header-only error replies copy the opcode and RD, nothing else. With
+`cookies`, a query's client cookie is echoed with a fresh server cookie; a
+missing or invalid server cookie still gets the answer unless
+`require_cookies`, then UDP queries with a cookie but no valid server cookie
+get BADCOOKIE (23) with a fresh cookie and no answer; TCP queries and queries
+without any cookie are answered (RFC 7873 §5.2.1, §5.2.3: rate limiting deals
+with those). Cookie times come from `wall()` (Unix time), or `now` without it.
+NSID is echoed with the configured bytes when asked; CHAOS TXT id.server /
+hostname.bind answer `identity`, version.bind / version.server `version`;
+off (REFUSED) when not configured.
 
 Resolution (RFC 1034 §4.3.2 with RFC 2308, 4592, 6604, 6891, 7871, 8482):
 REFUSED outside our zones; referral (AA=0, NS in authority, glue in
@@ -36,7 +63,9 @@ other static data (the apex with SOA/NS/MX, or a name with TXT) gets its A/AAAA
 from the steering. ANY is answered with one RRset (HINFO "RFC8482" for a
 service name, without asking the steering).
 `respond` never raises: an unexpected error is counted in
-`stats.internal_errors` and the query dropped.
+`stats.internal_errors`, logged (logger "gslb.dns", one line with the
+exception and the query in hex, at most one line a second by `now`, the
+others counted in the next line) and the query dropped.
 """
 
 from __future__ import annotations
@@ -590,7 +619,7 @@ class Responder:
     def _learn_shape(self, data: bytes, query: Query) -> None:
         edns = query.edns
         ecs = edns.ecs if edns is not None else None
-        if ecs is None:
+        if ecs is None or len(data) > MAX_SHAPE_QUERY or edns.cookie is not None or edns.nsid:  # type: ignore[union-attr]
             return
         length = len(ecs.address)
         end = len(data) - length

@@ -159,3 +159,13 @@ def test_internal_errors_log_one_line_a_second_with_the_query(caplog: pytest.Log
         assert len(caplog.records[2].getMessage()) < 1000
     assert r.stats.internal_errors == 6
     assert r.stats.dropped == 6
+
+
+def test_long_or_cookie_queries_never_become_shapes() -> None:
+    r = responder(cookies=ServerCookies([bytes(16)]))
+    ecs = dns.edns.ECSOption("192.0.2.0", 24)
+    r.respond(make(options=[dns.edns.GenericOption(PADDING, b"\x00" * 600), ecs]), CLIENT, 1.0)
+    r.respond(make(options=[dns.edns.GenericOption(dns.edns.COOKIE, b"\x01" * 8), ecs]), CLIENT, 1.0)
+    assert not r._shapes
+    r.respond(make(options=[dns.edns.ECSOption("198.51.100.0", 24)]), CLIENT, 1.0)     # a miss, short
+    assert len(r._shapes) == 1
