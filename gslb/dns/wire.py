@@ -237,41 +237,6 @@ def _find_opt(data: bytes, pos: int, before: int, additional: int, stats: ParseS
     return opt, pos
 
 
-def _read_options(data: bytes, p: int, end: int, stats: ParseStats | None
-                  ) -> tuple[ClientSubnet | None, bytes | None, bool]:
-    """The Client Subnet, COOKIE and NSID options of the OPT rdata data[p:end]; others are skipped."""
-    ecs: ClientSubnet | None = None
-    cookie: bytes | None = None
-    nsid = False
-    steps = 0
-    try:
-        while p < end:
-            steps += 1
-            if p + 4 > end:
-                raise BadOpt("option header cut short")
-            code, length = _TYPE_CLASS.unpack_from(data, p)
-            p += 4
-            if p + length > end:
-                raise BadOpt("option runs past the OPT record")
-            if code == ECS_OPTION:
-                if ecs is not None:
-                    raise EcsError("two Client Subnet options")
-                ecs = ClientSubnet.from_wire(data[p:p + length])
-            elif code == COOKIE_OPTION:
-                if cookie is not None:
-                    raise BadCookie("two COOKIE options")
-                if length != 8 and not 16 <= length <= 40:     # RFC 7873 §5.2.2
-                    raise BadCookie(f"{length} bytes")
-                cookie = data[p:p + length]
-            elif code == NSID_OPTION:
-                nsid = True
-            p += length
-    finally:
-        if stats is not None:
-            stats.steps += steps
-    return ecs, cookie, nsid
-
-
 def parse_query(data: bytes, stats: ParseStats | None = None) -> Query:
     """Parse a query; raises WireError subclasses carrying what was read before the error.
 
@@ -281,6 +246,7 @@ def parse_query(data: bytes, stats: ParseStats | None = None) -> Query:
     msg_id, flags, qdcount, ancount, nscount, arcount = HEADER.unpack_from(data)
     question: Question | None = None
     edns: Edns | None = None
+    steps = 0           # EDNS options looked at (the helpers count their own steps)
     try:
         if flags & QR:
             raise NotAQuery()
@@ -292,7 +258,9 @@ def parse_query(data: bytes, stats: ParseStats | None = None) -> Query:
         question, pos = _read_question(data, stats)
         if qdcount != 1:
             raise BadQuestionCount(f"QDCOUNT {qdcount}")
-        opt, pos = _find_opt(data, pos, ancount + nscount, arcount, stats)
+        opt: tuple[int, int, int, int] | None = None
+        if ancount or nscount or arcount:
+            opt, pos = _find_opt(data, pos, ancount + nscount, arcount, stats)
         if pos != len(data):
             raise TrailingJunk(f"{len(data) - pos} bytes")
         if opt is not None:
@@ -302,13 +270,38 @@ def parse_query(data: bytes, stats: ParseStats | None = None) -> Query:
             edns = Edns(udp_size, version, do)
             if version != 0:
                 raise BadVersion(f"version {version}")
-            if p < end:
-                ecs, cookie, nsid = _read_options(data, p, end, stats)
-                if ecs is not None or cookie is not None or nsid:
-                    edns = Edns(udp_size, version, do, ecs, cookie, nsid)
+            ecs: ClientSubnet | None = None
+            cookie: bytes | None = None
+            nsid = False
+            while p < end:      # the options: Client Subnet, COOKIE and NSID are read, others skipped
+                steps += 1
+                if p + 4 > end:
+                    raise BadOpt("option header cut short")
+                code, length = _TYPE_CLASS.unpack_from(data, p)
+                p += 4
+                if p + length > end:
+                    raise BadOpt("option runs past the OPT record")
+                if code == ECS_OPTION:
+                    if ecs is not None:
+                        raise EcsError("two Client Subnet options")
+                    ecs = ClientSubnet.from_wire(data[p:p + length])
+                elif code == COOKIE_OPTION:
+                    if cookie is not None:
+                        raise BadCookie("two COOKIE options")
+                    if length != 8 and not 16 <= length <= 40:     # RFC 7873 §5.2.2
+                        raise BadCookie(f"{length} bytes")
+                    cookie = data[p:p + length]
+                elif code == NSID_OPTION:
+                    nsid = True
+                p += length
+            if ecs is not None or cookie is not None or nsid:
+                edns = Edns(udp_size, version, do, ecs, cookie, nsid)
     except WireError as exc:
         exc.msg_id, exc.flags, exc.question, exc.edns = msg_id, flags, question, edns
         raise
+    finally:
+        if stats is not None:
+            stats.steps += steps
     return Query(msg_id, flags, question, edns)
 
 
