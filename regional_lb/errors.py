@@ -7,10 +7,11 @@
             NoBackend        503: the pool has no backend to pick
             BackendConnectError  502: connecting to the backend failed (retryable elsewhere)
             BackendError     502: the backend failed or closed before its response headers
+                InvalidResponse  502: the backend's response has invalid framing (see proxy/upstream.py)
             BackendTimeout   504: the backend did not answer within backend_read
             BodyTooLarge     413: the request body is larger than limits.max_body_size
 
-aiohttp exceptions are translated into these where they enter (regional_lb/proxy/upstream.py).
+aiohttp, httptools and OS exceptions are translated into these where they enter (regional_lb/proxy/upstream.py).
 The docstring of each class is its default message, sent as the short response body.
 """
 
@@ -56,6 +57,12 @@ class BackendError(ProxyError):
     status = 502
 
 
+class InvalidResponse(BackendError):
+    """the backend sent an invalid response"""
+
+    status = 502
+
+
 class BackendTimeout(ProxyError):
     """the backend did not answer in time"""
 
@@ -69,4 +76,4 @@ class BodyTooLarge(ProxyError):
 
 
 __all__ = ["BackendConnectError", "BackendError", "BackendTimeout", "BodyTooLarge", "ConfigError",
-           "NoBackend", "NoRoute", "ProxyError", "RegionalLBError"]
+           "InvalidResponse", "NoBackend", "NoRoute", "ProxyError", "RegionalLBError"]

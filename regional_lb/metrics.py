@@ -2,8 +2,8 @@
 
 Per-request metrics (requests, latency, sticky pick reasons) are plain int counters on the
 request path, turned into Prometheus families at scrape time by `_RequestCollector`; the rare
-ones (retries, proxy errors) are prometheus_client Counters. Counts the pure core keeps itself
-(policy.stats: sticky hits/misses/resticks, bounded-load spills; pool.stats: panics) and
+ones (retries, proxy errors, invalid backend responses) are prometheus_client Counters. Counts
+the pure core keeps itself (policy.stats: sticky hits/misses/resticks, bounded-load spills; pool.stats: panics) and
 in-flight counts are read at scrape time by `CoreCollector`, so they cost nothing per request.
 Each `Metrics` has its own CollectorRegistry (tests build as many as they like).
 """
@@ -108,6 +108,10 @@ class Metrics:
         self.health_transitions = Counter("rlb_health_transitions", "Active health check status changes",
                                           ["pool", "backend", "to"], registry=r)
         self.reloads = Counter("rlb_config_reloads", "Config reloads by result", ["result"], registry=r)
+        self.invalid_responses = Counter("rlb_upstream_invalid_responses",
+                                         "Backend responses refused for invalid framing (502 to the client, or "
+                                         "the client connection aborted mid-body); the connection is dropped",
+                                         ["pool", "backend"], registry=r)
         # the two per-request metrics are plain counters, exported by `_collect_requests`
         self._req: dict[tuple[str, str, str, int], int] = {}
         self._lat: dict[str, list[float]] = {}    # route -> [count per bucket..., +Inf count, sum]

@@ -35,14 +35,14 @@ import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict
 
-from regional_lb.headers import DROP_ALWAYS, HOP_BY_HOP, NOT_PLAIN, connection_tokens, forwarding_block
+from regional_lb.errors import InvalidResponse, ProxyError
+from regional_lb.headers import DROP_ALWAYS, NOT_PLAIN, connection_tokens, forwarding_block
 from regional_lb.proxy.handler import BUFFER_LIMIT, ProxyHandler
 from regional_lb.proxy.server import _REQUEST_TIMEOUT, ProxyServer
-from regional_lb.proxy.upstream import RawHead, ResponseHead
+from regional_lb.proxy.upstream import LENGTH, NONE, RawHead, ResponseHead, interim_head
 
 if TYPE_CHECKING:
     from regional_lb.app import RouteRuntime
@@ -57,9 +57,8 @@ _HAND_OFF = frozenset({b"content-length", b"transfer-encoding", b"expect", b"upg
 _NOT_PLAIN = frozenset(n.encode() for n in NOT_PLAIN)
 _SPECIAL = _HAND_OFF | _NOT_PLAIN | frozenset(n.encode() for n in DROP_ALWAYS) | {b"host"}
 _PLAIN_TOKENS = frozenset({"close", "keep-alive"})
-_NO_BODY_STATUS = frozenset({204, 304})
 _WRITTEN = web.Response()          # returned by FastHandler._respond: the response is on the wire
-_LB_HEADERS = frozenset({"x-lb-region", "x-lb-backend"})    # ours replace a backend's (a tier below)
+_LB_HEADERS_B = frozenset({b"x-lb-region", b"x-lb-backend"})    # ours replace a backend's (a tier below)
 
 
 class FastRequest:
@@ -128,33 +127,20 @@ def parse_head(head: bytes, *, max_line: int, max_headers: int
     return m.group(1).decode("ascii"), m.group(2).decode("ascii"), CIMultiDict(pairs), close, block, has_host
 
 
-def response_head(status: int, reason: str, headers: Any, extra: list[tuple[str, str]],
-                  *, chunked: bool, close: bool, replace: frozenset[str] = frozenset()) -> bytes:
-    """The status line and header block: the backend's headers without hop-by-hop ones and
-    without those named in `replace` (lower case), then ours."""
-    named = connection_tokens(headers.getall("Connection")) if "Connection" in headers else ()
-    parts = [f"HTTP/1.1 {status} {reason}\r\n"]
-    for key, value in headers.items():
-        low = key.lower()
-        if low in HOP_BY_HOP or low in named or low in replace:
-            continue
-        parts.append(f"{key}: {value}\r\n")
-    for key, value in extra:
-        parts.append(f"{key}: {value}\r\n")
-    if chunked:
-        parts.append("Transfer-Encoding: chunked\r\n")
-    if close:
-        parts.append("Connection: close\r\n")
-    parts.append("\r\n")
-    return "".join(parts).encode("latin-1", "replace")
-
-
-def lean_response_head(raw: ResponseHead, extra: list[tuple[str, str]], *, close: bool) -> bytes:
-    """`response_head` for a head LeanConnection read: its header lines as received (hop-by-hop
-    ones already left out), ours appended; nothing decoded."""
-    parts = [b"HTTP/1.1 %d %s\r\n" % (raw.status, raw.reason_raw), raw.block or b""]
+def response_head(raw: ResponseHead, extra: list[tuple[str, str]], framing: bytes, *, close: bool,
+                  drop_lb: bool = False) -> bytes:
+    """The status line and header block for a backend's response: its header lines as received
+    (hop-by-hop ones already left out by upstream.ResponseReader; with `drop_lb` its own X-LB-*
+    too, ours replace them), then `extra`, then `framing` (a Content-Length or
+    Transfer-Encoding line, or nothing) and Connection: close if `close`. Nothing is decoded."""
+    block = raw.block
+    if drop_lb and raw.lb_named:
+        block = b"".join([line + b"\r\n" for line in block.split(b"\r\n")[:-1]
+                          if line.partition(b":")[0].lower() not in _LB_HEADERS_B])
+    parts = [b"HTTP/1.1 %d %s\r\n" % (raw.status, raw.reason_raw), block]
     for key, value in extra:
         parts.append(f"{key}: {value}\r\n".encode("latin-1", "replace"))
+    parts.append(framing)
     if close:
         parts.append(b"Connection: close\r\n")
     parts.append(b"\r\n")
@@ -190,57 +176,45 @@ class FastHandler(ProxyHandler):
             conn.forwarding = forwarding_block(peer, self.scheme, request.host, settings)
         return RawHead(request.block + conn.forwarding, request.has_host), peer
 
+    def interim_sink(self, request: Any) -> Any:
+        return request.conn.write_interim                # the fast path serves HTTP/1.1 only
+
     async def _respond(self, request: Any, rr: RouteRuntime, info: Any, pick: Any, up: Any,
                        t0: float, sent_at: float) -> web.StreamResponse:
+        """The backend's final response, written to the transport: HEAD / 204 / 304 without a
+        body (and without a chunked terminator), a collected body in one write with its length, a
+        streamed one with its Content-Length, else chunked (close-delimited when the client
+        asked to close). A body that breaks mid-way aborts the client connection."""
         lb = self.lb
         clock = lb.clock
         conn: FastConnection = request.conn
         backend = pick.backend
-        pool = rr.pool.pool
         status = up.status
         ok = status < 500
         latency = clock() - sent_at
-        reported = False
         try:
             extra: list[tuple[str, str]] = []
-            replace: frozenset[str] = frozenset()
-            if lb.config.lb_headers:
-                replace = _LB_HEADERS
+            drop_lb = lb.config.lb_headers
+            if drop_lb:
                 extra.append(("X-LB-Region", lb.rt.region))
                 extra.append(("X-LB-Backend", backend.id))
             if pick.set_cookie:
                 extra.append(("Set-Cookie", pick.set_cookie))
             if rr.bookkeeping:
                 await self._sticky_bookkeeping(rr, info, pick, up)
-            length = up.content_length
             close = conn.close_after
-            no_body = request.method == "HEAD" or status < 200 or status in _NO_BODY_STATUS
-            buffered = not no_body and length is not None and length <= BUFFER_LIMIT
-            data = b""
-            if buffered:
-                try:
-                    data = await up.read()
-                except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-                    pool.request_finished(backend.id, ok=False, latency=latency, now=clock())
-                    reported = True
-                    up.close()
-                    status = 502
-                    log.warning("backend %s failed mid-response: %s", backend.id, type(exc).__name__)
-                    return self._error(request, rr, 502, f"backend {backend.id} failed mid-response\n", t0,
-                                       backend.id, pick.reason, account=False)
-            raw = up.raw
-            if (no_body or buffered) and raw is not None and raw.block is not None \
-                    and not (replace and raw.lb_named):
-                conn.write(lean_response_head(raw, extra, close=close) + data)
-            elif no_body or buffered:
-                conn.write(response_head(status, up.reason, up.headers, extra, chunked=False, close=close,
-                                         replace=replace) + data)
+            framing = up.framing
+            content = up.content
+            if content.complete:
+                data = await content.read()
+                length = b"" if framing in (NONE, LENGTH) else b"Content-Length: %d\r\n" % len(data)
+                conn.write(response_head(up.raw, extra, length, close=close, drop_lb=drop_lb) + data)
             else:
-                chunked = length is None
-                conn.write(response_head(status, up.reason, up.headers, extra, chunked=chunked, close=close,
-                                           replace=replace))
+                chunked = framing != LENGTH and not close
+                conn.write(response_head(up.raw, extra, b"Transfer-Encoding: chunked\r\n" if chunked else b"",
+                                         close=close, drop_lb=drop_lb))
                 try:
-                    async for chunk in up.content.iter_any():
+                    async for chunk in content.iter_any():
                         if conn.closed:
                             raise ConnectionResetError("client disconnected")
                         if chunked:
@@ -248,11 +222,15 @@ class FastHandler(ProxyHandler):
                         else:
                             conn.write(chunk)
                         await conn.drain()
-                except (TimeoutError, aiohttp.ClientPayloadError, aiohttp.ClientConnectionError) as exc:
+                except ProxyError as exc:
                     ok = False
-                    log.warning("backend %s broke mid-response (%s): closing the client connection",
-                                backend.id, type(exc).__name__)
-                    conn.close_after = True          # a truncated body, then the close
+                    if isinstance(exc, InvalidResponse):
+                        self._invalid(rr, backend.id, exc)
+                    else:
+                        log.warning("backend %s broke mid-response (%s): aborting the client connection",
+                                    backend.id, exc)
+                    up.close()
+                    conn.abort()                     # a truncated body the client can tell
                     return _WRITTEN
                 if chunked:
                     conn.write(b"0\r\n\r\n")
@@ -260,8 +238,7 @@ class FastHandler(ProxyHandler):
             up.close()
             raise
         finally:
-            await self._finish(request, rr, pick, up, status=status, ok=ok,
-                               latency=None if reported else latency, t0=t0)
+            await self._finish(request, rr, pick, up, status=status, ok=ok, latency=latency, t0=t0)
         return _WRITTEN
 
 
@@ -331,6 +308,16 @@ class FastConnection(asyncio.Protocol):
     def writelines(self, parts: Any) -> None:
         if not self.closed and self.transport is not None and not self.transport.is_closing():
             self.transport.writelines(parts)
+
+    def write_interim(self, head: ResponseHead) -> None:
+        """A backend's 1xx (103 Early Hints, ...), ahead of the final response."""
+        self.write(interim_head(head))
+
+    def abort(self) -> None:
+        """Reset the connection (a response cut short: its head is out, no status can say so)."""
+        self._abort = True
+        if not self.closed and self.transport is not None:
+            self.transport.abort()
 
     async def drain(self) -> None:
         if self.closed:

@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
@@ -32,9 +32,10 @@ from aiohttp.web_request import BaseRequest
 from multidict import istr
 
 from regional_lb.balancing.base import RequestInfo
-from regional_lb.errors import BackendConnectError, BodyTooLarge, NoBackend, ProxyError
+from regional_lb.errors import BackendConnectError, BodyTooLarge, InvalidResponse, NoBackend, ProxyError
 from regional_lb.headers import downstream_headers, upstream_headers
 from regional_lb.proxy.server import plain_response
+from regional_lb.proxy.upstream import NONE, interim_head
 from regional_lb.retry import may_retry
 
 if TYPE_CHECKING:
@@ -238,9 +239,12 @@ class ProxyHandler:
                     await lb.store.incr_inflight(prt.name, backend.id)
                 sent_at = clock()
                 try:
-                    up = await lb.upstream.send(backend, method, info.path, out_headers, body)
+                    up = await lb.upstream.send(backend, method, info.path, out_headers, body,
+                                                self.interim_sink(request))
                 except ProxyError as exc:
                     pool.request_finished(backend.id, ok=False, latency=None, now=clock())
+                    if isinstance(exc, InvalidResponse):
+                        self._invalid(rr, backend.id, exc)
                     if lb.shared_inflight:
                         await lb.store.decr_inflight(prt.name, backend.id)
                     if body_state.get("too_large"):
@@ -267,18 +271,38 @@ class ProxyHandler:
                 prt.budget.retry_finished()
         assert last is not None
         return self._error(request, rr, last.status, f"{last}\n", t0, "-", "failed",
-                           close=not request.can_read_body)
+                           close=request.can_read_body)      # unread request body: close
+
+    def interim_sink(self, request: BaseRequest) -> Callable[[Any], None] | None:
+        """Where a backend's 1xx responses (but 100) go as they arrive: to an HTTP/1.1 client,
+        written ahead of the final response; an HTTP/1.0 client gets none (RFC 9110 15.2)."""
+        if request.version < (1, 1):
+            return None
+        transport = request.transport
+
+        def write(head: Any) -> None:
+            if transport is not None and not transport.is_closing():
+                transport.write(interim_head(head))
+        return write
+
+    def _invalid(self, rr: RouteRuntime, backend_id: str, exc: Exception) -> None:
+        """A backend response with invalid framing: counted, logged (502 or an aborted client)."""
+        self.lb.metrics.invalid_responses.labels(rr.pool.name, backend_id).inc()
+        log.warning("%s", exc)
 
     async def _respond(self, request: BaseRequest, rr: RouteRuntime, info: RequestInfo, pick: Any,
-                       up: aiohttp.ClientResponse, t0: float, sent_at: float) -> web.StreamResponse:
+                       up: Any, t0: float, sent_at: float) -> web.StreamResponse:
+        """The backend's final response through aiohttp's writer: no body for HEAD / 204 / 304
+        (aiohttp leaves it out, and Content-Length of a 204), a collected body in one write with
+        its length, a streamed one with its Content-Length or else chunked to an HTTP/1.1 client
+        and close-delimited to an HTTP/1.0 one. A body that breaks mid-way aborts the client
+        connection (the head is out: there is no status left to say so)."""
         lb = self.lb
         clock = lb.clock
         backend = pick.backend
-        pool = rr.pool.pool
         status = up.status
         ok = status < 500
         latency = clock() - sent_at
-        reported = False
         try:
             out = web.StreamResponse(status=status, reason=up.reason,
                                      headers=downstream_headers(up.headers, via=None))
@@ -290,41 +314,37 @@ class ProxyHandler:
                 h.add(_SET_COOKIE, pick.set_cookie)
             if rr.bookkeeping:
                 await self._sticky_bookkeeping(rr, info, pick, up)
-            length = up.content_length
-            if length is not None and length <= BUFFER_LIMIT and request.method != "HEAD":
-                try:
-                    data = await up.read()
-                except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-                    pool.request_finished(backend.id, ok=False, latency=latency, now=clock())
-                    reported = True
-                    up.close()
-                    status = 502              # what the client gets (accounted in `finally`)
-                    log.warning("backend %s failed mid-response: %s", backend.id, type(exc).__name__)
-                    return self._error(request, rr, 502, f"backend {backend.id} failed mid-response\n", t0,
-                                       backend.id, pick.reason, account=False)
+            content = up.content
+            if content.complete:
+                data = await content.read()
+                if up.framing != NONE:
+                    out.content_length = len(data)
                 await out.prepare(request)
                 await out.write_eof(data)
             else:
                 await out.prepare(request)
                 try:
-                    async for chunk in up.content.iter_any():
+                    async for chunk in content.iter_any():
                         await out.write(chunk)
-                except (TimeoutError, aiohttp.ClientPayloadError, aiohttp.ClientConnectionError) as exc:
-                    # the backend broke mid-body: the client sees a truncated response and a close
+                except ProxyError as exc:
+                    # the backend broke mid-body: the client sees a truncated response (an abort)
                     ok = False
-                    log.warning("backend %s broke mid-response (%s): closing the client connection",
-                                backend.id, type(exc).__name__)
+                    if isinstance(exc, InvalidResponse):
+                        self._invalid(rr, backend.id, exc)
+                    else:
+                        log.warning("backend %s broke mid-response (%s): aborting the client connection",
+                                    backend.id, exc)
+                    up.close()
                     request.protocol.force_close()
                     if request.transport is not None:
-                        request.transport.close()
+                        request.transport.abort()
                     return out
                 await out.write_eof()
         except (ConnectionError, asyncio.CancelledError):
             up.close()                  # the client went away: do not reuse a half-read connection
             raise
         finally:
-            await self._finish(request, rr, pick, up, status=status, ok=ok,
-                               latency=None if reported else latency, t0=t0)
+            await self._finish(request, rr, pick, up, status=status, ok=ok, latency=latency, t0=t0)
         return out
 
     async def _finish(self, request: Any, rr: RouteRuntime, pick: Any, up: Any, *, status: int, ok: bool,

@@ -1,20 +1,47 @@
 """Requests to backends: a lean HTTP/1.1 client with keep-alive pools per backend  [edge].
 
-`Upstream.send` returns an `UpstreamResponse` once the backend's response headers are in, or
-raises one of regional_lb.errors (aiohttp / OS exceptions are translated here, where they enter):
+`Upstream.send` returns an `UpstreamResponse` once the backend's final response head is in (with
+its whole body when that is small), or raises one of regional_lb.errors (OS and parser exceptions
+are translated here, where they enter):
 
     BackendConnectError   connecting failed or timed out: nothing was sent (retry elsewhere)
-    BackendTimeout        no response headers within backend_read
-    BackendError          the connection broke or the response was not HTTP before headers
+    BackendTimeout        no response byte for backend_read
+    BackendError          the connection broke before the response head (or mid-body)
+        InvalidResponse   the response's framing is invalid (below): the connection is dropped
 
 Why not aiohttp.ClientSession: it costs ~85 us of CPU per small request (URL handling, cookie
 jar, tracing, auto headers, request/response objects); a proxy knows the exact bytes it wants
-to send. The request head is serialized here in one write; the response is parsed by aiohttp's
-own C parser through its `ResponseHandler` protocol (the same parser ClientSession uses), and
-connections are kept per backend (at most `max_idle` idle, dropped after `keepalive` seconds).
-A request that fails on a *reused* idle connection before any response byte (the backend
-closed it while idle) is sent once more on a fresh connection if it is idempotent and its body
-can be replayed (a POST is never sent twice).
+to send. The request head is serialized here in one write. Responses are parsed by llhttp
+(`httptools.HttpResponseParser`, strict: no leniency flag set) in `ResponseReader`, a sans-I/O
+core (bytes in, state out); `UpstreamConnection` is its asyncio edge. No framing grammar is
+written here: llhttp finds the message boundaries, `ResponseReader` only refuses what llhttp
+would let through and a proxy must not, and picks the framing (RFC 9112 section 6.3):
+
+    NONE      a response to HEAD, 204 or 304: no body whatever its headers say; reusable
+    LENGTH    Content-Length: n (n may be 0)
+    CHUNKED   Transfer-Encoding: chunked (the body is passed on de-chunked)
+    EOF       neither: the body runs to the backend's close (that connection is never reused)
+
+1xx: a 100 is dropped (the proxy answers Expect itself); 102, 103 and other 1xx are handed to
+the caller's `interim` callback as they arrive (at most 8), never taken as the final response;
+101 is invalid (this client never asks for an upgrade: WebSockets use aiohttp's ClientSession).
+
+Invalid (-> InvalidResponse): whatever llhttp refuses (Transfer-Encoding with Content-Length, a
+bad or repeated Content-Length, bad chunk sizes, invalid bytes in names or values, obs-fold, bare
+LF, ...), plus a version other than HTTP/1.0 or 1.1, a status outside 100-599, a
+Transfer-Encoding other than plain chunked (one not ending in chunked has no length; gzip before
+chunked would be lost when the body is re-chunked) or on an HTTP/1.0 response, a 1xx with a body
+length, 101, a head over max_header_size, and bytes after a response with a body that arrive
+with it (a body longer than its Content-Length). Bytes after a response that has no body (HEAD,
+204, 304), or after the response was handed over, only keep that connection from being reused.
+
+Bodies up to 64 KiB with a Content-Length (or any body that arrived whole with its head) are
+collected and handed over in one piece; others are streamed (`_Stream`): reading from the backend
+pauses while 256 KiB wait for the client. Connections are kept per backend (at most `max_idle`
+idle, dropped after `keepalive` seconds). A request that fails on a *reused* idle connection
+before any response byte (the backend closed it while idle) is sent once more on a fresh
+connection if it is idempotent and its body can be replayed (a POST is never sent twice).
+Read timeouts are one periodic sweep (`Deadlines`), not a timer per request.
 
 The ClientSession is still used for WebSocket upgrades (`session`, created lazily).
 """
@@ -23,21 +50,33 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import re
-from collections.abc import AsyncIterable, AsyncIterator, Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
 from typing import Any
 
 import aiohttp
-from aiohttp.client_proto import ResponseHandler
+from httptools import HttpParserError, HttpResponseParser
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from regional_lb.balancing.base import Backend
-from regional_lb.errors import BackendConnectError, BackendError, BackendTimeout, ProxyError
+from regional_lb.errors import BackendConnectError, BackendError, BackendTimeout, InvalidResponse, ProxyError
 from regional_lb.headers import HOP_BY_HOP
 
 _SKIP_AUTO = frozenset({"User-Agent", "Accept", "Accept-Encoding", "Content-Type"})
-_READ_BUFSIZE = 2**16
 _IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
+SMALL = 64 * 1024                  # a response body up to this (by Content-Length) is collected whole
+HIGH_WATER = 256 * 1024            # a streamed body: backend reads pause with this much unsent
+MAX_INTERIM = 8                    # 1xx responses before the final one
+
+# framings of a final response
+NONE, LENGTH, CHUNKED, EOF = "none", "length", "chunked", "eof"
+# ResponseReader states
+IDLE, HEAD, BODY, DONE = 0, 1, 2, 3
+
+_HOP_BY_HOP_B = frozenset(name.encode() for name in HOP_BY_HOP)
+_LB_NAMES_B = frozenset({b"x-lb-region", b"x-lb-backend"})
+_SPECIAL_B = _HOP_BY_HOP_B | _LB_NAMES_B | {b"content-length"}
+_PLAIN_TOKENS = frozenset({b"close", b"keep-alive", b""})
+_NO_BODY_STATUS = frozenset({204, 304})
 
 
 def backend_origin(backend: Backend, scheme: str = "http") -> str:
@@ -87,23 +126,254 @@ def serialize_head(method: str, path: str, headers: Iterable[tuple[str, str]]) -
     return text.encode("latin-1", "replace")
 
 
+# -- the sans-I/O core ----------------------------------------------------------------------------
+class ResponseHead:
+    """A response head as ResponseReader read it (a 1xx or the final one).
+
+    `lines` are the (name, value) pairs as received; `block` the header lines a proxy passes on,
+    ready to send: hop-by-hop ones and those the Connection header names left out (and
+    Content-Length of a 1xx or 204, which must not carry one). `headers()` decodes every line
+    only when someone asks."""
+
+    __slots__ = ("block", "framing", "keep_alive", "lb_named", "length", "lines", "no_body", "reason",
+                 "reason_raw", "status", "version")
+
+    def __init__(self, status: int, reason_raw: bytes, version: str, lines: list[tuple[bytes, bytes]],
+                 block: bytes, length: int | None, framing: str, keep_alive: bool, lb_named: bool,
+                 no_body: bool) -> None:
+        self.status = status
+        self.reason_raw = reason_raw
+        self.reason = reason_raw.decode("latin-1")
+        self.version = version
+        self.lines = lines
+        self.block = block
+        self.length = length
+        self.framing = framing
+        self.keep_alive = keep_alive
+        self.lb_named = lb_named
+        self.no_body = no_body
+
+    def headers(self) -> CIMultiDictProxy[str]:
+        return CIMultiDictProxy(CIMultiDict(
+            [(name.decode("latin-1"), value.strip(b" \t").decode("utf-8", "surrogateescape"))
+             for name, value in self.lines]))
+
+    def __repr__(self) -> str:
+        return f"<ResponseHead {self.status} {self.framing} {self.length}>"
+
+
+def interim_head(head: ResponseHead) -> bytes:
+    """A 1xx head as a proxy passes it on to an HTTP/1.1 client."""
+    return b"HTTP/1.1 %d %s\r\n%s\r\n" % (head.status, head.reason_raw, head.block)
+
+
+class _Junk(Exception):
+    """bytes after a complete response"""
+
+
+class ResponseReader:
+    """The responses on one backend connection, sans-I/O (see the module docstring).
+
+    `begin(head_request=...)` before each response; then `feed(data)` (raises InvalidResponse)
+    and read the state: `interim` (1xx heads, the caller takes them), `head` (the final head,
+    once in), `body` (body pieces, the caller takes them), `done` (the response is complete),
+    `junk` (bytes came after it). `eof()` at a clean close: True if that ends the body."""
+
+    __slots__ = ("_head_bytes", "_head_request", "_lines", "_parser", "_reason", "_tail", "body", "done",
+                 "head", "interim", "junk", "max_head", "state")
+
+    def __init__(self, *, max_head: int = 65536) -> None:
+        self.max_head = max_head
+        self._parser = HttpResponseParser(self)
+        self.state = IDLE
+        self.head: ResponseHead | None = None
+        self.interim: list[ResponseHead] = []
+        self.body: list[bytes] = []
+        self.done = False
+        self.junk = False
+        self._head_request = False
+        self._head_bytes = 0
+        self._reason = b""
+        self._lines: list[tuple[bytes, bytes]] = []
+        self._tail = b""
+
+    def begin(self, *, head_request: bool) -> None:
+        self.state = HEAD
+        self.head = None
+        self.done = self.junk = False
+        self.body = []
+        self.interim = []
+        self._head_request = head_request
+        self._head_bytes = 0
+        self._tail = b""
+
+    def feed(self, data: bytes) -> None:
+        state = self.state
+        if state == HEAD:
+            self._head_bytes += len(data)
+            if self._head_request:
+                self._feed_head_only(data)
+            else:
+                self._feed(data)
+            if self.state == HEAD and self._head_bytes > self.max_head:
+                raise InvalidResponse(f"response head over {self.max_head} bytes")
+        elif state == BODY:
+            self._feed(data)
+        elif data:
+            self.junk = True             # nothing expected (IDLE) or after the end (DONE)
+
+    def _feed(self, data: bytes) -> None:
+        try:
+            self._parser.feed_data(data)
+        except HttpParserError as exc:
+            cause = exc.__context__
+            if isinstance(cause, InvalidResponse):
+                raise cause from None
+            if isinstance(cause, _Junk) or self.state == DONE:
+                self.junk = True
+                return
+            raise InvalidResponse(str(exc)) from None
+
+    def _feed_head_only(self, data: bytes) -> None:
+        """A response to HEAD: llhttp cannot be told there is no body (httptools has no such
+        switch), so it is fed up to the end of each head (the first CRLFCRLF: no line of a valid
+        head holds CR or LF) and a fresh parser waits for the next response."""
+        while data:
+            scan = self._tail + data
+            end = scan.find(b"\r\n\r\n")
+            if end < 0:
+                self._tail = scan[-3:]
+                self._feed(data)
+                return
+            cut = end + 4 - len(self._tail)
+            self._tail = b""
+            self._feed(data[:cut])
+            data = data[cut:]
+            if self.state != HEAD:               # the final head: its body is not on the wire
+                self._parser = HttpResponseParser(self)
+                self.state = DONE
+                self.done = True
+                if data:
+                    self.junk = True
+                return
+
+    def eof(self) -> bool:
+        """The backend closed cleanly: True if that completes a close-delimited body."""
+        if self.state == BODY and self.head is not None and self.head.framing == EOF:
+            self.state = DONE
+            self.done = True
+            return True
+        return False
+
+    # -- llhttp callbacks ---------------------------------------------------------------------
+    def on_message_begin(self) -> None:
+        if self.state != HEAD:
+            raise _Junk()
+        self._reason = b""
+        self._lines = []
+
+    def on_status(self, data: bytes) -> None:
+        self._reason += data
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if self.state == HEAD:               # (trailers of a chunked body are dropped)
+            self._lines.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        parser = self._parser
+        status = parser.get_status_code()
+        version = parser.get_http_version()
+        if version != "1.1" and version != "1.0":
+            raise InvalidResponse(f"an HTTP/{version} response")
+        if not 100 <= status <= 599:
+            raise InvalidResponse(f"status {status}")
+        lines = self._lines
+        size = len(self._reason) + 17
+        for name, value in lines:
+            size += len(name) + len(value) + 4
+        if size > self.max_head:
+            raise InvalidResponse(f"response head over {self.max_head} bytes")
+        length = None
+        te: list[bytes] = []
+        tokens: set[bytes] = set()
+        lb_named = False
+        kept: list[bytes] = []
+        for name, value in lines:
+            low = name.lower()
+            if low not in _SPECIAL_B:
+                kept += (name, b": ", value, b"\r\n")
+            elif low == b"content-length":
+                length = int(value)          # llhttp took digits only, and one value
+                if status != 204 and status >= 200:
+                    kept += (name, b": ", value, b"\r\n")
+            elif low == b"transfer-encoding":
+                te.append(value)
+            elif low == b"connection":
+                tokens.update(t.strip().lower() for t in value.split(b","))
+            elif low in _LB_NAMES_B:
+                lb_named = True
+                kept += (name, b": ", value, b"\r\n")
+        if tokens and not tokens <= _PLAIN_TOKENS:      # names other headers: leave them out too
+            kept = []
+            for name, value in lines:
+                low = name.lower()
+                if low not in _HOP_BY_HOP_B and low not in tokens and (low != b"content-length" or (
+                        status != 204 and status >= 200)):
+                    kept += (name, b": ", value, b"\r\n")
+        block = b"".join(kept)
+        if status < 200:
+            if status == 101:
+                raise InvalidResponse("101 Switching Protocols without an upgrade request")
+            if length is not None or te:
+                raise InvalidResponse(f"a {status} response with a body length")
+            if len(self.interim) >= MAX_INTERIM:
+                raise InvalidResponse(f"more than {MAX_INTERIM} interim responses")
+            if status != 100:
+                self.interim.append(ResponseHead(status, self._reason, version, lines, block, None, NONE,
+                                                 True, lb_named, True))
+            return
+        no_body = self._head_request or status in _NO_BODY_STATUS
+        if no_body:
+            framing = NONE
+        elif te:
+            codings = [c.strip().lower() for v in te for c in v.split(b",")]
+            if version == "1.0" or codings != [b"chunked"]:     # other codings: not passed on either
+                raise InvalidResponse(f"Transfer-Encoding {b', '.join(te).decode('latin-1')!r} on an "
+                                      f"HTTP/{version} response")
+            framing = CHUNKED
+        elif length is not None:
+            framing = LENGTH
+        else:
+            framing = EOF
+        keep_alive = (b"close" not in tokens) if version == "1.1" else (b"keep-alive" in tokens)
+        self.head = ResponseHead(status, self._reason, version, lines, block, length, framing,
+                                 keep_alive and framing != EOF, lb_named, no_body)
+        self.state = BODY
+
+    def on_body(self, data: bytes) -> None:
+        self.body.append(data)
+
+    def on_message_complete(self) -> None:
+        if self.state == BODY:
+            self.state = DONE
+            self.done = True
+
+
+# -- the asyncio edge -----------------------------------------------------------------------------
 class _Body:
-    """A response body already read in full (LeanConnection), or the error that cut it short:
-    the StreamReader calls the proxy uses."""
+    """A response body read in full: the StreamReader calls the proxy uses."""
 
     __slots__ = ("_data",)
 
-    def __init__(self, data: bytes | BaseException) -> None:
+    complete = True
+
+    def __init__(self, data: bytes) -> None:
         self._data = data
 
     async def read(self) -> bytes:
-        if isinstance(self._data, BaseException):
-            raise self._data
         return self._data
 
     async def iter_any(self) -> AsyncIterator[bytes]:
-        if isinstance(self._data, BaseException):
-            raise self._data
         if self._data:
             yield self._data
 
@@ -111,25 +381,89 @@ class _Body:
         return True
 
 
+class _Stream:
+    """A body streamed from the backend: pieces pushed by the connection, taken by the proxy;
+    the connection stops reading while HIGH_WATER bytes wait."""
+
+    __slots__ = ("_conn", "_eof", "_exc", "_parts", "_size", "_waiter")
+
+    complete = False
+
+    def __init__(self, conn: UpstreamConnection) -> None:
+        self._conn = conn
+        self._parts: list[bytes] = []
+        self._size = 0
+        self._eof = False
+        self._exc: BaseException | None = None
+        self._waiter: asyncio.Future[None] | None = None
+
+    def push(self, parts: list[bytes]) -> None:
+        if not parts:
+            return
+        self._parts += parts
+        for part in parts:
+            self._size += len(part)
+        if self._size > HIGH_WATER:
+            self._conn.pause()
+        self._wake()
+
+    def feed_eof(self) -> None:
+        self._eof = True
+        self._wake()
+
+    def fail(self, exc: BaseException) -> None:
+        if not self._eof and self._exc is None:
+            self._exc = exc
+            self._wake()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def iter_any(self) -> AsyncIterator[bytes]:
+        while True:
+            parts = self._parts
+            if parts:
+                data = parts[0] if len(parts) == 1 else b"".join(parts)
+                self._parts = []
+                self._size = 0
+                self._conn.resume()
+                yield data
+                continue
+            if self._exc is not None:
+                raise self._exc
+            if self._eof:
+                return
+            self._waiter = self._conn.loop.create_future()
+            await self._waiter
+
+    async def read(self) -> bytes:
+        return b"".join([part async for part in self.iter_any()])
+
+    def is_eof(self) -> bool:
+        return self._eof and not self._parts
+
+
 class UpstreamResponse:
-    """The part of aiohttp.ClientResponse the proxy uses: status, reason, headers, content,
-    content_length, read(), release() (keep the connection) and close() (drop it)."""
+    """The part of a client response the proxy uses: status, reason, headers, content (read(),
+    iter_any()), content_length, framing, the head (`raw`), release() (keep the connection) and
+    close() (drop it)."""
 
-    __slots__ = ("_done", "_headers", "_pool", "_proto", "content", "content_length", "raw", "reason", "status")
+    __slots__ = ("_done", "_headers", "_pool", "_proto", "content", "content_length", "framing", "raw", "reason",
+                 "status")
 
-    def __init__(self, status: int, reason: str, headers: CIMultiDictProxy[str] | None, content: Any,
-                 proto: Any, pool: _BackendPool, raw: ResponseHead | None = None) -> None:
-        self.status = status
-        self.reason = reason
-        self._headers = headers
-        self.raw = raw                   # the head as LeanConnection read it (None: aiohttp's parser)
+    def __init__(self, head: ResponseHead, content: _Body | _Stream, proto: UpstreamConnection,
+                 pool: _BackendPool) -> None:
+        self.raw = head
+        self.status = head.status
+        self.reason = head.reason
+        self.framing = head.framing
+        self.content_length = head.length
         self.content = content
-        if raw is not None:
-            self.content_length: int | None = raw.length
-        else:
-            assert headers is not None
-            cl = headers.get("Content-Length")
-            self.content_length = int(cl) if cl is not None and cl.isdigit() else None
+        self._headers: CIMultiDictProxy[str] | None = None
         self._proto = proto
         self._pool = pool
         self._done = False
@@ -137,14 +471,13 @@ class UpstreamResponse:
     @property
     def headers(self) -> CIMultiDictProxy[str]:
         if self._headers is None:
-            assert self.raw is not None
             self._headers = self.raw.headers()
         return self._headers
 
     async def read(self) -> bytes:
         try:
             return await self.content.read()
-        except (TimeoutError, aiohttp.ClientError, OSError):
+        except BaseException:
             self.close()
             raise
 
@@ -154,9 +487,10 @@ class UpstreamResponse:
             return
         self._done = True
         proto = self._proto
-        if proto.should_close or not proto.is_connected() or not self.content.is_eof():
+        if proto.should_close or not proto.is_connected() or not proto.reader.done:
             proto.close()
         else:
+            proto.idle()
             self._pool.put(proto)
 
     def close(self) -> None:
@@ -165,124 +499,23 @@ class UpstreamResponse:
             self._proto.close()
 
     def __repr__(self) -> str:
-        return f"<UpstreamResponse {self.status} {self.reason}>"
-
-
-
-_SMALL = 64 * 1024                 # a response body up to this is collected here, in one piece
-
-
-class _Handed(Exception):
-    """the response is not one LeanConnection reads itself: aiohttp's parser takes the connection"""
-
-
-_RESPONSE_HEAD = re.compile(
-    rb"HTTP/1\.1 ([1-5][0-9][0-9])(?: ([\t\x20-\x7e\x80-\xff]*))?"
-    rb"((?:\r\n[!#$%&'*+.^_`|~0-9A-Za-z-]+:[^\x00-\x08\x0a-\x1f\x7f]*)*)")
-_HOP_BY_HOP_B = frozenset(name.encode() for name in HOP_BY_HOP)
-_LB_NAMES_B = frozenset({b"x-lb-region", b"x-lb-backend"})
-_SPECIAL_B = _HOP_BY_HOP_B | _LB_NAMES_B | {b"content-length"}
-
-
-class ResponseHead:
-    """A plain HTTP/1.1 response head as LeanConnection reads it.
-
-    `block` is the header lines a proxy passes on (hop-by-hop ones removed), ready to send;
-    None when the backend's Connection header names other headers (then use `headers()`).
-    `headers()` decodes every line (as aiohttp does) only when someone asks."""
-
-    __slots__ = ("block", "close", "lb_named", "length", "lines", "need", "reason", "reason_raw", "status")
-
-    def __init__(self, status: int, reason_raw: bytes, lines: list[bytes], block: bytes | None,
-                 length: int | None, need: int, close: bool, lb_named: bool) -> None:
-        self.status = status
-        self.reason_raw = reason_raw
-        self.reason = reason_raw.decode("latin-1")
-        self.lines = lines
-        self.block = block
-        self.length = length
-        self.need = need
-        self.close = close
-        self.lb_named = lb_named
-
-    def headers(self) -> CIMultiDictProxy[str]:
-        pairs = []
-        for line in self.lines:
-            name, _, value = line.partition(b":")
-            pairs.append((name.decode("ascii"), value.strip(b" \t").decode("utf-8", "surrogateescape")))
-        return CIMultiDictProxy(CIMultiDict(pairs))
-
-
-class LeanResponse:
-    """A complete small response read by LeanConnection (or its head and the error that cut
-    its body short)."""
-
-    __slots__ = ("body", "head")
-
-    def __init__(self, head: ResponseHead, body: bytes | BaseException) -> None:
-        self.head = head
-        self.body = body
-
-
-def parse_response_head(head: bytes, *, head_request: bool) -> ResponseHead | None:
-    """The head of a plain HTTP/1.1 response with a Content-Length up to 64 KiB (or no body by
-    its status or method), else None (aiohttp's parser takes such responses)."""
-    m = _RESPONSE_HEAD.fullmatch(head)
-    if m is None:
-        return None
-    status = int(m.group(1))
-    if status < 200:                   # 1xx (103 Early Hints, ...): aiohttp's parser
-        return None
-    lines = m.group(3).split(b"\r\n")
-    del lines[0]                       # the group starts with CRLF
-    kept: list[bytes] = []
-    length: int | None = None
-    close = False
-    generic = False
-    lb_named = False
-    for line in lines:
-        name = line[:line.index(b":")].lower()
-        if name not in _SPECIAL_B:
-            kept.append(line)
-            continue
-        value = line[len(name) + 1:].strip(b" \t")
-        if name == b"content-length":
-            if length is not None or not value.isdigit():
-                return None
-            length = int(value)
-            kept.append(line)
-        elif name == b"transfer-encoding":
-            return None
-        elif name == b"connection":
-            tokens = {t.strip().lower() for t in value.split(b",")} - {b""}
-            close = close or b"close" in tokens
-            generic = generic or not tokens <= {b"close", b"keep-alive"}
-        elif name in _LB_NAMES_B:
-            lb_named = True
-            kept.append(line)
-    if head_request or status in (204, 304):
-        need = 0
-    elif length is None or length > _SMALL:
-        return None
-    else:
-        need = length
-    block = None if generic else b"".join([line + b"\r\n" for line in kept])
-    return ResponseHead(status, m.group(2) or b"", lines, block, length, need, close, lb_named)
+        return f"<UpstreamResponse {self.status} {self.reason} {self.framing}>"
 
 
 class Deadlines:
-    """Read timeouts of the LeanConnections waiting for a response: one periodic sweep (every
+    """Read timeouts of the connections waiting for response bytes: one periodic sweep (every
     read_timeout / 8, at most 1 s) while any waits, instead of a timer per request. A response
-    times out between read_timeout and read_timeout + the sweep interval after its last byte."""
+    times out between read_timeout and read_timeout + the sweep interval after its last byte
+    (a streamed body whose reading is paused for a slow client does not time out)."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, timeout: float | None) -> None:
         self.loop = loop
         self.timeout = timeout
-        self.waiting: set[LeanConnection] = set()
+        self.waiting: set[UpstreamConnection] = set()
         self._every = min(1.0, timeout / 8) if timeout else 1.0
         self._timer: asyncio.TimerHandle | None = None
 
-    def add(self, conn: LeanConnection) -> None:
+    def add(self, conn: UpstreamConnection) -> None:
         if not self.timeout:
             return
         self.waiting.add(conn)
@@ -305,31 +538,30 @@ class Deadlines:
         self.waiting.clear()
 
 
-class LeanConnection(asyncio.Protocol):
-    """A keep-alive connection to a backend that reads small plain responses itself.
+Interim = Callable[[ResponseHead], None]
 
-    A response with a Content-Length up to 64 KiB (or none by its status / HEAD) is parsed here
-    (`exchange` returns a LeanResponse). Anything else -- chunked, unknown length, large, 1xx,
-    HTTP/1.0, or a head this strict grammar does not accept -- is handed, with every byte read
-    so far, to aiohttp's ResponseHandler on the same transport (`exchange` raises _Handed with
-    it), as the fast client-facing path hands off to aiohttp's server."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, *, max_head: int, deadlines: Deadlines) -> None:
+class UpstreamConnection(asyncio.Protocol):
+    """A keep-alive connection to one backend: writes requests, reads responses with a
+    ResponseReader, hands the final response to the waiting `exchange` (see the docstring)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, backend_id: str, *, max_head: int,
+                 deadlines: Deadlines) -> None:
         self.loop = loop
-        self.max_head = max_head
+        self.backend_id = backend_id
+        self.reader = ResponseReader(max_head=max_head)
         self.deadlines = deadlines
         self.deadline = 0.0
         self.transport: asyncio.Transport | None = None
         self.should_close = False
         self.writing_paused = False
-        self._buf = b""
-        self._head_request = False
-        self._parsed: ResponseHead | None = None
-        self._body_at = 0
-        self._waiter: asyncio.Future[LeanResponse] | None = None
+        self._paused = False
+        self._got = False
+        self._waiter: asyncio.Future[UpstreamResponse] | None = None
+        self._stream: _Stream | None = None
+        self._interim: Interim | None = None
+        self._pool: _BackendPool | None = None
         self._drain: asyncio.Future[None] | None = None
-        self._handed_to: ResponseHandler | None = None
-        self._settings: dict[str, Any] = {}
 
     # -- asyncio.Protocol ---------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -339,13 +571,23 @@ class LeanConnection(asyncio.Protocol):
         self.transport = None
         self.should_close = True
         self._wake_drain()
-        if self._waiter is not None and not self._waiter.done():
-            if self._parsed is not None:        # after the head: the body read fails (as with aiohttp)
-                self._finish_partial(aiohttp.ClientPayloadError("Response payload is not completed"))
-            elif self._buf:
-                self._finish(exc=aiohttp.ClientOSError(f"backend closed the connection mid-head: {exc}"))
+        reader = self.reader
+        if self._waiter is not None:
+            if reader.state == HEAD and not self._got:
+                self._fail(_StaleConnection())
+            elif exc is None and reader.eof():
+                self._deliver()
             else:
-                self._finish(exc=aiohttp.ServerDisconnectedError())
+                where = "mid-head" if reader.head is None else "mid-body"
+                self._fail(BackendError(f"backend {self.backend_id} closed the connection {where}"))
+        elif self._stream is not None:
+            if exc is None and reader.eof():
+                self._end_stream()
+            else:
+                self._fail(BackendError(f"backend {self.backend_id} closed the connection mid-body"))
+
+    def eof_received(self) -> bool:
+        return False
 
     def pause_writing(self) -> None:
         self.writing_paused = True
@@ -367,37 +609,131 @@ class LeanConnection(asyncio.Protocol):
             await self._drain
 
     def data_received(self, data: bytes) -> None:
-        if self._waiter is None:            # bytes nobody asked for: never reuse this connection
+        if self._waiter is None and self._stream is None:   # bytes nobody asked for: never reuse
             self.should_close = True
+            self.reader.junk = True
             return
-        buf = self._buf = self._buf + data if self._buf else data
-        if self.deadlines.timeout:
+        self._got = True
+        if self.deadlines.timeout and not self._paused:
             self.deadline = self.loop.time() + self.deadlines.timeout
-        if self._parsed is None:
-            end = buf.find(b"\r\n\r\n")
-            if end < 0:
-                if len(buf) > self.max_head:
-                    self._hand_off()
-                return
-            parsed = parse_response_head(buf[:end], head_request=self._head_request)
-            if parsed is None:
-                self._hand_off()
-                return
-            self._parsed = parsed
-            self._body_at = end + 4
-        parsed = self._parsed
-        need = parsed.need
-        have = len(buf) - self._body_at
-        if have < need:
+        reader = self.reader
+        try:
+            reader.feed(data)
+        except InvalidResponse as exc:
+            self._fail(InvalidResponse(f"backend {self.backend_id} sent an invalid response: {exc}"))
             return
-        if parsed.close or have > need:     # more than the response: do not trust the rest
+        if reader.interim:
+            interims, reader.interim = reader.interim, []
+            sink = self._interim
+            if sink is not None:
+                for head in interims:
+                    sink(head)
+        if self._stream is not None:
+            self._stream.push(reader.body)
+            reader.body = []
+            if reader.done:
+                self._end_stream()
+            return
+        head = reader.head
+        if head is None:
+            return
+        if reader.done or head.framing != LENGTH or head.length > SMALL:  # type: ignore[operator]
+            self._deliver()
+
+    # -- exchanges ------------------------------------------------------------------------------
+    def expect(self, pool: _BackendPool, *, head_request: bool, interim: Interim | None
+               ) -> asyncio.Future[UpstreamResponse]:
+        """Wait for the response to a request about to be written."""
+        self.reader.begin(head_request=head_request)
+        self._pool = pool
+        self._interim = interim
+        self._got = False
+        waiter = self._waiter = self.loop.create_future()
+        deadlines = self.deadlines
+        if deadlines.timeout:
+            self.deadline = self.loop.time() + deadlines.timeout
+            deadlines.add(self)
+        return waiter
+
+    def _deliver(self) -> None:
+        """The final head is in (and the body, if it is to be collected): wake the exchange."""
+        reader = self.reader
+        head = reader.head
+        assert head is not None
+        assert self._pool is not None
+        waiter, self._waiter = self._waiter, None
+        if reader.done:
+            self.deadlines.waiting.discard(self)
+            if reader.junk:
+                if not head.no_body:
+                    self._fail(InvalidResponse(
+                        f"backend {self.backend_id} sent an invalid response: bytes after its body"), waiter)
+                    return
+                self.should_close = True
+            if not head.keep_alive:
+                self.should_close = True
+            body = reader.body
+            content: _Body | _Stream = _Body(body[0] if len(body) == 1 else b"".join(body))
+        else:
+            content = self._stream = _Stream(self)
+            content.push(reader.body)
+        reader.body = []
+        if waiter is not None and not waiter.done():
+            waiter.set_result(UpstreamResponse(head, content, self, self._pool))
+
+    def _end_stream(self) -> None:
+        stream, self._stream = self._stream, None
+        assert stream is not None
+        self.deadlines.waiting.discard(self)
+        reader = self.reader
+        if reader.junk:
+            stream.fail(InvalidResponse(f"backend {self.backend_id} sent an invalid response: bytes after its body"))
+            self.close()
+            return
+        assert reader.head is not None
+        if not reader.head.keep_alive:
             self.should_close = True
-        self._finish(LeanResponse(parsed, buf[self._body_at:self._body_at + need]))
+        stream.feed_eof()
 
-    def eof_received(self) -> bool:
-        return False
+    def _fail(self, exc: BaseException, waiter: asyncio.Future[UpstreamResponse] | None = None) -> None:
+        """End the exchange with `exc` (before the head: the waiter; after: the body) and drop
+        the connection."""
+        waiter = waiter or self._waiter
+        self._waiter = None
+        stream, self._stream = self._stream, None
+        self.deadlines.waiting.discard(self)
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(exc)
+        if stream is not None:
+            stream.fail(exc)
+        self.close()
 
-    # -- requests ---------------------------------------------------------------------------------
+    def timed_out(self) -> None:
+        """No response byte for read_timeout (called by Deadlines)."""
+        if self._waiter is None and self._stream is None:
+            return
+        where = "" if self.reader.head is None else " mid-body"
+        self._fail(BackendTimeout(f"backend {self.backend_id} timed out{where}"))
+
+    def pause(self) -> None:
+        if not self._paused and self.transport is not None:
+            self._paused = True
+            self.deadline = float("inf")
+            self.transport.pause_reading()
+
+    def resume(self) -> None:
+        if self._paused:
+            self._paused = False
+            if self.deadlines.timeout:
+                self.deadline = self.loop.time() + self.deadlines.timeout
+            if self.transport is not None:
+                self.transport.resume_reading()
+
+    def idle(self) -> None:
+        self.reader.state = IDLE
+        self._interim = None
+        self._pool = None
+
     def is_connected(self) -> bool:
         return self.transport is not None and not self.transport.is_closing()
 
@@ -408,67 +744,10 @@ class LeanConnection(asyncio.Protocol):
         self.should_close = True
         if self.transport is not None:
             self.transport.close()
-        if self._handed_to is not None:
-            self._handed_to.close()
 
-    def expect(self, *, head_request: bool, settings: dict[str, Any]) -> asyncio.Future[LeanResponse]:
-        """Wait for the response to a request about to be written."""
-        self._buf = b""
-        self._parsed = None
-        self._head_request = head_request
-        self._settings = settings
-        waiter = self._waiter = self.loop.create_future()
-        deadlines = self.deadlines
-        if deadlines.timeout:
-            self.deadline = self.loop.time() + deadlines.timeout
-            deadlines.add(self)
-        return waiter
+    def __repr__(self) -> str:
+        return f"<UpstreamConnection {self.backend_id} state={self.reader.state}>"
 
-    def timed_out(self) -> None:
-        """No response byte for read_timeout (called by Deadlines)."""
-        if self._waiter is None:
-            return
-        if self._parsed is not None:
-            self._finish_partial(TimeoutError())
-        else:
-            self._finish(exc=TimeoutError())
-        self.close()
-
-    def _finish_partial(self, exc: BaseException) -> None:
-        """The head arrived, the body did not: a response whose body read raises `exc`."""
-        assert self._parsed is not None
-        self.should_close = True
-        self._finish(LeanResponse(self._parsed, exc))
-
-    def _finish(self, result: LeanResponse | None = None, exc: BaseException | None = None) -> None:
-        waiter, self._waiter = self._waiter, None
-        self.deadlines.waiting.discard(self)
-        self._buf = b""
-        self._parsed = None
-        if waiter is None or waiter.done():
-            return
-        if exc is not None:
-            waiter.set_exception(exc)
-        else:
-            waiter.set_result(result)  # type: ignore[arg-type]
-
-    def _hand_off(self) -> None:
-        transport = self.transport
-        buf = self._buf
-        self._buf = b""
-        assert transport is not None
-        proto = ResponseHandler(self.loop)
-        transport.set_protocol(proto)
-        proto.connection_made(transport)
-        proto.set_response_params(skip_payload=self._head_request, **self._settings)
-        if self.writing_paused:
-            proto.pause_writing()
-        self._handed_to = proto
-        self.transport = None
-        self.should_close = True
-        self._finish(exc=_Handed(proto))
-        proto.data_received(buf)
-        self._wake_drain()
 
 class _BackendPool:
     """Idle keep-alive connections to one backend (most recently used first)."""
@@ -480,10 +759,10 @@ class _BackendPool:
         self.port = port
         self.keepalive = keepalive
         self.max_idle = max_idle
-        self.idle: list[tuple[Any, float]] = []      # LeanConnection or (after a hand-off) ResponseHandler
+        self.idle: list[tuple[UpstreamConnection, float]] = []
         self.loop = asyncio.get_running_loop()
 
-    def get(self) -> Any:
+    def get(self) -> UpstreamConnection | None:
         now = self.loop.time()
         idle = self.idle
         while idle:
@@ -493,7 +772,7 @@ class _BackendPool:
             proto.close()
         return None
 
-    def put(self, proto: Any) -> None:
+    def put(self, proto: UpstreamConnection) -> None:
         if len(self.idle) >= self.max_idle:
             proto.close()
             return
@@ -503,6 +782,9 @@ class _BackendPool:
         for proto, _ in self.idle:
             proto.close()
         self.idle.clear()
+
+    def __repr__(self) -> str:
+        return f"<_BackendPool {self.host}:{self.port} [{len(self.idle)} idle]>"
 
 
 class Upstream:
@@ -517,9 +799,6 @@ class Upstream:
         self._session: aiohttp.ClientSession | None = None
         self._writers: set[asyncio.Task[None]] = set()
         self._deadlines: Deadlines | None = None
-        self._params = {"read_until_eof": False, "auto_decompress": False, "read_timeout": read_timeout,
-                        "read_bufsize": _READ_BUFSIZE, "max_line_size": max_header_size,
-                        "max_field_size": max_header_size}
 
     # -- websocket path ------------------------------------------------------------------
     @property
@@ -541,17 +820,18 @@ class Upstream:
                                                    max_idle=self.max_idle)
         return pool
 
-    async def _connect(self, backend: Backend) -> LeanConnection:
+    async def _connect(self, backend: Backend) -> UpstreamConnection:
         loop = asyncio.get_running_loop()
         max_head = self.max_header_size
         if self._deadlines is None:
             self._deadlines = Deadlines(loop, self.read_timeout)
         deadlines = self._deadlines
+        backend_id = backend.id
         try:
             async with asyncio.timeout(self.connect_timeout):
                 _, proto = await loop.create_connection(
-                    lambda: LeanConnection(loop, max_head=max_head, deadlines=deadlines),
-                                                        backend.host, backend.port)
+                    lambda: UpstreamConnection(loop, backend_id, max_head=max_head, deadlines=deadlines),
+                    backend.host, backend.port)
         except TimeoutError:
             raise BackendConnectError(f"connect to {backend.id} timed out") from None
         except OSError as exc:
@@ -559,25 +839,27 @@ class Upstream:
         return proto
 
     # -- requests ------------------------------------------------------------------------
-    async def send(self, backend: Backend, method: str, path: str, headers: Any,
-                   body: Any) -> UpstreamResponse:
+    async def send(self, backend: Backend, method: str, path: str, headers: Any, body: Any,
+                   interim: Interim | None = None) -> UpstreamResponse:
+        """Send a request; the final response once its head is in. `interim` is called with
+        each 1xx head but 100, as it arrives."""
         pool = self._pool(backend)
         replayable = method in _IDEMPOTENT and (body is None or isinstance(body, bytes | bytearray))
         proto = pool.get()
         if proto is not None:
             try:
-                return await self._exchange(proto, pool, backend, method, path, headers, body)
+                return await self._exchange(proto, pool, backend, method, path, headers, body, interim)
             except _StaleConnection:
                 if not replayable:
                     raise BackendError(f"backend {backend.id} closed a kept-alive connection") from None
         proto = await self._connect(backend)
         try:
-            return await self._exchange(proto, pool, backend, method, path, headers, body)
+            return await self._exchange(proto, pool, backend, method, path, headers, body, interim)
         except _StaleConnection:
             raise BackendError(f"backend {backend.id} closed the connection") from None
 
-    async def _exchange(self, proto: Any, pool: _BackendPool, backend: Backend, method: str,
-                        path: str, headers: Any, body: Any) -> UpstreamResponse:
+    async def _exchange(self, proto: UpstreamConnection, pool: _BackendPool, backend: Backend, method: str,
+                        path: str, headers: Any, body: Any, interim: Interim | None) -> UpstreamResponse:
         streamed = body is not None and not isinstance(body, bytes | bytearray)
         if isinstance(headers, RawHead):
             parts = [f"{method} {path} HTTP/1.1\r\n".encode("latin-1"), headers.block]
@@ -596,17 +878,11 @@ class Upstream:
             elif body is None and method in ("POST", "PUT", "PATCH"):
                 items.append(("Content-Length", "0"))
             head = serialize_head(method, path, items)
-        head_request = method == "HEAD"
-        lean = isinstance(proto, LeanConnection)
-        if not lean and (proto._parser is None or proto._skip_payload is not head_request):
-            # a new parser only when the connection is new or HEAD-ness changes (the C parser
-            # handles successive responses on one connection)
-            proto.set_response_params(skip_payload=head_request, **self._params)
         transport = proto.transport
         if transport is None or transport.is_closing():
             proto.close()
             raise _StaleConnection()
-        waiter = proto.expect(head_request=head_request, settings=self._params) if lean else None
+        waiter = proto.expect(pool, head_request=method == "HEAD", interim=interim)
         writer: asyncio.Task[None] | None = None
         if streamed:
             transport.write(head)
@@ -617,37 +893,22 @@ class Upstream:
         else:
             transport.write(head + body if body else head)
         try:
-            if waiter is not None:
-                try:
-                    got = await waiter
-                except _Handed as handed:            # not a small plain response: aiohttp reads it
-                    proto = handed.args[0]
-                    proto.start_timeout()
-                    message, payload = await proto.read()
-                else:
-                    if writer is not None and not writer.done():
-                        proto.force_close()
-                        writer.cancel()
-                    rh = got.head
-                    return UpstreamResponse(rh.status, rh.reason, None, _Body(got.body), proto, pool, raw=rh)
-            else:
-                proto.start_timeout()
-                message, payload = await proto.read()
-        except (TimeoutError, aiohttp.ClientError, OSError, aiohttp.EofStream) as exc:
+            response = await waiter
+        except _StaleConnection:
+            proto.close()
+            if writer is None:
+                raise
+            failed = await _writer_failure(writer)
+            if failed is not None:
+                raise failed from None
+            raise BackendError(f"backend {backend.id} closed the connection") from None
+        except ProxyError:
             proto.close()
             if writer is not None:
-                writer.cancel()
-                with contextlib.suppress(BaseException):
-                    await writer
-            if isinstance(exc, aiohttp.ServerDisconnectedError | aiohttp.EofStream | ConnectionResetError) \
-                    and not streamed:
-                raise _StaleConnection() from exc
-            if writer is not None and writer.done() and not writer.cancelled() and writer.exception():
-                failed = writer.exception()
-                if isinstance(failed, ProxyError):
-                    raise failed from exc
-                raise BackendError(f"sending the request body failed: {type(failed).__name__}") from exc
-            raise translate(exc, backend=backend) from exc
+                failed = await _writer_failure(writer)
+                if failed is not None:
+                    raise failed from None
+            raise
         except BaseException:
             proto.close()
             if writer is not None:
@@ -657,9 +918,9 @@ class Upstream:
             # the backend answered before taking the whole body: do not reuse the connection
             proto.force_close()
             writer.cancel()
-        return UpstreamResponse(message.code, message.reason, message.headers, payload, proto, pool)
+        return response
 
-    async def _write_body(self, proto: Any, body: AsyncIterable[bytes] | aiohttp.StreamReader,
+    async def _write_body(self, proto: UpstreamConnection, body: AsyncIterable[bytes] | aiohttp.StreamReader,
                           *, chunked: bool) -> None:
         transport = proto.transport
         assert transport is not None
@@ -689,6 +950,23 @@ class Upstream:
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+
+async def _writer_failure(writer: asyncio.Task[None]) -> ProxyError | None:
+    """After the response failed: the request body writer's own error, if it had one (a body
+    over the size limit, a client that broke off), as the error to report."""
+    if not writer.done():
+        writer.cancel()
+    with contextlib.suppress(BaseException):
+        await writer
+    if writer.cancelled():
+        return None
+    failed = writer.exception()
+    if failed is None:
+        return None
+    if isinstance(failed, ProxyError):
+        return failed
+    return BackendError(f"sending the request body failed: {type(failed).__name__}")
 
 
 class _StaleConnection(Exception):

@@ -8,7 +8,7 @@ from multidict import CIMultiDict
 
 from regional_lb.headers import ForwardingSettings, TrustedProxies, forwarding_block, upstream_headers
 from regional_lb.proxy.fast import parse_head
-from regional_lb.proxy.upstream import parse_response_head, serialize_head
+from regional_lb.proxy.upstream import serialize_head
 
 SETTINGS = ForwardingSettings(TrustedProxies(["10.0.0.0/8"]))
 NAMES = ["Host", "Accept", "User-Agent", "Cookie", "X-Custom", "Keep-Alive", "TE", "Trailer",
@@ -51,7 +51,6 @@ def test_anything_unusual_is_left_to_aiohttp() -> None:
 @given(st.binary(max_size=300))
 def test_any_bytes_give_a_parse_or_none_never_an_error(head: bytes) -> None:
     parse(head)
-    parse_response_head(head, head_request=False)
 
 
 @given(st.lists(st.tuples(st.sampled_from(NAMES), VALUES), max_size=8),
@@ -76,39 +75,6 @@ def test_the_fast_upstream_head_is_what_upstream_headers_would_send(
         return [(k.lower(), v.strip()) for k, _, v in
                 (line.partition(":") for line in raw.decode().split("\r\n")[1:] if line)]
     assert lines(fast) == lines(generic)
-
-
-def test_a_small_response_head_keeps_its_lines_without_hop_by_hop_ones() -> None:
-    head = parse_response_head(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: keep-alive\r\n"
-                               b"Keep-Alive: timeout=5\r\nSet-Cookie: a=1\r\nX-LB-Backend: low", head_request=False)
-    assert head is not None
-    assert (head.status, head.reason, head.need, head.length) == (200, "OK", 2, 2)
-    assert (head.close, head.lb_named) == (False, True)
-    assert head.block == b"Content-Length: 2\r\nSet-Cookie: a=1\r\nX-LB-Backend: low\r\n"
-    assert head.headers().getall("set-cookie") == ["a=1"]
-    assert head.headers()["Keep-Alive"] == "timeout=5"
-
-
-def test_responses_the_lean_reader_leaves_to_aiohttp() -> None:
-    for raw in (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked",
-                b"HTTP/1.1 200 OK",                                   # length unknown
-                b"HTTP/1.1 200 OK\r\nContent-Length: 999999",
-                b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2",
-                b"HTTP/1.1 103 Early Hints\r\nLink: </a>",
-                b"HTTP/1.0 200 OK\r\nContent-Length: 1"):
-        assert parse_response_head(raw, head_request=False) is None, raw
-    head = parse_response_head(b"HTTP/1.1 204 No Content", head_request=False)
-    assert head is not None
-    assert head.need == 0
-    head = parse_response_head(b"HTTP/1.1 200 OK\r\nContent-Length: 999999", head_request=True)
-    assert head is not None
-    assert head.need == 0
-    assert head.length == 999999
-    named = parse_response_head(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: x-a, close\r\nX-A: 1",
-                                head_request=False)
-    assert named is not None
-    assert named.block is None
-    assert named.close
 
 
 def test_cimultidict_headers_match_what_policies_read() -> None:
