@@ -7,6 +7,18 @@
                 errors_per_second (10) (per client network and response; 0: unlimited),
                 window (15s), slip (2: every 2nd limited reply is sent truncated, 0: never,
                 1: always), ipv4_prefix (24), ipv6_prefix (56), max_table_size (100000 buckets)
+              cookies: DNS Cookies (RFC 7873, server cookies as RFC 9018 makes them):
+                enabled (true), secrets (list of 32-hex-digit / 16-byte SipHash keys: the first signs,
+                all verify, so servers given the same list agree and a new secret can be rolled in
+                second, then first; or secrets_file: one per line, relative to this file; default: a
+                random secret made at each load, fine for one server), require (false: answer queries
+                with a missing or invalid server cookie; true: BADCOOKIE to such UDP queries that
+                carry a client cookie; TCP and cookie-less queries are answered either way)
+              nsid (string echoed in the NSID option, RFC 5001, to queries that ask; default off),
+              identity (CHAOS TXT id.server / hostname.bind; default off: REFUSED),
+              version (CHAOS TXT version.bind / version.server; default off: REFUSED)
+              cache_max_entries (50000) and cache_max_bytes (64 MiB, estimated): the response cache,
+                emptied when either is reached
     admin:    listen (host:port, loopback by default), token (bearer token for mutating calls)
     geoip:    database (path, relative to the config file; default: the bundled DB-IP database)
     latency:  max_age, max_networks (the client-network latency table)
@@ -22,13 +34,16 @@ from __future__ import annotations
 
 import ipaddress
 import json
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from gslb.common.checker import CheckTarget
 from gslb.common.configload import ConfigError, Section
 from gslb.common.health import Thresholds
 from gslb.common.probe import ProbeResult, ProbeSpec
+from gslb.dns.cookies import SECRET_SIZE, ServerCookies, parse_secrets
 from gslb.dns.records import AAAA, CNAME, A
 from gslb.dns.rrl import RrlSettings
 from gslb.dns.zone import Zone, load_zones
@@ -57,6 +72,23 @@ class DnsSettings:
     tcp_idle_timeout: float = 10.0
     tcp_max_connections: int = 1024
     rrl: RrlSettings = DEFAULT_RRL
+    cookies_enabled: bool = True
+    cookie_secrets: tuple[bytes, ...] = field(default=(), repr=False)   # empty: a random one per responder
+    cookie_require: bool = False
+    nsid: bytes | None = None
+    identity: str | None = None
+    version: str | None = None
+    cache_max_entries: int = 50_000
+    cache_max_bytes: int = 64 * 1024 * 1024
+
+    def responder_options(self) -> dict[str, Any]:
+        """The Responder's keyword arguments for cookies, NSID, CHAOS identity and the cache."""
+        cookies = None
+        if self.cookies_enabled:
+            cookies = ServerCookies(self.cookie_secrets or (os.urandom(SECRET_SIZE),))
+        return {"cookies": cookies, "require_cookies": self.cookie_require, "nsid": self.nsid,
+                "identity": self.identity, "version": self.version, "cache_size": self.cache_max_entries,
+                "cache_max_bytes": self.cache_max_bytes}
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,9 +208,59 @@ def _load_dns(sect: Section) -> DnsSettings:
         tcp_idle_timeout=sect.take_duration("tcp_idle_timeout", 10.0, minimum=0.1),
         tcp_max_connections=sect.take_number("tcp_max_connections", 1024, minimum=1, integer=True),
         rrl=_load_rrl(sect.section("rrl")),
+        **_load_responder_options(sect),
     )
     sect.done()
     return dns
+
+
+def _load_responder_options(sect: Section) -> dict[str, Any]:
+    """dns.cookies, dns.nsid, dns.identity, dns.version, dns.cache_max_entries / cache_max_bytes."""
+    cookies = sect.section("cookies")
+    enabled = cookies.take("enabled", bool, True)
+    texts = cookies.take_list("secrets", None)
+    secrets_file = cookies.take("secrets_file", str, None)
+    if texts is not None and secrets_file is not None:
+        raise cookies.error("secrets_file", "give secrets or secrets_file, not both")
+    key = "secrets"
+    if secrets_file is not None:
+        key = "secrets_file"
+        path = Path(sect.file).parent / secrets_file
+        try:
+            texts = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        except OSError as exc:
+            raise cookies.error(key, f"cannot read {path}: {exc.strerror}") from None
+    secrets: tuple[bytes, ...] = ()
+    if texts is not None:
+        if not texts:
+            raise cookies.error(key, "must hold at least one secret (omit it for a random one)")
+        try:
+            secrets = parse_secrets([str(text) for text in texts])
+        except ValueError as exc:
+            raise cookies.error(key, str(exc)) from None
+    require = cookies.take("require", bool, False)
+    if require and not enabled:
+        raise cookies.error("require", "cookies are not enabled")
+    cookies.done()
+
+    def text(key: str, limit: int) -> str | None:
+        value = sect.take(key, str, None)
+        if value is None:
+            return None
+        if not value or len(value.encode()) > limit or not value.isprintable():
+            raise sect.error(key, f"must be 1..{limit} bytes of printable text (omit it to turn it off)")
+        return str(value)
+
+    nsid = text("nsid", 128)
+    return {
+        "cookies_enabled": enabled, "cookie_secrets": secrets, "cookie_require": require,
+        "nsid": nsid.encode() if nsid is not None else None,
+        "identity": text("identity", 255), "version": text("version", 255),
+        "cache_max_entries": sect.take_number("cache_max_entries", 50_000, minimum=0, maximum=10_000_000,
+                                              integer=True),
+        "cache_max_bytes": sect.take_number("cache_max_bytes", 64 * 1024 * 1024, minimum=0,
+                                            maximum=1 << 40, integer=True),
+    }
 
 
 def _load_rrl(sect: Section) -> RrlSettings:
