@@ -93,7 +93,7 @@ class GslbServer:
         self.steering = Steering(config.region_models(), config.services, self.locator, self.latency)
         self.steering.update_region_states(self.region_states())
         self.responder = Responder(config.zones, self.steering, max_udp_size=config.dns.max_udp_size,
-                                   stats=self.dns_stats)
+                                   stats=self.dns_stats, wall=self.wall, **config.dns.responder_options())
         self._install_rrl(config)
         targets = [rc.probe.target(name) for name, rc in config.regions.items() if rc.probe is not None]
         self.checker = HealthChecker(targets, on_change=self._on_health_change, on_result=self._on_probe,
