@@ -111,7 +111,8 @@ class GslbServer:
             self.rate_limiter = RateLimiter(rrl, stats=self.rrl_stats)
         self.udp_responder: Responder | RateLimitedResponder = self.responder
         if self.rate_limiter is not None:
-            self.udp_responder = RateLimitedResponder(self.responder, self.rate_limiter)
+            self.udp_responder = RateLimitedResponder(self.responder, self.rate_limiter,
+                                                      exempt=self.responder.cookie_valid)
 
     def _current_udp_responder(self) -> Responder | RateLimitedResponder:
         return self.udp_responder

@@ -398,3 +398,39 @@ def test_responder_wrapper_passes_query_and_client_to_exempt():
     assert seen == []
     assert wrapped.respond(q, CLIENT, 0.25) is not None
     assert seen == [(q, CLIENT, 0.25)]
+
+
+def test_queries_with_a_valid_server_cookie_are_never_limited():
+    """The real responder's cookie check as the exemption: a cookie we made for this address is never
+    limited; a client cookie alone, a forged server cookie, or our cookie from another address are."""
+    from gslb.dns.cookies import ServerCookies
+
+    secret = bytes(range(16))
+    wall = [1_700_000_000.0]
+    responder, _ = make_responder(cookies=ServerCookies([secret]), wall=lambda: wall[0])
+    wrapped = RateLimitedResponder(responder, limiter(responses_per_second=1, slip=0),
+                                   exempt=responder.cookie_valid)
+
+    def ask_with(cookie: bytes, client: object = CLIENT) -> bytes | None:
+        msg = dns.message.make_query("www.example.test", "A", use_edns=0,
+                                     options=[dns.edns.GenericOption(dns.edns.COOKIE, cookie)])
+        return wrapped.respond(msg.to_wire(), client, 0.0)  # type: ignore[arg-type]
+
+    client_cookie = b"\x01\x02\x03\x04\x05\x06\x07\x08"
+    first = ask_with(client_cookie)
+    assert first is not None
+    options = dns.message.from_wire(first).options
+    cookie = next(o for o in options if isinstance(o, dns.edns.CookieOption))
+    assert cookie.client == client_cookie
+    full = cookie.client + cookie.server
+    assert len(full) == 24
+    for _ in range(20):
+        reply = ask_with(full)
+        assert reply is not None
+        assert dns.message.from_wire(reply).answer
+    assert ask_with(client_cookie) is None                           # client cookie alone: limited
+    assert ask_with(full[:8] + bytes(16)) is None                    # a forged server cookie: limited
+    other = ipaddress.IPv4Address("198.51.100.99")                   # same /24, not the address it was made for
+    assert ask_with(full, other) is None
+    assert wrapped.limiter.stats.exempt_cookie == 20
+    assert wrapped.limiter.stats.dropped == 3
