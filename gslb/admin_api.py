@@ -2,7 +2,8 @@
 
     GET  /healthz                          liveness: 200 "ok"
     GET  /metrics                          Prometheus text
-    GET  /api/status                       version, config file, GeoIP attribution, generation
+    GET  /api/status                       version, config file, GeoIP attribution, generation,
+                                           DNS listeners (UDP reply source) and TCP connections/limits
     GET  /api/regions                      every region: state, last probe, RTT, drain
     POST /api/regions/{name}/drain         (token) no new answers; says when it is safe to stop
     POST /api/regions/{name}/undrain       (token)
@@ -50,6 +51,13 @@ async def status(request: web.Request) -> web.Response:
         "zones": [str(z.origin) for z in server.config.zones],
         "services": sorted(server.config.services),
         "reloads": server.reloads,
+        "dns": {
+            "udp": [{"address": list(listener.sockname), "reply_source": "pktinfo" if listener.pktinfo else "bound"}
+                    for listener in server.udp_listeners],
+            "tcp": {"open": len(server.tcp), "max_connections": server.tcp.max_connections,
+                    "max_per_client": server.tcp.max_per_client, "max_unsent": server.tcp.max_unsent,
+                    "idle_timeout": server.tcp.idle_timeout},
+        },
     })
 
 

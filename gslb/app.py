@@ -5,6 +5,8 @@
       .responder  Responder       (pure; rebuilt on reload; the listeners read it per query)
       .rate_limiter RateLimiter | None  (RRL in front of UDP replies only, dns.rrl; kept across
                   reloads while its settings are unchanged; counters in .rrl_stats)
+      .udp_listeners, .udp_stats   the UDP edge (gslb/server/udp.py: replies from the address asked)
+      .tcp        DnsTcpServer    (gslb/server/tcp.py; its limits follow reloads, its counters in .tcp.stats)
       .checker    HealthChecker   (region probes; started with the server, restarted on reload)
       .latency    LatencyTable    (kept across reloads)
       .regions    name -> RegionRuntime (health, drain, degraded; kept across reloads by name)
@@ -18,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import resource
 import signal
 import time
 from collections.abc import Callable
@@ -36,7 +39,7 @@ from gslb.dns.rrl import RateLimitedResponder, RateLimiter, RrlStats
 from gslb.geoip import GeoIPError, GeoLocator, MaxMindLocator
 from gslb.latency_table import LatencyTable
 from gslb.server.tcp import DnsTcpServer
-from gslb.server.udp import open_udp
+from gslb.server.udp import UdpListener, UdpStats, open_udp
 from gslb.steering import Steering
 from gslb.steering.base import RegionState
 
@@ -70,9 +73,9 @@ class GslbServer:
         self.latency = LatencyTable(max_networks=config.latency.max_networks, max_age=config.latency.max_age)
         self.locator = locator if locator is not None else MaxMindLocator(config.geoip_database)
         self.regions: dict[str, RegionRuntime] = {}
-        self.udp_transports: list[asyncio.DatagramTransport] = []
-        self.tcp = DnsTcpServer(self._current_responder, idle_timeout=config.dns.tcp_idle_timeout,
-                                max_connections=config.dns.tcp_max_connections, clock=clock)
+        self.udp_listeners: list[UdpListener] = []
+        self.udp_stats = UdpStats()         # all UDP listeners; TCP's counters are in self.tcp.stats
+        self.tcp = DnsTcpServer(self._current_responder, clock=clock)     # limits set by _install
         self.all_down_events = 0
         self.reloads = {"ok": 0, "failed": 0}
         self.probe_counts: dict[tuple[str, bool], int] = {}
@@ -90,6 +93,8 @@ class GslbServer:
             assume_up = rc.probe.assume_up if rc.probe else True
             self.regions[name] = keep if keep is not None else RegionRuntime(Health.initial(assume_up=assume_up))
         self.config = config
+        self.tcp.configure(idle_timeout=config.dns.tcp_idle_timeout, max_connections=config.dns.tcp_max_connections,
+                           max_per_client=config.dns.tcp_max_per_client, max_unsent=config.dns.tcp_max_unsent)
         self.steering = Steering(config.region_models(), config.services, self.locator, self.latency)
         self.steering.update_region_states(self.region_states())
         self.responder = Responder(config.zones, self.steering, max_udp_size=config.dns.max_udp_size,
@@ -234,9 +239,10 @@ class GslbServer:
 
     # -- lifecycle ----------------------------------------------------------------------
     async def start_dns(self) -> None:
+        _raise_fd_limit(self.config.dns.tcp_max_connections + 256)
         for listen in self.config.dns.listen:
-            self.udp_transports.append(await open_udp(listen.host, listen.port, self._current_udp_responder,
-                                                      self.clock))
+            self.udp_listeners.append(await open_udp(listen.host, listen.port, self._current_udp_responder,
+                                                     self.clock, stats=self.udp_stats))
             await self.tcp.listen(listen.host, listen.port)
             log.info("dns listening on %s (udp+tcp)", listen)
 
@@ -246,10 +252,22 @@ class GslbServer:
 
     async def stop(self) -> None:
         await self.checker.stop()
-        for transport in self.udp_transports:
-            transport.close()
-        self.udp_transports = []
+        for listener in self.udp_listeners:
+            listener.close()
+        self.udp_listeners = []
         await self.tcp.close()
+
+
+def _raise_fd_limit(needed: int) -> None:
+    """Let the process hold `needed` descriptors if the hard limit allows: a full TCP table must not
+    make accept() fail (EMFILE) instead of evicting the longest-idle connection."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        if target < needed:
+            log.warning("open-file limit %d is below the %d that dns.tcp_max_connections needs", target, needed)
 
 
 async def serve(config: GslbConfig, *, shutdown_trigger: asyncio.Future[Any] | asyncio.Event | None = None,

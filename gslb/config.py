@@ -1,7 +1,12 @@
 """The GSLB's configuration: one YAML file, loaded into frozen dataclasses.
 
-    dns:      listen (host:port list, UDP and TCP on each), max_udp_size, tcp_idle_timeout,
-              tcp_max_connections
+    dns:      listen (host:port list, UDP and TCP on each), max_udp_size,
+              tcp_idle_timeout (10s: a connection without a complete query for this long is closed,
+                replies still unsent or not), tcp_max_connections (1024: at the limit the
+                longest-idle connection is closed to admit a new one, RFC 7766 §6.2.3),
+              tcp_max_per_client (64: open connections per client address; more are refused),
+              tcp_max_unsent (65536 bytes of replies a connection may leave unread; over it its
+                queries are no longer read, and it is closed if still over at the idle timeout)
               rrl: response rate limiting of UDP replies (gslb/dns/rrl.py says how and why these
                 defaults): enabled (true), responses_per_second (100), nxdomains_per_second (25),
                 errors_per_second (10) (per client network and response; 0: unlimited),
@@ -72,6 +77,8 @@ class DnsSettings:
     tcp_idle_timeout: float = 10.0
     tcp_max_connections: int = 1024
     rrl: RrlSettings = DEFAULT_RRL
+    tcp_max_per_client: int = 64
+    tcp_max_unsent: int = 65536
     cookies_enabled: bool = True
     cookie_secrets: tuple[bytes, ...] = field(default=(), repr=False)   # empty: a random one per responder
     cookie_require: bool = False
@@ -208,6 +215,9 @@ def _load_dns(sect: Section) -> DnsSettings:
         tcp_idle_timeout=sect.take_duration("tcp_idle_timeout", 10.0, minimum=0.1),
         tcp_max_connections=sect.take_number("tcp_max_connections", 1024, minimum=1, integer=True),
         rrl=_load_rrl(sect.section("rrl")),
+        tcp_max_per_client=sect.take_number("tcp_max_per_client", 64, minimum=1, integer=True),
+        tcp_max_unsent=sect.take_number("tcp_max_unsent", 65536, minimum=1024, maximum=16 * 1024 * 1024,
+                                        integer=True),
         **_load_responder_options(sect),
     )
     sect.done()

@@ -1,7 +1,28 @@
 """Prometheus metrics for the GSLB, read from the server's plain counters at scrape time  [edge].
 
-The DNS hot path only increments ints in `Responder.stats`; this collector turns
-them into metric families when Prometheus scrapes, so serving pays nothing for metrics.
+The DNS hot path only increments ints in plain counter objects (`ResponderStats`,
+`UdpStats`, `TcpStats`, `RrlStats`); this collector turns them into metric families
+when Prometheus scrapes, so serving pays nothing for metrics. The DNS families:
+
+    gslb_dns_responses_total{rcode}, gslb_dns_queries_total{qtype}
+    gslb_dns_dropped_total{reason}        no reply: unanswerable (shorter than a header, or a
+                                          response), internal_error, send_failed (the kernel
+                                          refused a UDP reply), rate_limited (RRL)
+    gslb_dns_internal_errors_total{where} responder (logged by it), udp / tcp (the edge caught
+                                          an exception the responder should not raise)
+    gslb_dns_truncated_total, gslb_dns_steering_errors_total
+    gslb_dns_cache_lookups_total{result}, gslb_dns_cache_entries, gslb_dns_cache_bytes,
+    gslb_dns_cache_clears_total           the response cache
+    gslb_dns_cookies_total{result}, gslb_dns_nsid_total
+    gslb_dns_udp_datagrams_total{event}   received, replied, send_failed, receive_error
+    gslb_dns_tcp_open_connections         open now (gauge)
+    gslb_dns_tcp_connections_total{event} accepted, evicted (longest idle, at the limit),
+                                          refused (per-client cap), reset, idle_closed,
+                                          unsent_closed, dropped_closed
+    gslb_dns_tcp_messages_total, gslb_dns_tcp_read_paused_total
+    gslb_dns_rrl_*                        response rate limiting (gslb/dns/rrl.py)
+
+Counters a component has not got (yet) are left out rather than shown as zero.
 """
 
 from __future__ import annotations
@@ -31,9 +52,7 @@ class GslbCollector(Collector):
         for qtype, count in sorted(stats.by_qtype.items()):
             by_qtype.add_metric([str(qtype)], count)
         yield by_qtype
-        dropped = CounterMetricFamily("gslb_dns_dropped", "datagrams dropped without an answer (garbage)")
-        dropped.add_metric([], stats.dropped)
-        yield dropped
+        yield from _dns_families(server)
         answers = CounterMetricFamily("gslb_answers", "service answers naming a region", labels=["region"])
         for region, count in sorted(stats.by_region.items()):
             answers.add_metric([region], count)
@@ -90,3 +109,80 @@ class GslbCollector(Collector):
         buckets = GaugeMetricFamily("gslb_dns_rrl_buckets", "rate-limit buckets held (0 when rate limiting is off)")
         buckets.add_metric([], len(server.rate_limiter) if server.rate_limiter is not None else 0)
         yield buckets
+
+
+def _dns_families(server: GslbServer) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+    stats = server.responder.stats
+    udp = server.udp_stats
+    tcp = server.tcp.stats
+    rrl = getattr(server, "rrl_stats", None)
+
+    dropped = CounterMetricFamily("gslb_dns_dropped", "queries dropped without an answer, by reason",
+                                  labels=["reason"])
+    dropped.add_metric(["unanswerable"], max(0, stats.dropped - stats.internal_errors))
+    dropped.add_metric(["internal_error"], stats.internal_errors)
+    dropped.add_metric(["send_failed"], udp.send_failed)
+    if rrl is not None:
+        dropped.add_metric(["rate_limited"], rrl.dropped)
+    yield dropped
+    internal = CounterMetricFamily("gslb_dns_internal_errors", "unexpected errors: the query was dropped",
+                                   labels=["where"])
+    internal.add_metric(["responder"], stats.internal_errors)
+    internal.add_metric(["udp"], udp.errors)
+    internal.add_metric(["tcp"], tcp.errors)
+    yield internal
+    truncated = CounterMetricFamily("gslb_dns_truncated", "UDP responses sent truncated (TC=1)")
+    truncated.add_metric([], stats.truncated)
+    yield truncated
+    steering = CounterMetricFamily("gslb_dns_steering_errors", "steering failed: SERVFAIL answered")
+    steering.add_metric([], stats.steering_errors)
+    yield steering
+
+    lookups = CounterMetricFamily("gslb_dns_cache_lookups", "response cache lookups", labels=["result"])
+    lookups.add_metric(["hit"], stats.cache_hits)
+    lookups.add_metric(["miss"], stats.cache_misses)
+    yield lookups
+    for attr, name, doc, family in (
+            ("cache_entries", "gslb_dns_cache_entries", "responses held by the response cache", GaugeMetricFamily),
+            ("cache_bytes", "gslb_dns_cache_bytes", "estimated bytes held by the response cache", GaugeMetricFamily),
+            ("cache_clears", "gslb_dns_cache_clears", "times the response cache reached a limit and was emptied",
+             CounterMetricFamily),
+            ("nsid", "gslb_dns_nsid", "NSID options answered", CounterMetricFamily)):
+        value = getattr(stats, attr, None)
+        if value is not None:
+            metric = family(name, doc)
+            metric.add_metric([], value)
+            yield metric
+    cookies = getattr(stats, "cookies", None)
+    if cookies is not None:
+        metric = CounterMetricFamily("gslb_dns_cookies", "queries with a DNS COOKIE option, by server cookie",
+                                     labels=["result"])
+        valid = getattr(stats, "cookies_valid", 0)
+        metric.add_metric(["valid"], valid)
+        metric.add_metric(["other"], max(0, cookies - valid))
+        yield metric
+
+    datagrams = CounterMetricFamily("gslb_dns_udp_datagrams", "UDP datagrams, by what happened",
+                                    labels=["event"])
+    for event, count in (("received", udp.received), ("replied", udp.replied), ("send_failed", udp.send_failed),
+                         ("receive_error", udp.receive_errors)):
+        datagrams.add_metric([event], count)
+    yield datagrams
+
+    open_now = GaugeMetricFamily("gslb_dns_tcp_open_connections", "TCP connections open now")
+    open_now.add_metric([], len(server.tcp))
+    yield open_now
+    connections = CounterMetricFamily("gslb_dns_tcp_connections", "TCP connections, by what happened",
+                                      labels=["event"])
+    for event, count in (("accepted", tcp.accepted), ("evicted", tcp.evicted), ("refused", tcp.refused),
+                         ("reset", tcp.resets), ("idle_closed", tcp.idle_closed),
+                         ("unsent_closed", tcp.unsent_closed), ("dropped_closed", tcp.dropped_closed)):
+        connections.add_metric([event], count)
+    yield connections
+    messages = CounterMetricFamily("gslb_dns_tcp_messages", "DNS messages read over TCP")
+    messages.add_metric([], tcp.queries)
+    yield messages
+    paused = CounterMetricFamily("gslb_dns_tcp_read_paused",
+                                 "times a TCP connection's queries stopped being read: replies unread over the cap")
+    paused.add_metric([], tcp.paused)
+    yield paused

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import socket
+import struct
 import subprocess
 
 import aiohttp
@@ -196,6 +197,10 @@ async def test_metrics_and_status(tmp_path):
         async with http.get(f"{g.admin}/api/status") as resp:
             status = await resp.json()
         assert "DB-IP" in status["geoip_attribution"]
+        assert status["dns"]["tcp"]["max_per_client"] == 64
+        assert status["dns"]["tcp"]["idle_timeout"] == 2.0
+        assert {u["reply_source"] for u in status["dns"]["udp"]} == {"bound"}      # 127.0.0.1 and ::1
+        assert len(status["dns"]["udp"]) == 2
 
 
 async def test_reload_bad_config_keeps_old_and_good_config_applies(tmp_path):
@@ -243,3 +248,57 @@ async def test_reload_with_missing_geoip_database_is_refused(tmp_path):
             assert "geoip.database" in (await resp.json())["error"]
         reply = await udp(ecs_query("www.example.test", SEOUL_NET), g.dns_port)
         assert addresses(reply) == ["127.0.3.1"]
+
+
+async def test_metrics_export_drops_internal_errors_udp_and_tcp_counters(tmp_path, monkeypatch):
+    async with running_gslb(tmp_path) as g, aiohttp.ClientSession() as http:
+        server = g.server
+        await udp(ecs_query("www.example.test", SEOUL_NET), g.dns_port)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.sendto(b"\x00\x01", ("127.0.0.1", g.dns_port))            # shorter than a header
+        await wait_for(lambda: server.udp_stats.received == 2)
+        # an internal error: the responder counts it and drops the query
+        def broken(*_args: object, **_kwargs: object) -> None:
+            raise RuntimeError("a bug")
+        monkeypatch.setattr(server.responder, "_answer", broken)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.sendto(dns.message.make_query("mail.example.test", "MX").to_wire(), ("127.0.0.1", g.dns_port))
+        await wait_for(lambda: server.responder.stats.internal_errors == 1)
+        monkeypatch.undo()
+        reply = await dns.asyncquery.tcp(dns.message.make_query("ns1.example.test", "A"), "127.0.0.1",
+                                         port=g.dns_port, timeout=2)
+        assert addresses(reply) == ["127.0.0.1"]
+        held = socket.create_connection(("127.0.0.1", g.dns_port))
+        await wait_for(lambda: len(server.tcp) == 1)
+        held.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        held.close()                                                      # a reset
+        await wait_for(lambda: server.tcp.stats.resets == 1)
+        async with http.get(f"{g.admin}/metrics") as resp:
+            text = await resp.text()
+        lines = set(text.splitlines())
+        for line in (
+            'gslb_dns_dropped_total{reason="unanswerable"} 1.0',
+            'gslb_dns_dropped_total{reason="internal_error"} 1.0',
+            'gslb_dns_dropped_total{reason="send_failed"} 0.0',
+            'gslb_dns_internal_errors_total{where="responder"} 1.0',
+            'gslb_dns_internal_errors_total{where="udp"} 0.0',
+            'gslb_dns_udp_datagrams_total{event="received"} 3.0',
+            'gslb_dns_udp_datagrams_total{event="replied"} 1.0',
+            'gslb_dns_tcp_open_connections 0.0',
+            'gslb_dns_tcp_connections_total{event="accepted"} 2.0',
+            'gslb_dns_tcp_connections_total{event="reset"} 1.0',
+            'gslb_dns_tcp_connections_total{event="evicted"} 0.0',
+            'gslb_dns_tcp_connections_total{event="refused"} 0.0',
+            'gslb_dns_tcp_messages_total 1.0',
+        ):
+            assert line in lines, line
+        misses = [x for x in lines if x.startswith('gslb_dns_cache_lookups_total{result="miss"} ')]
+        assert misses
+        assert float(misses[0].split()[1]) >= 3
+        if hasattr(server.responder.stats, "cache_bytes"):
+            entries = [x for x in lines if x.startswith("gslb_dns_cache_entries ")]
+            cache_bytes = [x for x in lines if x.startswith("gslb_dns_cache_bytes ")]
+            assert entries
+            assert float(entries[0].split()[1]) >= 1
+            assert cache_bytes
+            assert float(cache_bytes[0].split()[1]) > 0
