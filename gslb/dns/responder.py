@@ -264,7 +264,7 @@ class ResponderStats:
     steering_errors: int = 0    # steering.answer raised: SERVFAIL
     internal_errors: int = 0    # a bug: the query was dropped (logged, at most one line a second)
     cookies: int = 0            # queries with a COOKIE option (cookies enabled)
-    cookies_valid: int = 0      # ... whose server cookie was valid (checked when it mattered: misses, require)
+    cookies_valid: int = 0      # ... whose server cookie was valid (ours, this client, in its time window)
     nsid: int = 0               # NSID options answered
     cache_entries: int = 0      # responses in the cache now (both transports, per-client answers each)
     cache_bytes: int = 0        # their estimated size (keys, bytes, overhead)
@@ -433,10 +433,10 @@ class Responder:
         cookies = self._cookies
         if cookie is not None and cookies is not None:
             wall = self._wall() if self._wall is not None else now
-            if self._require_cookies and not tcp:
-                if not cookies.valid(cookie, client, wall):
-                    return self._respond_slow(data, client, now, tcp, scanned)      # BADCOOKIE
+            if len(cookie) > 8 and cookies.valid(cookie, client, wall):
                 self.stats.cookies_valid += 1
+            elif self._require_cookies and not tcp:
+                return self._respond_slow(data, client, now, tcp, scanned)      # BADCOOKIE
             self.stats.cookies += 1
             client_part = cookie[:8]
             reply = (data[:2] + entry.head + data[12:qend] + entry.tail + client_part
@@ -671,19 +671,20 @@ class Responder:
         edns = query.edns
         cookie = edns.cookie if edns is not None and self._cookies is not None else None
         wall = now
+        valid = False
         if cookie is not None:
             self.stats.cookies += 1
             if self._wall is not None:
                 wall = self._wall()
-        if cookie is not None and self._require_cookies and not tcp \
-                and not self._cookies.valid(cookie, client, wall):      # type: ignore[union-attr]
+            if len(cookie) > 8 and self._cookies.valid(cookie, client, wall):     # type: ignore[union-attr]
+                valid = True
+                self.stats.cookies_valid += 1
+        if cookie is not None and not valid and self._require_cookies and not tcp:
             res = _Result()             # RFC 7873 §5.2.3-4: no answer, a fresh cookie to retry with
             res.rcode, res.aa, res.cache_for = BADCOOKIE, False, 0
         elif question.qclass != 1:
             res = self._chaos_answer(question)
         else:
-            if cookie is not None and self._require_cookies and not tcp:
-                self.stats.cookies_valid += 1
             try:
                 res = self._resolve(question, edns, client, now)
             except _SteeringFailed:

@@ -100,6 +100,11 @@ def test_without_require_a_bad_or_missing_server_cookie_still_gets_the_answer() 
         assert reply.rcode() == dns.rcode.NOERROR
         assert reply.answer
         assert option(reply, dns.edns.COOKIE) == server_cookie_for(CLIENT_COOKIE)
+    assert r.stats.cookies == 4
+    assert r.stats.cookies_valid == 0
+    for _ in range(2):      # a miss, then a hit: both checked, both counted
+        ask(r, make(cookie=server_cookie_for(CLIENT_COOKIE, now=WALL - 60)), now=WALL)
+    assert r.stats.cookies_valid == 2
 
 
 def test_require_answers_badcookie_over_udp_without_a_valid_server_cookie() -> None:
