@@ -38,16 +38,17 @@ unlimited for that class.
 Over the limit: every `slip`-th limited response of a bucket (the first, then every
 slip-th after it) is SLIPPED: sent as header + question + our OPT, TC=1, other sections
 empty, so a real resolver retries over TCP (never limited) and gets its answer; the
-others are DROPPED. slip 0: always drop; slip 1: always slip (no amplification at all,
-reflection 1:1). ERROR responses are never slipped (as BIND: a truncated REFUSED helps
-nobody). A query with a valid DNS server cookie (RFC 7873/9018) cannot come from a
-spoofed source, so it is exempt; the `exempt` callable is asked only on the over-limit
-path, so the cookie is checked only there.
+others are DROPPED (and a real resolver retries). slip 0: always drop; slip 1: always slip
+(a slip is about the query's size: reflection without amplification). ERROR responses
+are never slipped (as BIND: a truncated REFUSED helps nobody). A query with a valid DNS
+server cookie (RFC 7873/9018) cannot come from a spoofed source, so it is exempt; the
+`exempt` callable is asked only on the over-limit path, so the cookie is checked only there.
 
 Cost per reply: a few bytes read from the response header and question, a tuple, one
-OrderedDict lookup and move_to_end, a few float operations: O(1), about 1.5-1.8 µs of CPU
-(a cache hit in the responder costs about 1.1 µs; measured with process_time on a loaded
-2-core machine). Memory: at most `max_table_size` buckets; when full, the least recently
+OrderedDict lookup and move_to_end, a few float operations: O(1). bench/dns_rrl_cost.py
+measures it: decide() about 1.3 µs of CPU, and the UDP path through RateLimitedResponder
+about 1.5 µs more than a responder cache hit (1.1-1.7 µs) on a loaded 2-core machine.
+Memory: at most `max_table_size` buckets; when full, the least recently
 used bucket is evicted (a bucket left alone for window + 1 seconds is full again, so
 forgetting it changes nothing; a busy one is recent and kept). Each bucket
 costs about 340 bytes (key tuple, name bytes, bucket object, OrderedDict link; measured
@@ -58,10 +59,11 @@ and response, slip 2, window 15 s, /24 and /56, 100,000 buckets (~35 MB worst ca
 100/s is between BIND's examples (5-10) and NSD's built-in default (200): a resolver asks
 for one name and type once per TTL per cache, so one /24 reaching 100/s for one name means
 3,000 independent caches (or ECS client subnets, with ECS) refreshing it within a 30 s TTL.
-A busy resolver that still crosses it loses nothing for long: half the over-limit replies
-are TC=1 and are answered over TCP. NXDOMAIN and errors are rarer for real resolvers and
-are the shapes random-subdomain and junk floods take, hence the lower rates. Benchmarks
-that blast one name from one address must set `dns.rrl.enabled: false`.
+A busy resolver that still crosses it loses little: half the over-limit replies are TC=1
+and are answered over TCP, the other half time out and are asked again. NXDOMAIN and
+errors are rarer for real resolvers and are the shapes random-subdomain and junk floods
+take, hence the lower rates. Benchmarks that blast one name from one address must set
+`dns.rrl.enabled: false`.
 
 Not limited: TCP (the listener calls the limiter for UDP only). Known gap: answers
 synthesised from a wildcard are keyed by their qname (the response bytes do not say
