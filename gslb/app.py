@@ -80,6 +80,7 @@ class GslbServer:
         self.reloads = {"ok": 0, "failed": 0}
         self.probe_counts: dict[tuple[str, bool], int] = {}
         self.dns_stats = ResponderStats()   # kept across reloads so counters never go back
+        self._checking = False              # the health checker was started (and not stopped)
         self.rrl_stats = RrlStats()
         self.rate_limiter: RateLimiter | None = None
         self._install(config)
@@ -228,7 +229,7 @@ class GslbServer:
             close = getattr(old_locator, "close", None)
             if close is not None:
                 close()
-        running = bool(self.checker._tasks)
+        running = self._checking        # not checker._tasks: a checker with no targets has none, yet holds a session
         if running:
             await self.checker.stop()
         self._install(new)
@@ -249,8 +250,10 @@ class GslbServer:
     async def start(self) -> None:
         await self.start_dns()
         await self.checker.start()
+        self._checking = True
 
     async def stop(self) -> None:
+        self._checking = False
         await self.checker.stop()
         for listener in self.udp_listeners:
             listener.close()

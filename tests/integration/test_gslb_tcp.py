@@ -284,3 +284,22 @@ async def test_client_holding_every_connection_does_not_keep_others_out(tmp_path
         finally:
             for sock in held:
                 sock.close()
+
+
+async def test_tcp_limits_follow_a_config_reload(tmp_path):
+    async with running(tmp_path) as (server, port):
+        assert (server.tcp.max_per_client, server.tcp.max_unsent) == (64, 65536)
+        data = yaml.safe_load((tmp_path / "gslb.yaml").read_text())
+        data["dns"].update(tcp_max_per_client=2, tcp_max_unsent=8192, tcp_max_connections=100)
+        (tmp_path / "gslb.yaml").write_text(yaml.safe_dump(data))
+        await server.reload()
+        assert (server.tcp.max_per_client, server.tcp.max_unsent, server.tcp.max_connections) == (2, 8192, 100)
+        mine = [await connect(port) for _ in range(3)]
+        q = dns.message.make_query("ns1.example.test", "A").to_wire()
+        for reader, writer in mine[:2]:
+            writer.write(len(q).to_bytes(2, "big") + q)
+            size = int.from_bytes(await asyncio.wait_for(reader.readexactly(2), 5), "big")
+            assert dns.message.from_wire(await reader.readexactly(size)).rcode() == dns.rcode.NOERROR
+        assert await closed_by_server(mine[2])
+        assert server.tcp.stats.refused == 1
+        close(*mine)
