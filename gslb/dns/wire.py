@@ -12,7 +12,9 @@ not) options in the additional section.
 It never reads past a length, and its work is linear in the datagram with a
 small constant (one step per label, pointer or root of a name and per EDNS
 option; `ParseStats` counts them and tests bound them by
-len(data) + MAX_NAME_STEPS + 1):
+len(data) // 2 + MAX_NAME_STEPS + 1: outside the question every step but a
+failing last one moves forward by at least two bytes, or by one byte that
+needs ten more after it):
 - only the question name is decompressed: at most MAX_NAME_STEPS (128) labels
   and pointers, 255 bytes, and a pointer must point before the labels that led
   to it, so pointer chains always end;
@@ -93,7 +95,7 @@ class Edns:
 class ParseStats:
     """The work parse_query did: one step per label, pointer or root of a name, per EDNS option.
 
-    The parser is built so that steps <= len(data) + MAX_NAME_STEPS + 1; tests check it on
+    The parser is built so that steps <= len(data) // 2 + MAX_NAME_STEPS + 1; tests check it on
     worst cases and on arbitrary bytes (an operation count rather than a time)."""
 
     steps: int = 0
