@@ -54,7 +54,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
 from typing import Any
 
 import aiohttp
-from httptools import HttpParserError, HttpResponseParser
+from httptools import HttpParserError, HttpParserUpgrade, HttpResponseParser
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from regional_lb.balancing.base import Backend
@@ -225,6 +225,8 @@ class ResponseReader:
     def _feed(self, data: bytes) -> None:
         try:
             self._parser.feed_data(data)
+        except HttpParserUpgrade:                    # (a 101 is refused before llhttp pauses on it)
+            raise InvalidResponse("an upgrade nobody asked for") from None
         except HttpParserError as exc:
             cause = exc.__context__
             if isinstance(cause, InvalidResponse):
@@ -289,16 +291,13 @@ class ResponseReader:
             raise InvalidResponse(f"status {status}")
         lines = self._lines
         size = len(self._reason) + 17
-        for name, value in lines:
-            size += len(name) + len(value) + 4
-        if size > self.max_head:
-            raise InvalidResponse(f"response head over {self.max_head} bytes")
         length = None
         te: list[bytes] = []
         tokens: set[bytes] = set()
         lb_named = False
         kept: list[bytes] = []
         for name, value in lines:
+            size += len(name) + len(value) + 4
             low = name.lower()
             if low not in _SPECIAL_B:
                 kept += (name, b": ", value, b"\r\n")
@@ -313,6 +312,8 @@ class ResponseReader:
             elif low in _LB_NAMES_B:
                 lb_named = True
                 kept += (name, b": ", value, b"\r\n")
+        if size > self.max_head:
+            raise InvalidResponse(f"response head over {self.max_head} bytes")
         if tokens and not tokens <= _PLAIN_TOKENS:      # names other headers: leave them out too
             kept = []
             for name, value in lines:
