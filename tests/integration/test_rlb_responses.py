@@ -158,10 +158,12 @@ class RawClient:
 
 
 @contextlib.asynccontextmanager
-async def proxy(server: str, script: dict[str, Script]) -> AsyncIterator[tuple[LoadBalancer, RawBackend]]:
+async def proxy(server: str, script: dict[str, Script], *, read_timeout: float = 5.0
+                ) -> AsyncIterator[tuple[LoadBalancer, RawBackend]]:
     backend = await RawBackend({"/ok": Script([OK]), **script}).start()
     try:
-        async with running_lb(lb_config([backend.address], timeouts={"backend_read": 5}), server=server) as lb:
+        async with running_lb(lb_config([backend.address], timeouts={"backend_read": read_timeout}),
+                              server=server) as lb:
             yield lb, backend
     finally:
         await backend.stop()
@@ -406,6 +408,27 @@ async def test_a_backend_that_closes_mid_body_aborts_the_client(server: str) -> 
                     got += chunk
         assert got == b"a" * 1000                          # then the connection ends: a short body
         assert invalid_count(lb) == 0                      # a broken backend, not an invalid response
+        await client.close()
+
+
+@pytest.mark.parametrize("server", SERVERS)
+async def test_a_body_that_stalls_past_backend_read_aborts_the_client(server: str) -> None:
+    never = asyncio.Event()
+    script = {"/stall": Script([b"HTTP/1.1 200 OK\r\n\r\nfirst part", never])}      # close-delimited, stalls
+    async with proxy(server, script, read_timeout=0.3) as (lb, _backend):
+        client = await RawClient.open(lb)
+        await client.send("/stall")
+        got = b""
+        with contextlib.suppress(ConnectionError):
+            async with asyncio.timeout(10):
+                while chunk := await client.reader.read(65536):
+                    got += chunk
+        assert got.startswith(b"HTTP/1.1 200 OK\r\n")
+        assert got.endswith(b"first part\r\n")                  # the chunk, never the terminator
+        await client.close()
+        never.set()
+        client = await RawClient.open(lb)
+        await client.still_works()
         await client.close()
 
 
