@@ -35,7 +35,7 @@ V6 = ipaddress.IPv6Address
 
 
 def response(name: str, rdtype: str = "A", **kwargs: object) -> bytes:
-    responder, _ = make_responder()
+    responder, _ = make_responder()     # a fresh one: no test sees another's cache
     reply = responder.respond(query(name, rdtype, **kwargs), CLIENT, 1000.0)  # type: ignore[arg-type]
     assert reply is not None
     return reply
@@ -434,3 +434,49 @@ def test_queries_with_a_valid_server_cookie_are_never_limited():
     assert ask_with(full, other) is None
     assert wrapped.limiter.stats.exempt_cookie == 20
     assert wrapped.limiter.stats.dropped == 3
+
+
+def reference_class(reply: bytes) -> tuple[ResponseClass, bytes, int]:
+    """The obvious classification, from dnspython's parse of the whole response."""
+    msg = dns.message.from_wire(reply)
+    rcode = msg.rcode()
+    question = msg.question[0] if msg.question else None
+    qname = question.name.canonicalize().to_wire() if question is not None else b""
+    qtype = question.rdtype if question is not None else 0
+    if rcode == dns.rcode.NXDOMAIN:
+        return ResponseClass.NXDOMAIN, msg.authority[0].name.canonicalize().to_wire(), 0
+    if rcode != dns.rcode.NOERROR or question is None:
+        return ResponseClass.ERROR, b"", 0
+    if msg.answer or (msg.flags & dns.flags.TC and not msg.authority):
+        return ResponseClass.NOERROR, qname, qtype
+    if not msg.authority:
+        return ResponseClass.ERROR, b"", 0
+    if msg.flags & dns.flags.AA:
+        return ResponseClass.NODATA, qname, qtype
+    return ResponseClass.REFERRAL, msg.authority[0].name.canonicalize().to_wire(), 0
+
+
+SHARED_RESPONDER, _ = make_responder()     # built once: loading the zones is the slow part
+NAMES = ["www.example.test", "example.test", "mail.example.test", "app.example.test", "app2.example.test",
+         "dangling.example.test", "loop1.example.test", "x.sub.example.test", "sub.example.test",
+         "a.wild.example.test", "ent.example.test", "b.ent.example.test", "nope.example.test", "big.example.test",
+         "alias.other.test", "zzz.other.test", "www.elsewhere.invalid", "down.example.test", "moved.example.test",
+         "txtlong.example.test", "v4only.example.test"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(name=st.sampled_from(NAMES), rdtype=st.sampled_from(["A", "AAAA", "MX", "TXT", "NS", "SOA", "CNAME", "ANY"]),
+       edns=st.sampled_from([None, 0, 1]), payload=st.sampled_from([512, 1232, 4096]),
+       ecs=st.sampled_from([None, "192.0.2.0/24", "2001:db8::/56"]), flips=st.integers(0, 2**20))
+def test_classify_equals_the_dnspython_reference(name, rdtype, edns, payload, ecs, flips):
+    """Every kind of answer the real responder gives, in any letter case, classified as the slow parse says."""
+    cased = "".join(c.upper() if flips >> (i % 20) & 1 else c for i, c in enumerate(name))
+    reply = SHARED_RESPONDER.respond(query(cased, rdtype, edns=edns, payload=payload, ecs=ecs if edns == 0 else None),
+                              CLIENT, 1000.0)
+    assert reply is not None
+    assert classify(reply) == reference_class(reply)
+    slipped = slip_reply(reply)
+    assert slipped is not None
+    msg, full = dns.message.from_wire(slipped), dns.message.from_wire(reply)
+    assert msg.flags & dns.flags.TC
+    assert (msg.question, msg.rcode(), msg.edns, msg.options) == (full.question, full.rcode(), full.edns, full.options)
