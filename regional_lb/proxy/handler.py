@@ -10,12 +10,16 @@ For each request `ProxyHandler.__call__`:
    idempotent request can be replayed); connect failures are retried on another backend,
    failures after sending only for idempotent requests with a replayable body, within the
    pool's attempts and retry budget;
-5. streams the response back (small bodies in one write), with X-LB-Region / X-LB-Backend and
-   the policy's Set-Cookie added, and reports the outcome and latency to the pool.
+5. forwards the backend's 1xx (103 Early Hints, ...) to HTTP/1.1 clients as they arrive, then
+   streams the final response back as the backend framed it (regional_lb/proxy/upstream.py:
+   small bodies in one write, HEAD / 204 / 304 without one, a close-delimited body chunked),
+   with X-LB-Region / X-LB-Backend and the policy's Set-Cookie added, and reports the outcome
+   and latency to the pool.
 
-Failures before the response headers become short plain-text 502 / 503 / 504 responses; a
-backend that breaks mid-body makes the proxy close the client connection (a truncated body
-the client can detect), never an exception escaping to aiohttp.
+Failures before the response headers become short plain-text 502 / 503 / 504 responses (an
+invalid response is a 502, counted in rlb_upstream_invalid_responses_total); a backend that
+breaks mid-body makes the proxy abort the client connection (a truncated body the client can
+detect), never an exception escaping to aiohttp.
 """
 
 from __future__ import annotations
