@@ -333,9 +333,15 @@ class RateLimiter:
         return len(self._table)
 
     def network(self, client: IPAddress) -> int:
-        """The client's network as an int (IPv6 networks are negative, so they never equal an IPv4 one)."""
+        """The client's network as an int (IPv6 networks are negative, so they never equal an IPv4 one).
+
+        An IPv4-mapped IPv6 address (::ffff:a.b.c.d, from a dual-stack socket) counts as its IPv4
+        address: otherwise every IPv4 client would share one /56."""
         if client.version == 4:
             return int(client) >> self._v4_shift
+        mapped = client.ipv4_mapped
+        if mapped is not None:
+            return int(mapped) >> self._v4_shift
         return -1 - (int(client) >> self._v6_shift)
 
     def decide(self, response: bytes, client: IPAddress, now: float) -> Action:

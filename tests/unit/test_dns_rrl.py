@@ -257,6 +257,10 @@ def test_client_networks_by_prefix():
     assert rl.decide(WWW, V6("2001:db8:0:ff::1"), 0.0) is Action.SEND
     assert rl.decide(WWW, V6("2001:db8:0:1::53"), 0.0) is Action.DROP   # same /56
     assert rl.decide(WWW, V6("2001:db8:0:100::1"), 0.0) is Action.SEND  # another /56
+    # an IPv4-mapped address (dual-stack socket) is its IPv4 address, not one /56 for all of IPv4
+    assert rl.network(V6("::ffff:192.0.2.77")) == rl.network(V4("192.0.2.77"))
+    assert rl.network(V6("::ffff:192.0.2.77")) != rl.network(V6("::ffff:198.51.100.1"))
+    assert rl.decide(WWW, V6("::ffff:192.0.2.9"), 0.0) is Action.DROP  # 192.0.2.0/24's bucket, spent above
     # an IPv6 network never equals an IPv4 one, even with the same bits
     assert rl.network(V4("0.0.0.0")) != rl.network(V6("::"))
     narrow = limiter(responses_per_second=1, slip=0, ipv4_prefix=32, ipv6_prefix=128)
