@@ -1,6 +1,6 @@
 """The regional LB process: listeners, admin, health checks, discovery, reload  [edge].
 
-    lb = LoadBalancer(config)            # seams: store, resolver, clock, rng, upstream;
+    lb = LoadBalancer(config)            # seams: store, resolver, clock, wall, rng, upstream;
                                          # server="aiohttp" to serve every request through aiohttp
                                          # (default: the config's `server` option, "fast")
     await lb.start()                     # binds listeners (port 0 allowed) and the admin API
@@ -11,7 +11,17 @@
 `Runtime` is one config generation: the route table, pools, policies and forwarding
 settings. A request reads `lb.rt` once when it starts, so a reload never changes the rules
 under a request in flight; pools and policies whose definition did not change are carried
-over (their health, load, outlier state and round-robin position survive a reload).
+over (their health, load, outlier state and round-robin position survive a reload); a pool
+rebuilt because its settings changed starts from the old one's health when its health check
+settings are the same. A restarted health checker (reload, discovery change) starts from the
+pool's current health, so a backend known DOWN comes back as soon as `rise` probes pass.
+
+Two clocks, both injected: `clock` (default `time.monotonic`) for every interval, timeout and
+timer -- pool drain deadlines, ejections, slow start, EWMA decay, health check intervals, the
+stick table, latency batches, request durations -- so a wall-clock step moves none of them;
+`wall` (default `time.time`) only for what must survive restarts and agree across replicas:
+sticky cookie issue and expiry times (the `now` a policy's `pick` gets), and the absolute
+times the admin API shows.
 """
 
 from __future__ import annotations
@@ -93,6 +103,7 @@ class PoolRuntime:
     discovered: dict[Any, tuple[Backend, ...]] = field(default_factory=dict)
     checker: HealthChecker | None = None
     active: int = 0                             # requests in flight through this pool (budget input)
+    clock: Callable[[], float] = time.monotonic  # the pool's clock, for status rows read without a `now`
 
     def backends(self) -> tuple[Backend, ...]:
         found = list(self.config.backends)
@@ -105,7 +116,7 @@ class PoolRuntime:
         return tuple(found)
 
     def status_rows(self, now: float | None = None) -> list[dict[str, Any]]:
-        rows: list[dict[str, Any]] = self.pool.status(time.time() if now is None else now)
+        rows: list[dict[str, Any]] = self.pool.status(self.clock() if now is None else now)
         return rows
 
     def inflight_counts(self) -> dict[str, int]:
@@ -168,8 +179,10 @@ def _pool_settings_equal(a: PoolConfig, b: PoolConfig) -> bool:
     return a.settings == b.settings
 
 
-def build_runtime(config: Config, *, previous: Runtime | None, now: float) -> Runtime:
-    """The Runtime for `config`, carrying over unchanged pools and policies from `previous`."""
+def build_runtime(config: Config, *, previous: Runtime | None, now: float,
+                  clock: Callable[[], float] = time.monotonic) -> Runtime:
+    """The Runtime for `config`, carrying over unchanged pools and policies from `previous`.
+    `now` and `clock` are monotonic (see the module docstring)."""
     from regional_lb.balancing import make_policy
     from regional_lb.pool import Pool
 
@@ -179,11 +192,14 @@ def build_runtime(config: Config, *, previous: Runtime | None, now: float) -> Ru
         retries = pc.settings.retries
         if old is not None and _pool_settings_equal(old.config, pc):
             pr = PoolRuntime(name, pc, old.pool, old.budget, retries.attempts,
-                             discovered={k: v for k, v in old.discovered.items() if k in pc.dns})
+                             discovered={k: v for k, v in old.discovered.items() if k in pc.dns}, clock=clock)
             pr.pool.update_backends(pr.backends(), now)
         else:
-            pr = PoolRuntime(name, pc, None, retries.budget(), retries.attempts)
-            pr.pool = Pool(name, pr.backends(), pc.settings, now=now)
+            pr = PoolRuntime(name, pc, None, retries.budget(), retries.attempts, clock=clock)
+            known = None
+            if old is not None and old.config.settings.health == pc.settings.health:
+                known = {b.id: h for b in pr.backends() if (h := old.pool.health(b.id)) is not None}
+            pr.pool = Pool(name, pr.backends(), pc.settings, now=now, health=known)
         pools[name] = pr
     routes: dict[str, RouteRuntime] = {}
     for route in config.routes:
@@ -220,16 +236,17 @@ class LoadBalancer:
     """The whole regional LB (see the module docstring)."""
 
     def __init__(self, config: Config, *, config_path: str | Path | None = None, store: Any = None,
-                 resolver: Resolver | None = None, clock: Callable[[], float] = time.time,
-                 rng: random.Random | None = None, upstream: Any = None,
+                 resolver: Resolver | None = None, clock: Callable[[], float] = time.monotonic,
+                 wall: Callable[[], float] = time.time, rng: random.Random | None = None, upstream: Any = None,
                  probe: Any = None, rtt_source: Callable[[Any], float | None] | None = None,
                  server: str | None = None) -> None:
         self.config = config
         self.config_path = Path(config_path) if config_path else None
-        self.clock = clock
+        self.clock = clock                     # monotonic: every interval and timer
+        self.wall = wall                       # wall clock: sticky cookie times, admin display only
         self.rng = rng or random.Random()
         self.metrics = Metrics()
-        self.rt: Runtime = build_runtime(config, previous=None, now=clock())
+        self.rt: Runtime = build_runtime(config, previous=None, now=clock(), clock=clock)
         self.metrics.add_core(lambda: self.rt)
         self._store = store
         self._resolver = resolver
@@ -273,7 +290,9 @@ class LoadBalancer:
                                                    max_header_size=max(cfg.limits.max_header_size, 65536))
         if cfg.latency_push is not None:
             from regional_lb.latency_push import LatencyPusher
-            seams = {"rtt_source": self._rtt_source} if self._rtt_source is not None else {}
+            seams: dict[str, Any] = {"clock": self.clock}
+            if self._rtt_source is not None:
+                seams["rtt_source"] = self._rtt_source
             self.pusher = LatencyPusher.from_settings(cfg.latency_push, region=cfg.region, **seams)
             self.pusher.start()
         observe = self.pusher.observe if self.pusher is not None else None
@@ -374,11 +393,19 @@ class LoadBalancer:
         if not targets:
             return
 
-        def on_change(backend_id: str, health: Health, result: ProbeResult, pr: PoolRuntime = pr) -> None:
-            pr.pool.set_health(backend_id, health, self.clock())
-            self.metrics.health_transitions.labels(pr.name, backend_id, health.status.value).inc()
+        pool = pr.pool
 
-        pr.checker = HealthChecker(targets, on_change=on_change, probe=self._probe)
+        def on_result(backend_id: str, health: Health, result: ProbeResult) -> None:
+            pool.set_health(backend_id, health, self.clock(), probe_ok=result.ok)
+
+        def on_change(backend_id: str, health: Health, result: ProbeResult, name: str = pr.name) -> None:
+            self.metrics.health_transitions.labels(name, backend_id, health.status.value).inc()
+
+        # start from what the pool knows, not from `assume`: a backend known DOWN must come back
+        # through `rise` passing probes, which the new checker then reports
+        initial = {t.name: h for t in targets if (h := pool.health(t.name)) is not None}
+        pr.checker = HealthChecker(targets, on_change=on_change, on_result=on_result, probe=self._probe,
+                                   clock=self.clock, initial=initial)
         await pr.checker.start()
 
     async def _stop_checker(self, pr: PoolRuntime) -> None:
@@ -405,7 +432,7 @@ class LoadBalancer:
                     if self.config_path is None:
                         raise ConfigError("<none>", "", "no config file to reload from")
                     config = load_config(self.config_path)
-                new_rt = build_runtime(config, previous=self.rt, now=self.clock())
+                new_rt = build_runtime(config, previous=self.rt, now=self.clock(), clock=self.clock)
             except ConfigError as exc:
                 log.error("reload refused, keeping the running config: %s", exc)
                 self.metrics.reloads.labels("error").inc()
@@ -438,12 +465,17 @@ class LoadBalancer:
 
     # -- reports -----------------------------------------------------------------------
     async def pools_report(self) -> dict[str, Any]:
+        """Pools as the admin API shows them; deadlines as wall-clock epoch seconds."""
         now = self.clock()
+        wall_now = self.wall()
         out: dict[str, Any] = {}
         for name, pr in self.rt.pools.items():
             rows = []
             for row in pr.status_rows(now):
                 row = dict(row)
+                for k in ("drain_deadline", "ejected_until"):      # monotonic in the pool
+                    if row.get(k) is not None:
+                        row[k] = round(wall_now + (float(row[k]) - now), 3)
                 bid = str(row["id"])
                 sticky: dict[str, int] = {}
                 for rr in self.rt.routes.values():

@@ -9,8 +9,9 @@ A sticky cookie value is opaque and signed; the server enforces its lifetime its
 
 New cookies are signed with the first configured secret; every secret verifies (key
 rotation: add the new secret first, drop the old one after max_life). Times are whole
-seconds of the `now` the proxy passes -- it must be wall-clock time so cookies survive
-restarts and are shared by replicas. `decode` never raises: any string is either a
+seconds of the `now` the proxy passes -- it must be wall-clock time (LoadBalancer's `wall`,
+never its monotonic `clock`) so cookies survive restarts and are shared by replicas; a wall
+clock step therefore moves cookie expiry, and nothing else. `decode` never raises: any string is either a
 `SessionCookie` or None.
 
 Per request this is cheap (it runs on every sticky request): the HMAC key schedule is done

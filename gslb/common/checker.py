@@ -3,8 +3,14 @@
 `HealthChecker` runs one loop per target: probe, judge, `Health.observe`, and on a
 change of status call `on_change(name, health, result)`. Probing starts when
 `start()` is called (at config load), not at the first request. The probe and
-the clock are constructor seams; `check_once(name)` runs a single round so
-tests drive the checker without waiting for intervals.
+the clock (monotonic: it only measures intervals) are constructor seams;
+`check_once(name)` runs a single round so tests drive the checker without waiting
+for intervals.
+
+A checker that replaces another (a reload, a discovery change) must start from the
+health its owner already knows -- `initial={name: Health}` -- not from `assume_up`:
+otherwise a target known DOWN is assumed UP by the new checker, its passing probes
+agree with that, no change is ever reported, and the owner keeps it DOWN forever.
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -41,9 +47,11 @@ class CheckTarget:
 class HealthChecker:
     def __init__(self, targets: Iterable[CheckTarget], *, on_change: OnChange | None = None,
                  on_result: OnChange | None = None, probe: ProbeFn | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 initial: Mapping[str, Health] | None = None) -> None:
         self.targets = {t.name: t for t in targets}
-        self.states: dict[str, Health] = {n: Health.initial(assume_up=t.assume_up)
+        known = initial or {}
+        self.states: dict[str, Health] = {n: known.get(n) or Health.initial(assume_up=t.assume_up)
                                           for n, t in self.targets.items()}
         self.last: dict[str, ProbeResult] = {}
         self.last_time: dict[str, float] = {}

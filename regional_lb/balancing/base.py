@@ -10,6 +10,10 @@ Stateful policies (sticky_learn, the shared stick table, Redis in-flight counter
 through `regional_lb/state`: the proxy fetches what a policy asks for (`Policy.sticky_key`)
 from the store *before* calling `pick`, and writes what the Pick says to learn afterwards,
 so policies never await and never touch I/O. Time (`now`) and chance (`rng`) are passed in.
+`pick`'s `now` is WALL-clock seconds (`time.time()`, LoadBalancer's `wall`): the only policy
+time that outlives a request is a sticky cookie's issue and last-seen stamps, which must survive
+restarts and agree across replicas. Load on candidates (EWMA, slow-start weight) was already
+computed by the pool on the monotonic clock.
 
 RequestInfo, Candidate and Pick are built for every request (several Candidates each), so
 they are slotted dataclasses that are *not* frozen: a frozen dataclass's __init__ goes
@@ -86,7 +90,8 @@ class Policy(Protocol):
              rng: random.Random, stuck_to: str | None = None,
              exclude: frozenset[str] = frozenset()) -> Pick | None:
         """Choose a backend among `candidates` (never one whose id is in `exclude`: a retry).
-        `stuck_to` is the backend id the stick table had for `sticky_key`. None: nothing to pick."""
+        `stuck_to` is the backend id the stick table had for `sticky_key`; `now` is wall-clock
+        seconds. None: nothing to pick."""
         ...
 
     def learn_from_response(self, request: RequestInfo, backend: Backend,

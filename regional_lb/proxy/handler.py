@@ -231,7 +231,7 @@ class ProxyHandler:
                     cands = pool.candidates(now, counts)
                 else:
                     cands = pool.candidates(now)
-                pick = policy.pick(info, cands.list, now=now, rng=lb.rng, stuck_to=stuck,
+                pick = policy.pick(info, cands.list, now=lb.wall(), rng=lb.rng, stuck_to=stuck,
                                    exclude=frozenset(tried) if tried else _EMPTY)
                 if pick is None:
                     if last is not None:

@@ -4,26 +4,38 @@ The backend is picked exactly as for a plain request (so sticky cookies and hash
 session's socket to its server); the proxy connects to it first (ClientSession.ws_connect),
 then accepts the client's upgrade with the subprotocol the backend chose, and relays
 messages both ways until either side closes; the close code is passed on.
-A backend that refuses the upgrade gets the client a 502.
+
+Re-dispatch follows a GET's rules (regional_lb/retry.py, the pool's attempts and retry
+budget): a sticky backend that is down or ejected is not a candidate, so the policy moves
+the session; one that refuses the connection (nothing sent) or drops it before answering
+the handshake is excluded and the policy picks again. Either way the client is told nothing
+but the 101, which carries the policy's new Set-Cookie (the session is re-issued to the new
+backend). A backend that answers the handshake with anything but 101 is a response, not
+retried: the client gets a 502, as when every try failed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from aiohttp import WSMsgType, web
 from aiohttp.web_request import BaseRequest
 
-from regional_lb.balancing.base import RequestInfo
-from regional_lb.proxy.upstream import backend_origin
+from regional_lb.balancing.base import Pick, RequestInfo
+from regional_lb.errors import BackendConnectError
+from regional_lb.proxy.upstream import backend_origin, translate
+from regional_lb.retry import may_retry
 
 if TYPE_CHECKING:
     from regional_lb.app import RouteRuntime
     from regional_lb.proxy.handler import ProxyHandler
 
+log = logging.getLogger("regional_lb.proxy")
+_NONE: frozenset[str] = frozenset()
 _WS_OWN = frozenset({"sec-websocket-key", "sec-websocket-version", "sec-websocket-extensions",
                      "sec-websocket-protocol", "host", "content-length"})
 
@@ -47,29 +59,69 @@ async def proxy_websocket(handler: ProxyHandler, request: BaseRequest, rr: Route
     lb = handler.lb
     clock = lb.clock
     t0 = clock()
-    pool = rr.pool.pool
-    key = rr.policy.sticky_key(info)
+    prt = rr.pool
+    pool = prt.pool
+    policy = rr.policy
+    key = policy.sticky_key(info)
     stuck = await lb.store.get_sticky(rr.route.name, key) if key else None
-    now = clock()
-    pick = rr.policy.pick(info, pool.candidates(now).list, now=now, rng=lb.rng, stuck_to=stuck)
-    if pick is None:
-        return handler._error(request, rr, 503, "no backend available\n", t0, "-", "none")
-    backend = pick.backend
     protocols = [p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",") if p.strip()]
     headers = {k: v for k, v in out_headers.items() if k.lower() not in _WS_OWN}
-    headers["Host"] = info.host or backend.id
-    pool.request_started(backend.id)
-    ok = True
+    tried: set[str] = set()
+    retrying = False
+    failed: tuple[str, str, str] | None = None          # (backend id, pick reason, why) of the last try
+    prt.active += 1
     try:
-        try:
-            upstream_ws = await lb.upstream.session.ws_connect(
-                backend_origin(backend) + info.path, headers=headers, protocols=protocols,
-                autoclose=False, autoping=False, timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=5.0),
-                max_msg_size=0)
-        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-            ok = False
-            return handler._error(request, rr, 502, f"backend {backend.id} refused the websocket: "
-                                  f"{type(exc).__name__}\n", t0, backend.id, pick.reason)
+        for attempt in range(prt.attempts):
+            now = clock()
+            pick = policy.pick(info, pool.candidates(now).list, now=lb.wall(), rng=lb.rng, stuck_to=stuck,
+                               exclude=frozenset(tried) if tried else _NONE)
+            if pick is None:
+                if failed is not None:
+                    break
+                return handler._error(request, rr, 503, "no backend available\n", t0, "-", "none")
+            backend = pick.backend
+            headers["Host"] = info.host or backend.id
+            pool.request_started(backend.id)
+            try:
+                upstream_ws = await lb.upstream.session.ws_connect(
+                    backend_origin(backend) + info.path, headers=headers, protocols=protocols,
+                    autoclose=False, autoping=False,
+                    timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=5.0), max_msg_size=0)
+            except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+                pool.request_finished(backend.id, ok=False, latency=None, now=clock())
+                failed = (backend.id, pick.reason, type(exc).__name__)
+                if isinstance(exc, aiohttp.WSServerHandshakeError):
+                    break                       # the backend answered: like a GET's response, not retried
+                sent = not isinstance(translate(exc, backend=backend), BackendConnectError)
+                if (attempt + 1 < prt.attempts and may_retry(request.method, sent=sent, body_streamed=False)
+                        and prt.budget.can_retry(prt.active)):
+                    tried.add(backend.id)
+                    if retrying:
+                        prt.budget.retry_finished()
+                    prt.budget.retry_started()
+                    retrying = True
+                    lb.metrics.retries.labels(rr.route.name, "connect" if not sent else "reset").inc()
+                    log.debug("websocket: retrying after %s on %s", type(exc).__name__, backend.id)
+                    continue
+                break
+            return await _relay(handler, request, rr, pick, upstream_ws, t0)
+    finally:
+        prt.active -= 1
+        if retrying:
+            prt.budget.retry_finished()
+    assert failed is not None
+    backend_id, reason, why = failed
+    return handler._error(request, rr, 502, f"backend {backend_id} refused the websocket: {why}\n", t0,
+                          backend_id, reason)
+
+
+async def _relay(handler: ProxyHandler, request: BaseRequest, rr: RouteRuntime, pick: Pick,
+                 upstream_ws: aiohttp.ClientWebSocketResponse, t0: float) -> web.StreamResponse:
+    """Accept the client's upgrade (101, with the pick's Set-Cookie) and relay until one side closes."""
+    lb = handler.lb
+    backend = pick.backend
+    pool = rr.pool.pool
+    try:
         async with upstream_ws:
             client_ws = web.WebSocketResponse(protocols=[upstream_ws.protocol] if upstream_ws.protocol else (),
                                               autoclose=False, autoping=False, max_msg_size=0)
@@ -80,6 +132,8 @@ async def proxy_websocket(handler: ProxyHandler, request: BaseRequest, rr: Route
                 client_ws.headers.add("Set-Cookie", pick.set_cookie)
             await client_ws.prepare(request)
             handler._account(request, rr, 101, t0, backend.id, pick.reason)
+            if rr.route.policy.startswith("sticky"):
+                lb.metrics.pick_reason(rr.route.name, pick.reason)
             a = asyncio.create_task(_pump(client_ws, upstream_ws))
             b = asyncio.create_task(_pump(upstream_ws, client_ws))
             try:
@@ -98,4 +152,4 @@ async def proxy_websocket(handler: ProxyHandler, request: BaseRequest, rr: Route
                 await upstream_ws.close(code=code)
             return client_ws
     finally:
-        pool.request_finished(backend.id, ok=ok, latency=None, now=clock())
+        pool.request_finished(backend.id, ok=True, latency=None, now=lb.clock())
