@@ -25,7 +25,7 @@ when configured to require cookies (`dns.cookies.require`).
 
 For response rate limiting: a query with a valid server cookie came from its
 claimed address (it echoed what we sent there). Call
-`Responder.cookie_valid(data, client)` (it parses the query and checks its
+`Responder.cookie_valid(data, client, now)` (it parses the query and checks its
 cookie with the responder's wall clock), or `query_cookie_valid(query, cookies,
 client, now)` when the query is already parsed. Both cost a parse and a
 SipHash: call them only for a query that is about to be dropped or slipped.
