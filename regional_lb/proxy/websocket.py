@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 from aiohttp import WSMsgType, web
 from aiohttp.web_request import BaseRequest
+from multidict import CIMultiDict, CIMultiDictProxy
 
 from regional_lb.balancing.base import Pick, RequestInfo
 from regional_lb.errors import BackendConnectError
@@ -36,6 +37,15 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("regional_lb.proxy")
 _NONE: frozenset[str] = frozenset()
+
+
+class _NoHeaders:
+    """The 101's headers as sticky bookkeeping reads them: nothing to learn from."""
+
+    headers: CIMultiDictProxy[str] = CIMultiDictProxy(CIMultiDict())
+
+
+_NO_HEADERS: Any = _NoHeaders()
 _WS_OWN = frozenset({"sec-websocket-key", "sec-websocket-version", "sec-websocket-extensions",
                      "sec-websocket-protocol", "host", "content-length"})
 
@@ -104,7 +114,7 @@ async def proxy_websocket(handler: ProxyHandler, request: BaseRequest, rr: Route
                     log.debug("websocket: retrying after %s on %s", type(exc).__name__, backend.id)
                     continue
                 break
-            return await _relay(handler, request, rr, pick, upstream_ws, t0)
+            return await _relay(handler, request, rr, info, pick, upstream_ws, t0)
     finally:
         prt.active -= 1
         if retrying:
@@ -115,7 +125,7 @@ async def proxy_websocket(handler: ProxyHandler, request: BaseRequest, rr: Route
                           backend_id, reason)
 
 
-async def _relay(handler: ProxyHandler, request: BaseRequest, rr: RouteRuntime, pick: Pick,
+async def _relay(handler: ProxyHandler, request: BaseRequest, rr: RouteRuntime, info: RequestInfo, pick: Pick,
                  upstream_ws: aiohttp.ClientWebSocketResponse, t0: float) -> web.StreamResponse:
     """Accept the client's upgrade (101, with the pick's Set-Cookie) and relay until one side closes."""
     lb = handler.lb
@@ -132,8 +142,8 @@ async def _relay(handler: ProxyHandler, request: BaseRequest, rr: RouteRuntime, 
                 client_ws.headers.add("Set-Cookie", pick.set_cookie)
             await client_ws.prepare(request)
             handler._account(request, rr, 101, t0, backend.id, pick.reason)
-            if rr.route.policy.startswith("sticky"):
-                lb.metrics.pick_reason(rr.route.name, pick.reason)
+            if rr.bookkeeping:                  # as after a GET: session counts, stick table, metrics
+                await handler._sticky_bookkeeping(rr, info, pick, _NO_HEADERS)
             a = asyncio.create_task(_pump(client_ws, upstream_ws))
             b = asyncio.create_task(_pump(upstream_ws, client_ws))
             try:

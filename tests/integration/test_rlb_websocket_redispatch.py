@@ -153,3 +153,35 @@ async def test_every_backend_refusing_gets_502(server: str) -> None:
         status, _headers, _reader, writer = await upgrade(lb, cookie)
         await close(writer)
         assert status == 502
+
+
+@SERVERS
+async def test_a_learnt_session_whose_backend_refuses_the_upgrade_is_learnt_anew(server: str) -> None:
+    routes = [{"pool": "app", "policy": "sticky_learn", "options": {"cookie": "APPSESSION"}}]
+    async with backend_servers(["a", "b"]) as backends, \
+            running_lb(lb_config(backends, routes=routes), server=server) as lb, aiohttp.ClientSession() as s:
+        by_name = {x.name: x for x in backends}
+        async with s.get(lb_url(lb, "/set-cookie?name=APPSESSION&value=s1")) as r:
+            sticky = r.headers["X-Backend"]                  # learnt: s1 -> sticky
+        other = "b" if sticky == "a" else "a"
+        (route,) = lb.rt.routes
+        assert await lb.store.get_sticky(route, "s1") == sticky
+        await by_name[sticky].stop()
+        host, port = lb.listen_addresses[0]
+        reader, writer = await asyncio.open_connection(host, port)
+        key = base64.b64encode(os.urandom(16)).decode()
+        writer.write((f"GET /ws HTTP/1.1\r\nHost: app.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                      f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+                      f"Cookie: APPSESSION=s1\r\n\r\n").encode())
+        try:
+            async with asyncio.timeout(10):
+                head = await reader.readuntil(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 101")
+            assert f"X-LB-Backend: {other}".encode() in head
+            assert await echo(reader, writer, "hi") == f"{other}:hi"
+        finally:
+            await close(writer)
+        assert await lb.store.get_sticky(route, "s1") == other     # the stick table moved with it
+        async with s.get(lb_url(lb, "/x"), headers={"Cookie": "APPSESSION=s1"}) as r:
+            assert r.headers["X-Backend"] == other
+            assert by_name[other].hits["/x"] == 1
