@@ -20,11 +20,13 @@ backend_ids = st.sampled_from(IDS)
 
 
 class PoolMachine(RuleBasedStateMachine):
+    UNEJECT = "recovery"
+
     def __init__(self) -> None:
         super().__init__()
         self.settings = PoolSettings(
             outlier=OutlierSettings(consecutive_failures=2, base_ejection=5.0, max_ejection=20.0,
-                                    max_ejected_fraction=0.34),
+                                    max_ejected_fraction=0.34, uneject=self.UNEJECT),
             slow_start=10.0, panic_threshold=0.5)
         self.pool = Pool("p", [backend(i) for i in range(6)], self.settings, now=0.0)
         self.now = 0.0
@@ -109,5 +111,17 @@ class PoolMachine(RuleBasedStateMachine):
         assert sum(numbers) == len(IDS)
 
 
+class UnejectOnSuccess(PoolMachine):
+    UNEJECT = "success"
+
+
+class NeverUneject(PoolMachine):
+    UNEJECT = "never"
+
+
 TestPoolMachine = PoolMachine.TestCase
 TestPoolMachine.settings = settings(max_examples=60, stateful_step_count=40, deadline=None)
+TestUnejectOnSuccess = UnejectOnSuccess.TestCase
+TestUnejectOnSuccess.settings = settings(max_examples=25, stateful_step_count=40, deadline=None)
+TestNeverUneject = NeverUneject.TestCase
+TestNeverUneject.settings = settings(max_examples=25, stateful_step_count=40, deadline=None)
