@@ -121,3 +121,19 @@ async def test_health_checks_keep_their_interval_across_wall_clock_steps() -> No
         await probes(a, 10, step)                     # ten probes while the wall clock jumps around
         assert time.monotonic() - started < 5.0       # ~0.5 s at 50 ms: none was put off by an hour
         assert row(lb, "a")["health"] == "up"
+
+
+async def test_client_rtt_samples_are_stamped_by_the_monotonic_clock() -> None:
+    mono, wall = Clock(5000.0), Clock(1_700_000_000.0)
+    push = {"urls": ["http://127.0.0.1:1"], "token": "t", "interval": "1h"}
+    async with backend_servers(["a"]) as (a,), \
+            running_lb(lb_config([a], latency_push=push), clock=mono, wall=wall, rtt_source=lambda _t: 20.0) as lb, \
+            aiohttp.ClientSession() as s:
+        aggregator = lb.pusher.aggregator
+        async with s.get(lb_url(lb, "/x")) as r:
+            assert r.status == 200
+        assert [b["rtt_ms"] for b in aggregator.drain_batch(mono.now)] == [20.0]
+        async with s.get(lb_url(lb, "/x")) as r:
+            assert r.status == 200
+        wall.now += HOUR
+        assert aggregator.drain_batch(mono.now + aggregator.window + 1) == []   # sampled at mono time, now stale
