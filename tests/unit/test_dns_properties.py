@@ -227,7 +227,7 @@ def cookie_steps(draw: st.DrawFn) -> list[tuple[bytes, ipaddress.IPv4Address | i
 COOKIE_SECRET = bytes(range(16))
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(cookie_steps(), st.booleans())
 def test_cache_hits_give_the_reference_bytes_with_cookies(steps: list, require: bool) -> None:
     from gslb.dns.cookies import ServerCookies
@@ -240,3 +240,41 @@ def test_cache_hits_give_the_reference_bytes_with_cookies(steps: list, require: 
         assert fast.respond(data, client, now, tcp=tcp) == expected
         assert fast.respond(data, client, now, tcp=tcp) == expected     # and again, from the cache
     assert fast.stats.internal_errors == slow.stats.internal_errors == 0
+
+
+def _cookie_valid_queries() -> list[bytes]:
+    import dns.edns
+
+    from gslb.dns.cookies import ServerCookies
+
+    full = b"\x03" * 8 + ServerCookies([COOKIE_SECRET]).make(b"\x03" * 8, CLIENT, 1.0)
+    out = []
+    for name in ("www.example.test", "version.bind", "mail.example.test"):
+        for options in ([dns.edns.GenericOption(dns.edns.COOKIE, b"\x03" * 8)],
+                        [dns.edns.GenericOption(dns.edns.COOKIE, full), dns.edns.GenericOption(dns.edns.NSID, b"")],
+                        [dns.edns.ECSOption("1.2.3.0", 24), dns.edns.GenericOption(dns.edns.COOKIE, full)]):
+            out.append(dns.message.make_query(name, "TXT" if name.endswith("bind") else "A",
+                                              rdclass="CH" if name.endswith("bind") else "IN", use_edns=0,
+                                              options=options).to_wire())
+    return out
+
+
+COOKIE_VALID = _cookie_valid_queries()
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data(), st.booleans(), st.booleans())
+def test_mutated_cookie_queries_give_a_valid_message_or_a_drop(data: st.DataObject, tcp: bool,
+                                                               require: bool) -> None:
+    from gslb.dns.cookies import ServerCookies
+
+    raw = bytearray(data.draw(st.sampled_from(COOKIE_VALID)))
+    for _ in range(data.draw(st.integers(0, 3))):
+        position = data.draw(st.integers(0, len(raw) - 1))
+        raw[position] = data.draw(st.integers(0, 255))
+    responder = Responder(ZONES, default_steering(), cookies=ServerCookies([COOKIE_SECRET]),
+                          require_cookies=require, nsid=b"n", identity="id", version="v")
+    reply = responder.respond(bytes(raw), CLIENT, 1.0, tcp=tcp)
+    _valid_or_none(reply)
+    assert responder.respond(bytes(raw), CLIENT, 1.0, tcp=tcp) == reply
+    assert responder.stats.internal_errors == 0
