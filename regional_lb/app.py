@@ -280,7 +280,7 @@ class LoadBalancer:
     async def start(self) -> None:
         from regional_lb.admin_api import make_admin_app
         from regional_lb.proxy.handler import ProxyHandler
-        from regional_lb.proxy.server import ProxyServer
+        from regional_lb.proxy.server import ProxyServer, listen_backlog
         from regional_lb.proxy.upstream import Upstream
 
         cfg = self.config
@@ -312,7 +312,7 @@ class LoadBalancer:
                 await runner.setup()
                 self._runners.append(runner)
                 site = web.TCPSite(runner, listener.host, listener.port, ssl_context=ssl_context(listener),
-                                   reuse_address=True)
+                                   reuse_address=True, backlog=listen_backlog(listener.backlog))
                 await site.start()
                 self.listen_addresses.append(_bound(runner))
             if cfg.admin.enabled:
@@ -360,13 +360,15 @@ class LoadBalancer:
 
     async def _start_fast(self, listener: Listener, server: Any, observe: Any) -> None:
         from regional_lb.proxy.fast import FastHandler, FastServer
+        from regional_lb.proxy.server import listen_backlog
 
         cfg = self.config
         fast = FastServer(FastHandler(self, listener), server, header_timeout=cfg.timeouts.header_read,
                           idle_timeout=cfg.timeouts.client_idle, max_line=cfg.limits.max_header_size,
                           max_headers=cfg.limits.max_headers, observe_rtt=observe)
         srv = await asyncio.get_running_loop().create_server(
-            fast, listener.host, listener.port, ssl=ssl_context(listener), reuse_address=True)
+            fast, listener.host, listener.port, ssl=ssl_context(listener), reuse_address=True,
+            backlog=listen_backlog(listener.backlog))
         self._fast.append((srv, fast))
         addr = srv.sockets[-1].getsockname()
         self.listen_addresses.append((str(addr[0]), int(addr[1])))

@@ -7,6 +7,18 @@ retries) is parsed by `regional_lb.pool.load_pool_settings` and policy options b
 `regional_lb.balancing.make_policy`, so a config that loads here is one the proxy can run.
 
 The document shape is in /work/notes/rlb_contract.md and deploy/example/edge.yaml.
+
+Listener keys beside `address` and `tls` (defaults as nginx / Envoy users expect them; the
+reading itself is regional_lb/target.py, shared by both server kinds):
+
+    backlog                 listen backlog; default None = the kernel's net.core.somaxconn
+                            (read when the listener starts; 4096 if unreadable)
+    escaped_slashes         reject (default): %2F, %5C or a raw '\\' in a path -> 400;
+                            keep: passed on undecoded (Envoy's KEEP_UNCHANGED)
+    merge_slashes           true (default): '//' in a path becomes '/' before routing
+    underscores_in_headers  false (default): header names with '_' are dropped
+
+A route may set `allow_connect: true` (default false: CONNECT gets 405).
 """
 
 from __future__ import annotations
@@ -22,6 +34,7 @@ from typing import Any
 from gslb.common.configload import ConfigError, Section
 from regional_lb.balancing.base import Backend
 from regional_lb.routing import Route
+from regional_lb.target import DEFAULT_OPTIONS, ESCAPED_SLASH_ACTIONS, RequestOptions
 
 ROLES = ("edge", "internal")
 DNS_TYPES = ("A", "AAAA", "SRV")
@@ -83,9 +96,14 @@ class TLSConfig:
 
 @dataclass(frozen=True, slots=True)
 class Listener:
+    """One client-facing socket. `backlog` None: the system's somaxconn (regional_lb.proxy.server.
+    default_backlog); `requests`: how request targets and header names are read (regional_lb/target.py)."""
+
     host: str
     port: int
     tls: TLSConfig | None = None
+    backlog: int | None = None
+    requests: RequestOptions = DEFAULT_OPTIONS
 
     @property
     def scheme(self) -> str:
@@ -216,8 +234,13 @@ def _listeners(root: Section, base_dir: Path) -> tuple[Listener, ...]:
                     raise t.error(name, f"no such file: {p}")
             t.done()
             tls = TLSConfig(cert, key)
+        backlog = item.take_number("backlog", None, minimum=1, maximum=65535, integer=True)
+        requests = RequestOptions(
+            escaped_slashes=item.take_choice("escaped_slashes", ESCAPED_SLASH_ACTIONS, "reject"),
+            merge_slashes=item.take("merge_slashes", bool, True),
+            underscores_in_headers=item.take("underscores_in_headers", bool, False))
         item.done()
-        out.append(Listener(host, port, tls))
+        out.append(Listener(host, port, tls, backlog, requests))
     if not out:
         raise root.error("listen", "needs at least one listener")
     seen = set()
@@ -283,6 +306,7 @@ def _routes(root: Section, pools: Mapping[str, PoolConfig], tls: bool) -> tuple[
         if pool not in pools:
             raise item.error("pool", f"unknown pool {pool!r}; pools: {', '.join(pools)}")
         policy = item.take("policy", str, "round_robin")
+        allow_connect = item.take("allow_connect", bool, False)
         name = item.take("name", str, f"{pool}#{i}")
         if name in names:
             raise item.error("name", f"route name {name!r} is used twice")
@@ -293,7 +317,7 @@ def _routes(root: Section, pools: Mapping[str, PoolConfig], tls: bool) -> tuple[
         item.done()
         try:
             route = Route(name=name, pool=pool, policy=policy, host=host, path=path,
-                          options=MappingProxyType(dict(options.data)))
+                          options=MappingProxyType(dict(options.data)), allow_connect=allow_connect)
         except ValueError as exc:
             raise match.error(None, str(exc)) from None
         routes.append(route)

@@ -92,6 +92,7 @@ class Route:
     host: str = "*"
     path: str = "/"
     options: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    allow_connect: bool = False        # CONNECT requests may take this route (else 405)
 
     def __post_init__(self) -> None:
         host_matcher(self.host)        # validate now: a Route is valid once built

@@ -4,21 +4,26 @@ aiohttp's server costs ~30-40 us of CPU per request by itself (request and respo
 payload streams, a task and a writer per request, header dicts built twice). Most proxied
 requests are small body-less GETs, so `FastConnection` serves exactly those itself and hands
 everything else to aiohttp (`ProxyProtocol`, regional_lb/proxy/server.py) on the same
-connection:
+connection. Request heads are read by llhttp (httptools, `HeadReader`), then checked and
+normalised by regional_lb/target.py exactly as the aiohttp path does in ProxyHandler.read:
 
-    request head accepted here                      anything else -> handed to aiohttp
+    request head served here                        handed to aiohttp (it decides)
     -----------------------------------------       --------------------------------------------
-    "METHOD /origin-form HTTP/1.1", token method     HTTP/1.0, absolute-form, '*', odd spacing
-    well-formed "name: value" lines                  obs-fold, control bytes, a bad name, ...
-    no Content-Length / Transfer-Encoding            a request body (streamed, chunked, 413)
-    no Expect, no Upgrade                            100-continue, WebSocket upgrades
-    within max_header_size / max_headers             431 / 400 for oversized or broken heads
+    an HTTP/1.1 head llhttp accepts, any form of    HTTP/1.0 and other versions (505 there)
+    target target.py accepts (absolute-form too)    anything llhttp refuses (bad method, name,
+                                                    obs-fold, control bytes, bare LF, ...)
+    no Content-Length / Transfer-Encoding           a request body (streamed, chunked, 413)
+    no Expect, no Upgrade, not CONNECT              100-continue, WebSocket upgrades, CONNECT
+    within max_header_size / max_headers            431 / 400 for oversized heads
+
+    refused here with target.py's answer, then closed (the aiohttp path gives the same):
+    Host missing/several/invalid, %2F / %5C / %00 in the path, a fragment, '*' but for OPTIONS
 
 A hand-off happens only between requests: the connection's transport is given to a fresh
 `ProxyProtocol` with the bytes not yet consumed, so aiohttp parses the request from its first
 byte and every behaviour of that path (limits, errors, streaming, upgrades) is unchanged.
-The narrow, strict grammar here means no request is understood differently by the two paths:
-whatever this module is unsure of, aiohttp decides.
+Both parsers are llhttp and both paths run the same normalisation, so no request is
+understood differently by the two (tests/integration/test_rlb_requests_differential.py).
 
 The request itself goes through the same `ProxyHandler` code (routing, picking, retries,
 metrics); only `_respond` is replaced by one that writes the response head and body to the
@@ -31,31 +36,28 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+import httptools
 from aiohttp import web
-from multidict import CIMultiDict
+from multidict import CIMultiDict, CIMultiDictProxy
 
 from regional_lb.errors import InvalidResponse, ProxyError
 from regional_lb.headers import DROP_ALWAYS, NOT_PLAIN, connection_tokens, forwarding_block
 from regional_lb.proxy.handler import BUFFER_LIMIT, ProxyHandler
-from regional_lb.proxy.server import _REQUEST_TIMEOUT, ProxyServer
+from regional_lb.proxy.server import _REQUEST_TIMEOUT, ProxyServer, plain_response
 from regional_lb.proxy.upstream import LENGTH, NONE, RawHead, ResponseHead, interim_head
+from regional_lb.target import DEFAULT_OPTIONS, BadRequest, Request, RequestOptions, lower_name, read_request
 
 if TYPE_CHECKING:
     from regional_lb.app import RouteRuntime
 
 log = logging.getLogger("regional_lb.proxy")
 
-_REQUEST_HEAD = re.compile(
-    rb"([!#$%&'*+.^_`|~0-9A-Za-z-]+) (/[\x21-\x7e]*) HTTP/1\.1"
-    rb"((?:\r\n[!#$%&'*+.^_`|~0-9A-Za-z-]+:[^\x00-\x08\x0a-\x1f\x7f]*)*)")
 # names that need aiohttp's path (a body, an expectation, a protocol switch)
 _HAND_OFF = frozenset({b"content-length", b"transfer-encoding", b"expect", b"upgrade"})
-_NOT_PLAIN = frozenset(n.encode() for n in NOT_PLAIN)
-_SPECIAL = _HAND_OFF | _NOT_PLAIN | frozenset(n.encode() for n in DROP_ALWAYS) | {b"host"}
+_SPECIAL = NOT_PLAIN | DROP_ALWAYS | {"host"}
 _PLAIN_TOKENS = frozenset({"close", "keep-alive"})
 _WRITTEN = web.Response()          # returned by FastHandler._respond: the response is on the wire
 _LB_HEADERS_B = frozenset({b"x-lb-region", b"x-lb-backend"})    # ours replace a backend's (a tier below)
@@ -64,67 +66,179 @@ _LB_HEADERS_B = frozenset({b"x-lb-region", b"x-lb-backend"})    # ours replace a
 class FastRequest:
     """What ProxyHandler reads from a request (the subset of aiohttp's BaseRequest it uses)."""
 
-    __slots__ = ("block", "conn", "has_host", "headers", "host", "method", "raw_path", "remote")
+    __slots__ = ("block", "conn", "has_host", "headers", "host", "method", "norm", "raw_path", "remote")
 
     body_exists = False                # the fast path takes body-less requests only
     can_read_body = False
 
-    def __init__(self, conn: FastConnection, method: str, raw_path: str, headers: CIMultiDict[str],
-                 block: bytes | None, has_host: bool) -> None:
-        self.block = block
-        self.has_host = has_host
+    def __init__(self, conn: FastConnection, head: FastHead) -> None:
+        norm = head.norm
         self.conn = conn
-        self.method = method
-        self.raw_path = raw_path
-        self.headers = headers
+        self.norm = norm
+        self.block = head.block
+        self.has_host = norm.has_host
+        self.method = norm.method
+        self.raw_path = norm.target
+        self.headers = head.headers
         self.remote = conn.peer
-        self.host = headers.get("Host", "")
+        self.host = norm.host
 
 
-def parse_head(head: bytes, *, max_line: int, max_headers: int
-               ) -> tuple[str, str, CIMultiDict[str], bool, bytes | None, bool] | None:
-    """(method, target, headers, close, block, has_host) for a request head this path serves,
-    else None. `block` is the header lines to pass on as received (hop-by-hop ones left out),
-    or None when the request carries forwarding headers or Via (headers.upstream_headers then)."""
-    m = _REQUEST_HEAD.fullmatch(head)
-    if m is None or m.end(2) + 9 > max_line:
-        return None
-    lines = m.group(3).split(b"\r\n")
-    del lines[0]                       # the group starts with CRLF
-    if len(lines) > max_headers:
-        return None
-    pairs = []
+class FastHead:
+    """A request head this path serves: the normalised request (regional_lb/target.py), its
+    headers for policies, the header lines to forward (`block`: hop-by-hop ones left out; None
+    when the request carries forwarding headers or Via: headers.upstream_headers then) and
+    whether the client asked to close."""
+
+    __slots__ = ("block", "close", "headers", "norm")
+
+    def __init__(self, norm: Request, headers: CIMultiDictProxy[str], block: bytes | None, close: bool) -> None:
+        self.norm = norm
+        self.headers = headers
+        self.block = block
+        self.close = close
+
+
+_CACHED_HEAD_MAX = 2048                # heads up to this size are remembered, at most _CACHE_ENTRIES
+_CACHE_ENTRIES = 1024                  # of them per server (cleared when full): ~2 MB of keys at most
+NEED_MORE = 0                          # HeadReader.read results
+HAND_OFF = 1
+READY = 2
+REJECT = 3
+
+
+class HeadReader:
+    """Reads the request heads of one connection with llhttp (httptools), one at a time  [sans-I/O].
+
+    `read(buf)` looks at the connection's unconsumed bytes (from the first byte of the next
+    request) and returns one of
+      (NEED_MORE, None, 0)        no complete head yet (and no error so far)
+      (HAND_OFF, None, 0)         for aiohttp to read from `buf`'s first byte: a body, an upgrade,
+                                  Expect, HTTP/1.0, an over-long head, or anything llhttp refuses
+                                  (aiohttp's llhttp then answers exactly as the aiohttp server does)
+      (READY, FastHead, n)        a body-less HTTP/1.1 request, normalised; n bytes consumed
+      (REJECT, BadRequest, 0)     read_request refused it (the same answer the aiohttp path gives)
+    The head's end is found by llhttp; the CRLFCRLF search only bounds how much is fed at once
+    (llhttp here refuses bare LF, so the first CRLFCRLF is the end of a head or of leading empty lines).
+    """
+
+    __slots__ = ("_complete", "_done", "_fed", "_fields", "_url", "cache", "max_head", "max_headers", "max_line",
+                 "options", "parser")
+
+    def __init__(self, options: RequestOptions = DEFAULT_OPTIONS, *, max_line: int = 8190,
+                 max_headers: int = 100, max_head: int = 16380, cache: dict[bytes, FastHead] | None = None
+                 ) -> None:
+        self.options = options
+        self.cache = cache              # head bytes -> FastHead, shared by a server's connections
+        self.max_line = max_line
+        self.max_headers = max_headers
+        self.max_head = max_head
+        self.parser = httptools.HttpRequestParser(self)
+        self._fed = 0
+        self._url = b""
+        self._fields: list[tuple[bytes, bytes]] = []
+        self._complete = False
+        self._done = False
+
+    # -- httptools callbacks ------------------------------------------------------------------
+    def on_message_begin(self) -> None:
+        self._url = b""
+        self._fields = []
+        self._complete = self._done = False
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._fields.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        self._complete = True
+
+    def on_message_complete(self) -> None:
+        self._done = True
+
+    # -- reading --------------------------------------------------------------------------------
+    def read(self, buf: bytes) -> tuple[int, Any, int]:
+        cache = self.cache
+        if cache is not None and not self._fed:
+            # a keep-alive client repeats its heads byte for byte: the same bytes read the same way
+            # (llhttp starts each message from the same state), so a repeat skips the parse
+            end = buf.find(b"\r\n\r\n")
+            if end >= 0:
+                got = cache.get(buf if end + 4 == len(buf) else buf[:end + 4])
+                if got is not None:
+                    return READY, got, end + 4
+        skip = 0
+        while True:
+            fed = self._fed
+            end = buf.find(b"\r\n\r\n", max(fed - 3, skip))
+            limit = end + 4 if end >= 0 else len(buf)
+            if limit - skip > self.max_head:
+                return HAND_OFF, None, 0
+            if limit > fed:
+                try:
+                    self.parser.feed_data(buf[fed:limit])
+                except (httptools.HttpParserError, httptools.HttpParserUpgrade):    # aiohttp's to take
+                    return HAND_OFF, None, 0
+                self._fed = limit
+            if self._complete:
+                break
+            if end < 0:
+                return NEED_MORE, None, 0
+            skip = limit                              # empty lines before a request (RFC 9112 §2.2)
+        self._fed = 0
+        self._complete = False
+        if not self._done or self.parser.get_http_version() != "1.1":
+            return HAND_OFF, None, 0
+        url = self._url
+        max_line = self.max_line
+        fields = self._fields
+        if len(url) + 24 > max_line or len(fields) > self.max_headers:
+            return HAND_OFF, None, 0
+        pairs = []
+        for name, value in fields:
+            if len(name) + len(value) + 2 > max_line or name.lower() in _HAND_OFF:
+                return HAND_OFF, None, 0
+            pairs.append((name.decode("latin-1"), value.decode("latin-1")))
+        try:
+            norm = read_request(self.parser.get_method().decode("latin-1"), url.decode("latin-1"), (1, 1),
+                                pairs, self.options)
+        except BadRequest as exc:
+            return REJECT, exc, 0
+        if norm.connect:
+            return HAND_OFF, None, 0
+        head = _fast_head(norm)
+        if cache is not None and limit <= _CACHED_HEAD_MAX and not skip:
+            if len(cache) >= _CACHE_ENTRIES:
+                cache.clear()
+            cache[buf if limit == len(buf) else buf[:limit]] = head
+        return READY, head, limit
+
+
+def _fast_head(norm: Request) -> FastHead:
     kept = []
     close = False
     plain = True
-    has_host = False
-    for line in lines:
-        if len(line) > max_line:
-            return None
-        colon = line.index(b":")
-        name = line[:colon]
-        low = name.lower()
-        value = line[colon + 1:].strip(b" \t").decode("utf-8", "surrogateescape")
-        if low not in _SPECIAL:
-            kept.append(line)
-        elif low in _HAND_OFF:
-            return None
-        elif low == b"host":
-            if has_host:                # two Host headers: aiohttp decides
-                return None
-            has_host = True
-            kept.append(line)
-        elif low == b"connection":
+    for name, value in norm.headers:
+        low = lower_name(name)
+        if low not in _SPECIAL or low == "host":
+            kept.append(f"{name}: {value}\r\n")
+        elif low == "connection":
             tokens = connection_tokens((value,))
-            if "upgrade" in tokens:
-                return None
             close = close or "close" in tokens
             plain = plain and tokens <= _PLAIN_TOKENS
-        elif low in _NOT_PLAIN:
+        elif low in NOT_PLAIN:
             plain = False
-        pairs.append((name.decode("ascii"), value))
-    block = b"".join([line + b"\r\n" for line in kept]) if plain else None
-    return m.group(1).decode("ascii"), m.group(2).decode("ascii"), CIMultiDict(pairs), close, block, has_host
+    block = "".join(kept).encode("latin-1") if plain else None
+    return FastHead(norm, CIMultiDictProxy(CIMultiDict(norm.headers)), block, close)
+
+
+def parse_head(data: bytes, *, max_line: int = 8190, max_headers: int = 100,
+               options: RequestOptions = DEFAULT_OPTIONS) -> tuple[int, Any, int]:
+    """`HeadReader.read` on a fresh reader (for tests and one-off use)."""
+    return HeadReader(options, max_line=max_line, max_headers=max_headers,
+                      max_head=max(max_line, 8192) * 2).read(data)
 
 
 def response_head(raw: ResponseHead, extra: list[tuple[str, str]], framing: bytes, *, close: bool,
@@ -166,9 +280,12 @@ def serialize_response(resp: web.Response, *, close: bool) -> tuple[bytes, bool]
 class FastHandler(ProxyHandler):
     """ProxyHandler whose responses go straight to the FastConnection's transport."""
 
-    def upstream_headers(self, request: Any, peer: str, settings: Any) -> tuple[Any, str]:
+    def read(self, request: Any) -> tuple[Request, Any]:
+        return request.norm, request.headers            # read by FastConnection (HeadReader)
+
+    def upstream_headers(self, request: Any, peer: str, settings: Any, headers: Any) -> tuple[Any, str]:
         if request.block is None:
-            return super().upstream_headers(request, peer, settings)
+            return super().upstream_headers(request, peer, settings, headers)
         conn = request.conn
         key = (request.host, settings)
         if conn.forwarding_key != key:          # the same for every request of a connection, mostly
@@ -264,6 +381,8 @@ class FastConnection(asyncio.Protocol):
         self._drain_waiter: asyncio.Future[None] | None = None
         self.forwarding_key: tuple[str, Any] | None = None
         self.forwarding = b""
+        self.reader = HeadReader(server.options, max_line=server.max_line, max_headers=server.max_headers,
+                                 max_head=server.max_head, cache=server.heads)
 
     # -- asyncio.Protocol --------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -334,34 +453,42 @@ class FastConnection(asyncio.Protocol):
         if not buf:
             self.idle_since = self.loop.time()
             return
-        end = buf.find(b"\r\n\r\n")
-        server = self.server
-        if end < 0:
-            if len(buf) > server.max_head:
-                self._hand_off()
-            elif self.header_since is None:
+        kind, got, used = self.reader.read(buf)
+        if kind == READY:
+            pass
+        elif kind == NEED_MORE:
+            if self.header_since is None:
                 self.header_since = self.loop.time()
-                server.watch()
+                self.server.watch()
             return
-        if end > server.max_head:
+        elif kind == HAND_OFF:
             self._hand_off()
             return
-        parsed = parse_head(buf[:end], max_line=server.max_line, max_headers=server.max_headers)
-        if parsed is None:
-            self._hand_off()
+        else:
+            self._refuse(got)
             return
-        self.buf = buf[end + 4:]
+        head: FastHead = got
+        self.buf = buf[used:]
         self.header_since = None
         self.busy = True
-        method, target, headers, close, block, has_host = parsed
-        self.close_after = close
+        self.close_after = head.close
+        server = self.server
         if not self._rtt_sampled:
             self._rtt_sampled = True
             if server.observe_rtt is not None and self.transport is not None:
                 server.observe_rtt(self.transport, self.peer)
-        task = self._task = self.loop.create_task(
-            self._serve(FastRequest(self, method, target, headers, block, has_host)))
+        task = self._task = self.loop.create_task(self._serve(FastRequest(self, head)))
         server.tasks.add(task)                  # dropped by _finished (no done callback to schedule)
+
+    def _refuse(self, exc: BadRequest) -> None:
+        """Answer a request target.read_request refused, and close (as ProxyHandler does)."""
+        log.debug("refused a request from %s: %s %s", self.peer, exc.status, exc)
+        data, _ = serialize_response(plain_response(exc.status, f"{exc}\n", close=True), close=True)
+        self.buf = b""
+        self.header_since = None
+        self.write(data)
+        if self.transport is not None:
+            self.transport.close()
 
     async def _serve(self, request: FastRequest) -> None:
         try:
@@ -451,6 +578,8 @@ class FastServer:
         self.max_head = max(max_line, 8192) * 2
         self.max_headers = max_headers
         self.observe_rtt = observe_rtt
+        self.options = handler.options          # the listener's (regional_lb/target.py)
+        self.heads: dict[bytes, FastHead] = {}  # HeadReader's cache of recent heads
         self.conns: set[FastConnection] = set()
         self.tasks: set[asyncio.Task[None]] = set()
         self._every = max(0.05, min(1.0, header_timeout / 4, idle_timeout / 4))

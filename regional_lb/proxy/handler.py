@@ -2,15 +2,19 @@
 
 For each request `ProxyHandler.__call__`:
 
-1. answers the health endpoint (`/lb/healthz`) itself;
-2. matches a route (404 if none) and rewrites the headers (regional_lb/headers.py);
-3. asks the route's policy for a backend (the stick table first for sticky_learn), as in
+1. reads the request head through regional_lb/target.py (`read`: the request-target, Host,
+   path, method and framing checked and normalised; 400 / 501 / 505 and a close if refused),
+   so that routing and the backend see the same normalised target -- on both server kinds;
+2. answers the health endpoint (`/lb/healthz`) itself;
+3. matches a route on the normalised host and path (404 if none; CONNECT 405 unless the route
+   allows it) and rewrites the headers (regional_lb/headers.py);
+4. asks the route's policy for a backend (the stick table first for sticky_learn), as in
    /work/notes/rlb_contract.md; no pick -> 503;
-4. sends the request with its body streamed (bodies up to 64 KiB are buffered so that an
+5. sends the request with its body streamed (bodies up to 64 KiB are buffered so that an
    idempotent request can be replayed); connect failures are retried on another backend,
    failures after sending only for idempotent requests with a replayable body, within the
    pool's attempts and retry budget;
-5. forwards the backend's 1xx (103 Early Hints, ...) to HTTP/1.1 clients as they arrive, then
+6. forwards the backend's 1xx (103 Early Hints, ...) to HTTP/1.1 clients as they arrive, then
    streams the final response back as the backend framed it (regional_lb/proxy/upstream.py:
    small bodies in one write, HEAD / 204 / 304 without one, a close-delimited body chunked),
    with X-LB-Region / X-LB-Backend and the policy's Set-Cookie added, and reports the outcome
@@ -33,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 from aiohttp import web
 from aiohttp.web_request import BaseRequest
-from multidict import istr
+from multidict import CIMultiDict, istr
 
 from regional_lb.balancing.base import RequestInfo
 from regional_lb.errors import BackendConnectError, BodyTooLarge, InvalidResponse, NoBackend, ProxyError
@@ -41,6 +45,7 @@ from regional_lb.headers import downstream_headers, upstream_headers
 from regional_lb.proxy.server import plain_response
 from regional_lb.proxy.upstream import NONE, interim_head
 from regional_lb.retry import may_retry
+from regional_lb.target import BadRequest, Request, read_request
 
 if TYPE_CHECKING:
     from regional_lb.app import LoadBalancer, RouteRuntime
@@ -132,6 +137,7 @@ class ProxyHandler:
         self.lb = lb
         self.scheme = listener.scheme
         self.tls = listener.tls is not None
+        self.options = listener.requests            # how targets and header names are read
 
     async def __call__(self, request: BaseRequest) -> web.StreamResponse:
         proto = request.protocol
@@ -144,34 +150,49 @@ class ProxyHandler:
         finally:
             proto.request_finished()
 
+    def read(self, request: Any) -> tuple[Request, Any]:
+        """The request head through target.read_request (raises BadRequest), and its headers as a
+        case-insensitive multidict for policies and upstream_headers. aiohttp's own reading is
+        not trusted for this: its raw fields are read again, values as latin-1 so that the backend
+        gets the bytes the client sent."""
+        fields = [(name.decode("latin-1"), value.decode("latin-1")) for name, value in request.raw_headers]
+        norm = read_request(request.method, request.raw_path, request.version, fields, self.options)
+        return norm, CIMultiDict(norm.headers)
+
     async def handle(self, request: BaseRequest) -> web.StreamResponse:
         lb = self.lb
         rt = lb.rt
-        raw_path = request.raw_path
-        q = raw_path.find("?")
-        path = raw_path if q < 0 else raw_path[:q]
+        try:
+            norm, headers = self.read(request)
+        except BadRequest as exc:
+            log.debug("refused a request from %s: %s %s", request.remote, exc.status, exc)
+            return plain_response(exc.status, f"{exc}\n", close=True)
+        path = norm.path
         if path == rt.health_path:
             status, body = lb.healthz_body()
             return web.Response(status=status, body=body, content_type="application/json",
                                 headers={"Cache-Control": "no-store"})
-        headers = request.headers
-        host = headers.get("Host", "")
+        host = norm.host
         route = rt.table.match(host, path)
         if route is None:
             return plain_response(404, "no route for this host and path\n")
+        if norm.connect and not route.allow_connect:
+            return plain_response(405, "CONNECT is not allowed here\n", close=True)
         rr = rt.routes[route.name]
         peer = request.remote or ""
-        out_headers, client_ip = self.upstream_headers(request, peer, rt.forwarding)
-        info = RequestInfo(client_ip, request.method, host, raw_path, headers,
+        out_headers, client_ip = self.upstream_headers(request, peer, rt.forwarding, headers)
+        info = RequestInfo(client_ip, norm.method, host, norm.target, headers,
                            LazyCookies(headers.get("Cookie", "")), self.tls)
+        if norm.connect:                # allowed by the route, but no tunnel yet
+            return plain_response(501, "CONNECT tunnels are not implemented\n", close=True)
         if "Upgrade" in headers and _is_websocket(headers):
             from regional_lb.proxy.websocket import proxy_websocket
             return await proxy_websocket(self, request, rr, info, out_headers)
         return await self._forward(request, rr, info, out_headers)
 
-    def upstream_headers(self, request: Any, peer: str, settings: Any) -> tuple[Any, str]:
+    def upstream_headers(self, request: Any, peer: str, settings: Any, headers: Any) -> tuple[Any, str]:
         """The headers for the backend and the client address (headers.upstream_headers)."""
-        return upstream_headers(request.headers, peer=peer, scheme=self.scheme, settings=settings)
+        return upstream_headers(headers, peer=peer, scheme=self.scheme, settings=settings)
 
     # -- the normal request path ---------------------------------------------------------------
     async def _body(self, request: BaseRequest, out_headers: Any

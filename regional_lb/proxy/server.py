@@ -8,6 +8,13 @@ aiohttp's `RequestHandler` parses requests (its C parser) and runs one handler p
 * parse errors answered with short plain bodies: an over-long header line or field -> 431,
   anything else the parser refuses -> 400 (never a traceback, logged at debug level);
 * the idle keep-alive timeout is aiohttp's `keepalive_timeout` (config `client_idle`);
+* received bytes are given to aiohttp's parser one request head at a time: fed a read that
+  holds a bad head, aiohttp answers the whole read with one 400 and drops the good requests
+  pipelined before it; this way they are answered first, as on the fast path (the handler then
+  re-reads every head through regional_lb/target.py, so both paths accept the same requests);
+* the listen backlog is the listener's `backlog`, by default the kernel's somaxconn
+  (`default_backlog`; aiohttp's own default is 128, asyncio's 100: a burst of connects beyond
+  it waits for SYN retransmits, 1 s and more);
 * `observe_rtt(transport, client_ip)` is called once per connection, at its first request (the
   kernel's RTT estimate for the client is known by then): the edge's passive latency feed.
 
@@ -43,6 +50,25 @@ _BODIES = {
 }
 
 
+_SOMAXCONN = "/proc/sys/net/core/somaxconn"
+_FALLBACK_BACKLOG = 4096
+
+
+def default_backlog(path: str = _SOMAXCONN) -> int:
+    """The listen backlog when a listener names none: the kernel's cap (net.core.somaxconn; a
+    larger value would be cut to it anyway), or 4096 where it cannot be read."""
+    try:
+        with open(path, encoding="ascii") as f:
+            value = int(f.read().strip())
+    except (OSError, ValueError):
+        return _FALLBACK_BACKLOG
+    return value if value > 0 else _FALLBACK_BACKLOG
+
+
+def listen_backlog(configured: int | None) -> int:
+    return configured if configured is not None else default_backlog()
+
+
 def plain_response(status: int, text: str | None = None, *, close: bool = False) -> web.Response:
     resp = web.Response(status=status, text=text or _BODIES.get(status, f"{status}\n"),
                         content_type="text/plain")
@@ -66,7 +92,20 @@ class ProxyProtocol(RequestHandler):
         if not self._busy and self.header_since is None and data:
             self.header_since = self._loop.time()
             self._proxy_server.watch()
-        super().data_received(data)
+        # aiohttp answers a read that holds a bad request head with one 400 and drops the good
+        # requests pipelined before it in the same read; fed one head at a time, it answers
+        # those first, as the fast path does (a split inside a body changes nothing)
+        end = data.find(b"\r\n\r\n")
+        if end < 0 or end + 4 == len(data):
+            super().data_received(data)
+            return
+        start = 0
+        while end >= 0:
+            super().data_received(data[start:end + 4])
+            start = end + 4
+            end = data.find(b"\r\n\r\n", start)
+        if start < len(data):
+            super().data_received(data[start:])
 
     def request_started(self) -> None:
         """The handler calls this first: the request's header block is complete."""
