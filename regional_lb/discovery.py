@@ -3,7 +3,9 @@
 A pool backend given as ``{dns: app.svc.example, port: 9000, type: A}`` (or AAAA, or SRV
 where the port and weight come from the records) becomes the set of addresses the name
 resolves to, each a `Backend` with id "host:port". Every `interval` the name is resolved
-again and the pool gets `update_backends` (state of addresses still present is kept).
+again and the pool gets `update_backends` (state of addresses still present is kept --
+health, ejection, load -- and the pool's health checker restarts from that health, so a
+backend known DOWN stays DOWN until `rise` probes pass and then comes back).
 A failed lookup keeps the last good answer (logged), so a DNS outage never empties a pool.
 
 The resolver is a seam: `AiodnsResolver` (aiodns) for real, `FakeResolver` for tests.
