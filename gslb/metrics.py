@@ -5,8 +5,9 @@ The DNS hot path only increments ints in plain counter objects (`ResponderStats`
 when Prometheus scrapes, so serving pays nothing for metrics. The DNS families:
 
     gslb_dns_responses_total{rcode}, gslb_dns_queries_total{qtype}
-    gslb_dns_dropped_total{reason}        no reply: unanswerable (shorter than a header, or a
-                                          response), internal_error, send_failed (the kernel
+    gslb_dns_dropped_total{reason}        no reply: short (UDP, shorter than a header), response
+                                          (UDP, QR=1), unanswerable (the responder's other drops,
+                                          TCP's included), internal_error, send_failed (the kernel
                                           refused a UDP reply), rate_limited (RRL)
     gslb_dns_internal_errors_total{where} responder (logged by it), udp / tcp (the edge caught
                                           an exception the responder should not raise)
@@ -119,7 +120,10 @@ def _dns_families(server: GslbServer) -> Iterator[CounterMetricFamily | GaugeMet
 
     dropped = CounterMetricFamily("gslb_dns_dropped", "queries dropped without an answer, by reason",
                                   labels=["reason"])
-    dropped.add_metric(["unanswerable"], max(0, stats.dropped - stats.internal_errors))
+    dropped.add_metric(["short"], udp.dropped_short)
+    dropped.add_metric(["response"], udp.dropped_response)
+    dropped.add_metric(["unanswerable"], max(0, stats.dropped - stats.internal_errors - udp.dropped_short
+                                              - udp.dropped_response))
     dropped.add_metric(["internal_error"], stats.internal_errors)
     dropped.add_metric(["send_failed"], udp.send_failed)
     if rrl is not None:

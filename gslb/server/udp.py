@@ -56,6 +56,8 @@ class UdpStats:
     send_failed: int = 0        # the kernel refused a reply (buffer full, unreachable, ...): dropped
     receive_errors: int = 0     # recv* failed for another reason than "nothing more to read"
     errors: int = 0             # the responder raised (it promises not to): logged, datagram dropped
+    dropped_short: int = 0      # no reply: shorter than a DNS header
+    dropped_response: int = 0   # no reply: a response (QR=1), never answered
 
 
 def is_wildcard(host: str) -> bool:
@@ -139,6 +141,10 @@ class UdpListener:
                 self._responder_failed(data, host)
                 continue
             if reply is None:
+                if len(data) < 12:
+                    stats.dropped_short += 1
+                elif data[2] & 0x80:
+                    stats.dropped_response += 1
                 continue
             try:
                 sock.sendto(reply, addr)
@@ -173,6 +179,10 @@ class UdpListener:
                 self._responder_failed(data, host)
                 continue
             if reply is None:
+                if len(data) < 12:
+                    stats.dropped_short += 1
+                elif data[2] & 0x80:
+                    stats.dropped_response += 1
                 continue
             source = _reply_source(ancillary, v6)
             try:

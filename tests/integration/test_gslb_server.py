@@ -256,7 +256,9 @@ async def test_metrics_export_drops_internal_errors_udp_and_tcp_counters(tmp_pat
         await udp(ecs_query("www.example.test", SEOUL_NET), g.dns_port)
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
             sock.sendto(b"\x00\x01", ("127.0.0.1", g.dns_port))            # shorter than a header
-        await wait_for(lambda: server.udp_stats.received == 2)
+            response = dns.message.make_response(dns.message.make_query("ns1.example.test", "A"))
+            sock.sendto(response.to_wire(), ("127.0.0.1", g.dns_port))     # a response: never answered
+        await wait_for(lambda: server.udp_stats.received == 3)
         # an internal error: the responder counts it and drops the query
         def broken(*_args: object, **_kwargs: object) -> None:
             raise RuntimeError("a bug")
@@ -277,12 +279,14 @@ async def test_metrics_export_drops_internal_errors_udp_and_tcp_counters(tmp_pat
             text = await resp.text()
         lines = set(text.splitlines())
         for line in (
-            'gslb_dns_dropped_total{reason="unanswerable"} 1.0',
+            'gslb_dns_dropped_total{reason="short"} 1.0',
+            'gslb_dns_dropped_total{reason="response"} 1.0',
+            'gslb_dns_dropped_total{reason="unanswerable"} 0.0',
             'gslb_dns_dropped_total{reason="internal_error"} 1.0',
             'gslb_dns_dropped_total{reason="send_failed"} 0.0',
             'gslb_dns_internal_errors_total{where="responder"} 1.0',
             'gslb_dns_internal_errors_total{where="udp"} 0.0',
-            'gslb_dns_udp_datagrams_total{event="received"} 3.0',
+            'gslb_dns_udp_datagrams_total{event="received"} 4.0',
             'gslb_dns_udp_datagrams_total{event="replied"} 1.0',
             'gslb_dns_tcp_open_connections 0.0',
             'gslb_dns_tcp_connections_total{event="accepted"} 2.0',

@@ -106,6 +106,7 @@ async def test_a_listener_on_one_address_answers_plainly_and_drops_what_the_resp
         reply, source = await exchange("127.0.0.2", port, b"after")
         assert (reply, source[0]) == (b"re:after", "127.0.0.2")
         assert (stats.received, stats.replied) == (2, 1)
+        assert (stats.dropped_short, stats.dropped_response) == (1, 0)     # b"drop" is shorter than a header
     finally:
         listener.close()
 
