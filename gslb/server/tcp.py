@@ -17,7 +17,9 @@ in `data_received` and each message goes to the same responder as UDP with
   connection's queries are no longer read (the rest stays in the kernel), and if
   it is still over when the idle timeout comes it is closed (`unsent_closed`).
   The kernel send buffer of each connection is set to the same size, so unread
-  replies cost at most about 3 x `max_unsent` per connection.
+  replies cost at most about 3 x `max_unsent` per connection (the kernel doubles
+  it) plus one reply; unread queries stay in the kernel, and the connection's read
+  buffer holds at most one message (64 KiB).
 * a message the responder drops (garbage, a response) closes the connection.
 * a connection reset by the peer, before it was handled or while it was, is
   counted (`resets`) and never logged as an error.
@@ -62,15 +64,26 @@ class TcpStats:
     errors: int = 0             # the responder raised (it promises not to): logged, connection closed
 
 
-class _Connection(asyncio.Protocol):
-    """One client connection: framing, its idle timer, and its unread-reply state."""
+_READ_START = 2048                # a connection's first read buffer; it grows only for a longer message
+_MESSAGE_MAX = 2 + 65535          # the longest framed message: the read buffer never needs more
 
-    __slots__ = ("buffer", "client", "closed", "host", "last_active", "over", "server", "timer", "transport")
+
+class _Connection(asyncio.BufferedProtocol):
+    """One client connection: framing, its idle timer, and its unread-reply state.
+
+    The kernel reads into the connection's own buffer (`get_buffer`), which holds at most
+    one message in progress once the complete ones are answered: `_READ_START` bytes,
+    grown by doubling for a longer message, never beyond `_MESSAGE_MAX`.
+    """
+
+    __slots__ = ("buffer", "client", "closed", "filled", "host", "last_active", "over", "server", "timer",
+                 "transport")
 
     def __init__(self, server: DnsTcpServer) -> None:
         self.server = server
         self.transport: asyncio.Transport | None = None
-        self.buffer = bytearray()
+        self.buffer = bytearray(_READ_START)
+        self.filled = 0
         self.host = ""
         self.client: Any = None
         self.last_active = 0.0
@@ -86,11 +99,17 @@ class _Connection(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
         self.server._admit(self)
 
-    def data_received(self, data: bytes) -> None:
-        if self.closed:
-            return
-        self.buffer += data
-        if not self.over:
+    def get_buffer(self, sizehint: int) -> memoryview:
+        buf = self.buffer
+        if self.filled == len(buf):
+            # Full: it holds the start of one message longer than the buffer (the complete ones were
+            # answered, or reading would be paused). Double it, up to the longest message.
+            buf.extend(bytes(max(min(len(buf), _MESSAGE_MAX - len(buf)), 1024)))
+        return memoryview(buf)[self.filled:]
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.filled += nbytes
+        if not self.over and not self.closed:
             self._answer()
 
     def eof_received(self) -> bool:
@@ -115,12 +134,13 @@ class _Connection(asyncio.Protocol):
                 self.server.stats.resets += 1
             self.server._forget(self)
         self.buffer = bytearray()
+        self.filled = 0
 
     # -- work -----------------------------------------------------------------------
     def _answer(self) -> None:
         """Answer every complete message in the buffer, until the unread replies go over the cap."""
         buf = self.buffer
-        n = len(buf)
+        n = self.filled
         if n < 2:
             return
         server = self.server
@@ -134,7 +154,7 @@ class _Connection(asyncio.Protocol):
             end = pos + 2 + ((buf[pos] << 8) | buf[pos + 1])
             if end > n:
                 break
-            message = bytes(buf[pos + 2:end])
+            message = bytes(memoryview(buf)[pos + 2:end])
             pos = end
             answered += 1
             try:
@@ -151,7 +171,10 @@ class _Connection(asyncio.Protocol):
             if self.over or transport.is_closing():   # pause_writing ran inside write(), or it failed
                 break
         if pos:
-            del buf[:pos]
+            rest = n - pos       # the start of the next message moves to the front (no resize)
+            if rest:
+                buf[:rest] = buf[pos:n]
+            self.filled = rest
         if answered:
             server.stats.queries += answered
             if not self.closed:

@@ -34,10 +34,12 @@ class FakeResponder:
     def __init__(self, size: int = 40) -> None:
         self.size = size
         self.seen = 0
+        self.lengths: list[int] = []
 
     def respond(self, message: bytes, client: Any, now: float, *, tcp: bool = False) -> bytes | None:
         assert tcp
         self.seen += 1
+        self.lengths.append(len(message))
         if message.endswith(b"drop"):
             return None
         return message[:2] + b"r" * (self.size - 2)
@@ -162,11 +164,19 @@ async def test_unread_replies_over_the_cap_stop_reading_and_close_at_the_timeout
         sock.connect(("127.0.0.1", port))
         try:
             started = loop.time()
-            sock.sendall(b"".join(b"\x00\x07" + i.to_bytes(2, "big") + b"query" for i in range(500)))
+            sock.setblocking(False)
+            queries = b"".join(b"\x00\x07" + (i % 65536).to_bytes(2, "big") + b"query" for i in range(100_000))
+            sent = 0
+            with contextlib.suppress(BlockingIOError):      # as much as the kernels take: ~1 MB of queries
+                while sent < len(queries):
+                    sent += sock.send(queries[sent:sent + 65536])
+            await wait_for(lambda: server.stats.paused >= 1, within=5, interval=0.01)
+            (conn,) = server._connections
+            assert len(conn.buffer) <= 2 + 65535            # unread queries stay in the kernel
             await wait_for(lambda: server.stats.unsent_closed == 1, within=5, interval=0.01)
             assert loop.time() - started >= 0.5
-            assert server.stats.paused >= 1
-            # 500 replies of 4 KB never fit: the server stopped answering long before the end.
+            # replies of 4 KB never fit: the server stopped answering long before the end.
+            assert sent > 200_000                           # far more than the server holds
             assert responder.seen < 100
             assert server.stats.idle_closed == 0
             assert len(server) == 0
@@ -185,6 +195,23 @@ async def test_a_reader_that_catches_up_is_served_to_the_end():
         assert responder.seen == 200
         assert server.stats.paused >= 1
         assert server.stats.unsent_closed == 0
+        close((reader, writer))
+
+
+async def test_messages_of_any_length_and_any_split_are_framed():
+    async with tcp_server() as (server, responder, port):
+        reader, writer = await connect(port)
+        sizes = [12, 65535, 3000, 12, 40000, 2047, 2048, 2049]
+        stream = b"".join(len(m).to_bytes(2, "big") + m
+                          for i, size in enumerate(sizes) for m in [i.to_bytes(2, "big") + b"x" * (size - 2)])
+        for start in range(0, len(stream), 997):            # odd-sized pieces, each one a separate read
+            writer.write(stream[start:start + 997])
+            await writer.drain()
+        for i in range(len(sizes)):
+            size = int.from_bytes(await asyncio.wait_for(reader.readexactly(2), 5), "big")
+            assert (await reader.readexactly(size))[:2] == i.to_bytes(2, "big")
+        assert responder.lengths == sizes
+        assert server.stats.queries == len(sizes)
         close((reader, writer))
 
 
