@@ -294,7 +294,7 @@ def test_messages_with_compressed_records_agree_with_dnspython(n: int, ecs: bool
 # -- any input ---------------------------------------------------------------------
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=1000, deadline=None)
 @given(st.binary(max_size=600))
 def test_any_bytes_give_a_query_or_a_wire_error(data: bytes) -> None:
     parse_counted(data)
@@ -322,7 +322,7 @@ _RECORD = st.tuples(st.one_of(st.just(b"\x00"), _NAME), st.sampled_from([OPT, OP
                                  max(0, len(r[3]) + (r[4] if r[4] in (-1, 1) else 0))) + r[3])
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=300, deadline=None)
 @given(st.sampled_from([0] * 4 + [0x0100] * 4 + [0x0110, 0x8000, 0x2800]), st.sampled_from([1] * 8 + [0, 2]),
        _QNAME, st.lists(_RECORD, max_size=6), st.integers(0, 5), st.integers(0, 5), st.integers(-1, 1),
        st.sampled_from([b"", b"", b"", b"\x00", b"\xc0"]))
