@@ -43,6 +43,8 @@ others are DROPPED (and a real resolver retries). slip 0: always drop; slip 1: a
 are never slipped (as BIND: a truncated REFUSED helps nobody). A query with a valid DNS
 server cookie (RFC 7873/9018) cannot come from a spoofed source, so it is exempt; the
 `exempt` callable is asked only on the over-limit path, so the cookie is checked only there.
+Limited replies are logged (logger `gslb.dns.rrl`) at most once per LOG_INTERVAL (10 s):
+how many since the last line, and the latest one's network, class, name and type.
 
 Cost per reply: a few bytes read from the response header and question, a tuple, one
 OrderedDict lookup and move_to_end, a few float operations: O(1). bench/dns_rrl_cost.py
@@ -75,12 +77,17 @@ from __future__ import annotations
 
 import enum
 import ipaddress
+import logging
+import math
 from collections import Counter, OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+log = logging.getLogger("gslb.dns.rrl")
+
+LOG_INTERVAL = 10.0     # seconds between two "rate limiting" log lines (the count covers those between)
 
 _OPT = 41
 _TC = 0x02          # in the third header byte
@@ -207,6 +214,15 @@ def _read_name(data: bytes, pos: int) -> bytes | None:
     return None
 
 
+def _name_text(wire: bytes) -> str:
+    """Uncompressed wire labels as text, for a log line (bytes outside printable ASCII escaped)."""
+    labels, pos = [], 0
+    while pos < len(wire) and wire[pos]:
+        labels.append(wire[pos + 1:pos + 1 + wire[pos]].decode("ascii", "backslashreplace"))
+        pos += 1 + wire[pos]
+    return ".".join(labels) + "."
+
+
 def _skip_records(data: bytes, pos: int, count: int) -> int:
     """The offset after `count` records from `pos` (-1 if they do not fit)."""
     if count > _MAX_RECORDS:
@@ -323,6 +339,8 @@ class RateLimiter:
         responses = float(settings.responses_per_second)
         self._rates = (responses, responses, responses, float(settings.nxdomains_per_second),
                        float(settings.errors_per_second))
+        self._unlogged = 0                      # limited replies not yet reported in the log
+        self._log_after = -math.inf
 
     def __repr__(self) -> str:
         s = self.settings
@@ -399,6 +417,9 @@ class RateLimiter:
         if exempt is not None and exempt(query, client, now):
             stats.exempt_cookie += 1
             return response
+        self._unlogged += 1
+        if now >= self._log_after:
+            self._log(response, client, now, action)
         if action is _SLIP:
             reply = slip_reply(response)
             if reply is not None:
@@ -406,6 +427,20 @@ class RateLimiter:
                 return reply
         stats.dropped += 1
         return None
+
+    def _log(self, response: bytes, client: IPAddress, now: float, action: Action) -> None:
+        """One line per LOG_INTERVAL at most: how many replies were limited, and the latest one."""
+        cls, name, qtype = _classify(response)
+        v4 = client.ipv4_mapped if isinstance(client, ipaddress.IPv6Address) else client
+        if v4 is not None:
+            net = ipaddress.ip_network((v4, self.settings.ipv4_prefix), strict=False)
+        else:
+            net = ipaddress.ip_network((client, self.settings.ipv6_prefix), strict=False)
+        log.warning("rate limiting UDP replies: %d limited since the last report; latest to %s: %s %s type %d, %s",
+                    self._unlogged, net, _CLASS_NAMES[cls], _name_text(name) if name else "-", qtype,
+                    "slipped (TC=1)" if action is _SLIP else "dropped")
+        self._unlogged = 0
+        self._log_after = now + LOG_INTERVAL
 
 
 class _Answering(Protocol):

@@ -484,3 +484,26 @@ def test_classify_equals_the_dnspython_reference(name, rdtype, edns, payload, ec
     msg, full = dns.message.from_wire(slipped), dns.message.from_wire(reply)
     assert msg.flags & dns.flags.TC
     assert (msg.question, msg.rcode(), msg.edns, msg.options) == (full.question, full.rcode(), full.edns, full.options)
+
+
+def test_limited_replies_are_logged_once_per_interval_with_a_count(caplog):
+    from gslb.dns.rrl import LOG_INTERVAL
+
+    rl = limiter(responses_per_second=1, nxdomains_per_second=1, slip=2)
+    caplog.set_level("WARNING", logger="gslb.dns.rrl")
+    for _ in range(6):                                   # 1 sent, 5 limited: one line, the first limited
+        rl.limit(WWW, V4("192.0.2.55"), 100.0)
+    assert len(caplog.records) == 1
+    assert caplog.records[0].getMessage() == (
+        "rate limiting UDP replies: 1 limited since the last report; latest to 192.0.2.0/24: "
+        "NOERROR www.example.test. type 1, slipped (TC=1)")
+    nx = response("gone.example.test")
+    for _ in range(3):
+        rl.limit(nx, V6("2001:db8:0:1::9"), 100.0 + LOG_INTERVAL)   # 1 sent, 2 limited
+    assert len(caplog.records) == 2
+    assert caplog.records[1].getMessage() == (
+        "rate limiting UDP replies: 5 limited since the last report; latest to 2001:db8::/56: "
+        "NXDOMAIN example.test. type 0, slipped (TC=1)")
+    assert rl.limit(nx, V6("2001:db8:0:1::9"), 100.0 + LOG_INTERVAL + 0.5) == slip_reply(nx)
+    assert len(caplog.records) == 2                     # limited within the interval: counted, not logged
+    assert rl.stats.limited == 8
