@@ -12,6 +12,8 @@ Two measurements, both CPU time (so a busy machine skews them less than wall tim
    server's CPU time over each run divided by the answers gives CPU µs per query.
 
 Usage: python bench/dns_rrl_cost.py [--calls 200000] [--repeat 7] [--rounds 2] [--duration 5] [--rate 3000]
+(--rounds 0: in process only.) On a busy machine the real-server figures vary by more than
+RRL's cost; compare them only on an otherwise idle one.
 Prints the figures; it does not edit bench/README.md.
 """
 
@@ -63,6 +65,8 @@ def cpu_per_call(fn: Callable[[int], object], calls: int, repeat: int) -> float:
 
 
 def in_process(args: argparse.Namespace, workdir: Path) -> None:
+    import logging
+
     import dns.message
 
     from gslb.app import GslbServer
@@ -82,6 +86,7 @@ def in_process(args: argparse.Namespace, workdir: Path) -> None:
     limited = cpu_per_call(lambda i: wrapped.respond(data, client, i * 1e-6), args.calls, args.repeat)
     limiter = RateLimiter(RrlSettings(responses_per_second=1_000_000))
     decide = cpu_per_call(lambda i: limiter.decide(reply, client, i * 1e-6), args.calls, args.repeat)
+    logging.getLogger("gslb.dns.rrl").setLevel(logging.ERROR)     # its "rate limiting" line is expected here
     over = RateLimiter(RrlSettings(responses_per_second=1, slip=2))
     over_limit = cpu_per_call(lambda i: over.limit(reply, client, 0.0), args.calls, args.repeat)
     print("In process, CPU µs per call (best of", args.repeat, "rounds of", f"{args.calls:,})")
@@ -110,6 +115,8 @@ def dns_ready(port: int) -> Callable[[Server], None]:
 
 
 def real_server(args: argparse.Namespace, workdir: Path) -> None:
+    if args.rounds < 1:
+        return
     if shutil.which("dnsperf") is None:
         print("dnsperf not installed: real-server figures skipped (make bench-deps)")
         return
