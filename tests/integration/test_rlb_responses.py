@@ -21,6 +21,9 @@ import pytest
 from prometheus_client import generate_latest
 
 from regional_lb.app import LoadBalancer
+from regional_lb.balancing.base import Backend
+from regional_lb.errors import BackendError
+from regional_lb.proxy.upstream import Upstream
 from tests.rlb_helpers import lb_config, running_lb
 
 SERVERS = ["fast", "aiohttp"]
@@ -451,3 +454,37 @@ async def test_chunked_and_length_bodies_keep_the_connection(server: str) -> Non
         await client.still_works()
         await client.close()
         assert backend.connections == 1
+
+
+# -- the upstream client's keep-alive and replay rules, on real sockets --------------------------------
+async def test_a_request_on_a_kept_alive_connection_the_backend_dropped_is_replayed_only_if_idempotent() -> None:
+    served: list[int] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        n = 0
+        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+            while True:
+                await reader.readuntil(b"\r\n\r\n")
+                n += 1
+                if n == 2:                        # the second request on a connection: closed unanswered
+                    break
+                served.append(n)
+                writer.write(OK)
+                await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    backend = Backend("b", "127.0.0.1", server.sockets[0].getsockname()[1])
+    upstream = Upstream(connect_timeout=2.0, read_timeout=5.0)
+    try:
+        for method in ("GET", "GET"):
+            r = await upstream.send(backend, method, "/", {"Host": "x"}, None)
+            assert (r.status, await r.read()) == (200, b"ok")
+            r.release()
+        assert served == [1, 1]                   # the GET was sent again, on a fresh connection
+        with pytest.raises(BackendError, match="kept-alive"):
+            await upstream.send(backend, "POST", "/", {"Host": "x", "Content-Length": "1"}, b"x")
+    finally:
+        await upstream.close()
+        server.close()
+        await server.wait_closed()
