@@ -1,6 +1,6 @@
-"""What response rate limiting (gslb/dns/rrl.py) costs per UDP reply.
+"""What response rate limiting (gslb/dns/rrl.py) costs per UDP reply, and what it saves a victim.
 
-Two measurements, both CPU time (so a busy machine skews them less than wall time):
+Cost, measured as CPU time (so a busy machine skews it less than wall time):
 
 1. In process: `Responder.respond` on a cached answer against the same call through
    `RateLimitedResponder` (a limiter whose rate is never reached, so every reply pays for its key
@@ -11,7 +11,13 @@ Two measurements, both CPU time (so a busy machine skews them less than wall tim
    dnsperf at a bounded rate (-Q --rate) for --duration seconds asking www.example.test A; the
    server's CPU time over each run divided by the answers gives CPU µs per query.
 
+Saving (--reflect-seconds, 0 to skip): a spoofed-source flood as the victim sees it. One socket
+sends `example.test NS` with EDNS (the apex NS answer with glue: the biggest answer) at --reflect-rate
+q/s for --reflect-seconds to the real server with RRL off and with the default settings, and counts
+the bytes that come back: bytes in / bytes out is the amplification the attacker gets.
+
 Usage: python bench/dns_rrl_cost.py [--calls 200000] [--repeat 7] [--rounds 2] [--duration 5] [--rate 3000]
+                                   [--reflect-rate 2000] [--reflect-seconds 5]
 (--rounds 0: in process only.) On a busy machine the real-server figures vary by more than
 RRL's cost; compare them only on an otherwise idle one.
 Prints the figures; it does not edit bench/README.md.
@@ -148,6 +154,51 @@ def real_server(args: argparse.Namespace, workdir: Path) -> None:
           f"(+{on - off:.2f}, {100 * (on - off) / off:+.0f}%)")
 
 
+def reflection(args: argparse.Namespace, workdir: Path) -> None:
+    if args.reflect_seconds <= 0:
+        return
+    import socket
+
+    import dns.message
+
+    query = dns.message.make_query("example.test", "NS", use_edns=0, payload=1232).to_wire()
+    print(f"Reflection: example.test NS (+EDNS, {len(query)} bytes) at {args.reflect_rate} q/s "
+          f"for {args.reflect_seconds:g} s from one address")
+    for mode, rrl in (("off", "{enabled: false}"), ("default", "{}")):
+        port = free_port(udp_too=True)
+        cfg = workdir / f"gslb-reflect-{mode}.yaml"
+        cfg.write_text(config_text(port, free_port(), default_geoip(), rrl))
+        argv = [sys.executable, "-m", "gslb", "serve", "-c", str(cfg), "--log-level", "error"]
+        with started(f"gslb-reflect-{mode}", argv, workdir, ready=dns_ready(port),
+                     env={"PYTHONPATH": str(REPO_DIR)}), \
+                socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.bind(("127.0.0.66", 0))
+            sock.setblocking(False)
+            sent = received = bytes_in = truncated = 0
+            interval = 1.0 / args.reflect_rate
+            start = time.monotonic()
+            end = start + args.reflect_seconds
+            while True:
+                now = time.monotonic()
+                if now >= end + 1.0:            # a second after the last query for the stragglers
+                    break
+                if now < end and sent < (now - start) / interval:
+                    sock.sendto(query, ("127.0.0.1", port))
+                    sent += 1
+                    continue
+                try:
+                    data = sock.recv(65535)
+                except BlockingIOError:
+                    time.sleep(interval / 4)
+                    continue
+                received += 1
+                bytes_in += len(data)
+                truncated += bool(data[2] & 0x02)
+        bytes_out = sent * len(query)
+        print(f"  RRL {mode:7}: {sent:,} queries ({bytes_out:,} bytes) -> {received:,} replies, "
+              f"{truncated:,} truncated ({bytes_in:,} bytes): amplification {bytes_in / bytes_out:.2f}x", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=200_000)
@@ -155,10 +206,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--duration", type=float, default=5.0)
     parser.add_argument("--rate", type=int, default=3000)
+    parser.add_argument("--reflect-rate", type=int, default=2000)
+    parser.add_argument("--reflect-seconds", type=float, default=5.0)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="rrl-cost-") as tmp:
         in_process(args, Path(tmp))
         real_server(args, Path(tmp))
+        reflection(args, Path(tmp))
 
 
 if __name__ == "__main__":
