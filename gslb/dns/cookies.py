@@ -50,6 +50,8 @@ VERSION = 1
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 _HEAD = struct.Struct("!4sI")     # version + reserved, timestamp
+_STAMP = struct.Struct("!I")      # the timestamp (network order) ...
+_MAC = struct.Struct("<Q")        # ... and the hash, as SipHash's 64-bit result written little-endian
 
 
 class ServerCookies:
@@ -79,13 +81,16 @@ class ServerCookies:
         server cookie we made for this client cookie and address, within the time window."""
         if len(cookie) != CLIENT_COOKIE + SERVER_COOKIE or cookie[8] != VERSION:
             return False
-        stamp = int.from_bytes(cookie[12:16], "big")
+        (stamp,) = _STAMP.unpack_from(cookie, 12)
+        (mac,) = _MAC.unpack_from(cookie, 16)
         now32 = int(now) & 0xFFFFFFFF
         if (now32 - stamp) & 0xFFFFFFFF > MAX_AGE and (stamp - now32) & 0xFFFFFFFF > MAX_AHEAD:
             return False
         signed = cookie[:16] + client.packed
-        mac = cookie[16:]
-        return any(siphash(secret, signed).to_bytes(8, "little") == mac for secret in self._secrets)
+        for secret in self._secrets:       # noqa: SIM110 - a plain loop: no generator per query
+            if siphash(secret, signed) == mac:
+                return True
+        return False
 
 
 def client_cookie(cookie: bytes | None) -> bytes | None:
