@@ -127,6 +127,9 @@ async def test_active_health_checks_and_admin_errors() -> None:
                     break
                 await asyncio.sleep(0.02)
             assert rows["b"]["health"] == "down"
+            # a backend that stayed up was probed too: the API says so (not "assumed" for ever)
+            assert rows["a"]["health"] == "up"
+            assert rows["a"]["health_probed"] is True
             for _ in range(4):
                 async with s.get(lb_url(lb, "/x")) as r:
                     assert r.headers["X-Backend"] == "a"
