@@ -8,7 +8,8 @@
 Why: a spoofed query makes us send our answer to the victim, up to ~4x larger (apex NS
 with glue). RRL bounds how many *identical* responses one client network gets per second,
 so we stop being a useful amplifier while real resolvers, which ask each name once per
-TTL, never notice.
+TTL, never notice. bench/dns_rrl_cost.py: an `example.test NS` flood at 2,000 q/s from one
+address reflects 2.66 bytes per byte sent with RRL off, 0.52 with the defaults.
 
 The key (derived from OUR response bytes, which are well-formed; never from the query):
 
