@@ -33,6 +33,7 @@ from gslb.common.checker import HealthChecker
 from gslb.common.configload import ConfigError
 from gslb.common.health import Health
 from gslb.common.probe import ProbeResult
+from gslb.common.sdnotify import Notifier
 from gslb.config import GslbConfig, healthy_fraction, load_config
 from gslb.dns.responder import Responder, ResponderStats
 from gslb.dns.rrl import RateLimitedResponder, RateLimiter, RrlStats
@@ -274,8 +275,13 @@ def _raise_fd_limit(needed: int) -> None:
 
 
 async def serve(config: GslbConfig, *, shutdown_trigger: asyncio.Future[Any] | asyncio.Event | None = None,
-                locator: GeoLocator | None = None, ready: Callable[[GslbServer], None] | None = None) -> None:
-    """Run the GSLB until `shutdown_trigger` fires (default: SIGINT / SIGTERM)."""
+                locator: GeoLocator | None = None, ready: Callable[[GslbServer], None] | None = None,
+                notifier: Notifier | None = None) -> None:
+    """Run the GSLB until `shutdown_trigger` fires (default: SIGINT / SIGTERM).
+
+    `notifier` (systemd Type=notify, gslb/common/sdnotify.py): READY=1 once the listeners are bound
+    and every region has had its first probe result (at most FIRST_ROUND_LIMIT seconds), RELOADING=1
+    then READY=1 around a SIGHUP reload, STOPPING=1 on the way out, WATCHDOG=1 when systemd asks."""
     from gslb.admin_api import start_admin
 
     server = GslbServer(config, locator=locator)
@@ -285,9 +291,15 @@ async def serve(config: GslbConfig, *, shutdown_trigger: asyncio.Future[Any] | a
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
     reload_tasks: set[asyncio.Task[None]] = set()
+    notify = notifier if notifier is not None else Notifier(None)
+
+    async def reload_and_notify() -> None:
+        notify.reloading()
+        await _reload_quietly(server)
+        notify.ready()
 
     def on_hup() -> None:
-        task = loop.create_task(_reload_quietly(server))
+        task = loop.create_task(reload_and_notify())
         reload_tasks.add(task)
         task.add_done_callback(reload_tasks.discard)
 
@@ -298,6 +310,8 @@ async def serve(config: GslbConfig, *, shutdown_trigger: asyncio.Future[Any] | a
         runner = await start_admin(server)
         if ready is not None:
             ready(server)
+        if notify.enabled:
+            reload_tasks.add(loop.create_task(_announce(server, notify)))
         if shutdown_trigger is None:
             await stop.wait()
         elif isinstance(shutdown_trigger, asyncio.Event):
@@ -305,6 +319,9 @@ async def serve(config: GslbConfig, *, shutdown_trigger: asyncio.Future[Any] | a
         else:
             await shutdown_trigger
     finally:
+        notify.stopping()
+        for task in reload_tasks:
+            task.cancel()
         loop.remove_signal_handler(signal.SIGHUP)
         if shutdown_trigger is None:
             for sig in (signal.SIGINT, signal.SIGTERM):
@@ -312,6 +329,21 @@ async def serve(config: GslbConfig, *, shutdown_trigger: asyncio.Future[Any] | a
         if runner is not None:
             await runner.cleanup()
         await server.stop()
+
+
+FIRST_ROUND_LIMIT = 30.0     # seconds READY=1 waits for the first probe of every region
+
+
+async def _announce(server: GslbServer, notify: Notifier) -> None:
+    """READY=1 after the first probe round (or FIRST_ROUND_LIMIT), then the watchdog pings."""
+    try:
+        await asyncio.wait_for(server.checker.first_round(), FIRST_ROUND_LIMIT)
+        notify.ready()
+    except TimeoutError:
+        notify.ready("serving (some regions not probed yet)")
+    while notify.watchdog_interval is not None:
+        notify.watchdog()
+        await asyncio.sleep(notify.watchdog_interval)
 
 
 async def _reload_quietly(server: GslbServer) -> None:

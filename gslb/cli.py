@@ -92,7 +92,8 @@ def _serve(config: object) -> int:
     # keep what startup built (zones, GeoIP reader, caches' first entries) out of every collection.
     gc.set_threshold(100_000, 50, 1000)
     try:
-        runner(serve(config, ready=lambda _server: gc.freeze()))  # type: ignore[arg-type]
+        from gslb.common.sdnotify import Notifier
+        runner(serve(config, ready=lambda _server: gc.freeze(), notifier=Notifier.from_environ()))  # type: ignore[arg-type]
     except OSError as exc:
         print(f"cannot start: {exc}", file=sys.stderr)
         return 1

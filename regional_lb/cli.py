@@ -17,16 +17,24 @@ import logging
 import signal
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from gslb import __version__
 from gslb.common.configload import ConfigError, by_line
+from gslb.common.sdnotify import Notifier
 from regional_lb.config import load_config
 
 log = logging.getLogger("regional_lb")
 
 
+FIRST_ROUND_LIMIT = 30.0     # seconds READY=1 waits for the first health check of every backend
+
+
 async def serve(path: str, *, shutdown_trigger: asyncio.Event | None = None,
-                started: asyncio.Event | None = None) -> int:
+                started: asyncio.Event | None = None, notifier: Notifier | None = None) -> int:
+    """Run until SIGINT/SIGTERM or `shutdown_trigger`. `notifier` (systemd Type=notify): READY=1 once
+    the listeners are bound and every backend has had its first health check, RELOADING=1 then READY=1
+    around a SIGHUP reload, STOPPING=1 on the way out, WATCHDOG=1 when systemd asks for it."""
     from regional_lb.app import LoadBalancer
 
     config = load_config(path)
@@ -34,9 +42,15 @@ async def serve(path: str, *, shutdown_trigger: asyncio.Event | None = None,
     stop = shutdown_trigger or asyncio.Event()
     loop = asyncio.get_running_loop()
     reloads: set[asyncio.Task[object]] = set()
+    notify = notifier if notifier is not None else Notifier(None)
+
+    async def reload_and_notify() -> None:
+        notify.reloading()
+        await lb.reload()
+        notify.ready()
 
     def on_hup() -> None:
-        task = loop.create_task(lb.reload())
+        task = loop.create_task(reload_and_notify())
         reloads.add(task)
         task.add_done_callback(reloads.discard)
 
@@ -48,16 +62,33 @@ async def serve(path: str, *, shutdown_trigger: asyncio.Event | None = None,
         except (NotImplementedError, RuntimeError, ValueError):  # not the main thread / platform
             pass
     await lb.start()
+    announce = loop.create_task(_announce(lb, notify)) if notify.enabled else None
     try:
         if started is not None:
             started.set()
         await stop.wait()
         log.info("shutting down: letting in-flight requests finish")
     finally:
+        notify.stopping()
+        if announce is not None:
+            announce.cancel()
         for sig in installed:
             loop.remove_signal_handler(sig)
         await lb.stop()
     return 0
+
+
+async def _announce(lb: Any, notify: Notifier) -> None:
+    """READY=1 after every pool's first health round (or FIRST_ROUND_LIMIT), then the watchdog pings."""
+    checkers = [pr.checker for pr in lb.rt.pools.values() if pr.checker is not None]
+    try:
+        await asyncio.wait_for(asyncio.gather(*(c.first_round() for c in checkers)), FIRST_ROUND_LIMIT)
+        notify.ready()
+    except TimeoutError:
+        notify.ready("serving (some backends not checked yet)")
+    while notify.watchdog_interval is not None:
+        notify.watchdog()
+        await asyncio.sleep(notify.watchdog_interval)
 
 
 def _check(path: str) -> int:
@@ -102,7 +133,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("regional_lb.access").setLevel(logging.INFO if args.access_log else logging.WARNING)
     try:
-        return _run(serve(args.config))
+        return _run(serve(args.config, notifier=Notifier.from_environ()))
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 1

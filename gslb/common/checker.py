@@ -62,6 +62,9 @@ class HealthChecker:
         self._clock = clock
         self._tasks: list[asyncio.Task[None]] = []
         self._session: aiohttp.ClientSession | None = None
+        self._first_round = asyncio.Event()      # every target has had a result (systemd READY=1 waits)
+        if not self.targets:
+            self._first_round.set()
 
     def __repr__(self) -> str:
         up = sum(h.up for h in self.states.values())
@@ -84,6 +87,8 @@ class HealthChecker:
         after = before.observe(result.ok, target.thresholds)
         self.states[name] = after
         self.last[name] = result
+        if not self._first_round.is_set() and len(self.last) >= len(self.targets):
+            self._first_round.set()
         self.last_time[name] = self._clock()
         if self._on_result is not None:
             self._on_result(name, after, result)
@@ -103,6 +108,10 @@ class HealthChecker:
             except Exception:  # a bug in a judge or callback must not stop probing
                 log.exception("health check of %s failed", name)
             await asyncio.sleep(max(0.0, interval - (self._clock() - started)))
+
+    async def first_round(self) -> None:
+        """Return once every target has had one probe result (at once when there are none)."""
+        await self._first_round.wait()
 
     async def start(self) -> None:
         if self._session is None and self._probe is None:
