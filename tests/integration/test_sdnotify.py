@@ -43,9 +43,9 @@ def probe_target() -> Iterator[socket.socket]:
     sock.close()
 
 
-async def next_message(sock: socket.socket, timeout: float = 20.0) -> str:
+async def next_message(sock: socket.socket) -> str:
     loop = asyncio.get_running_loop()
-    data = await asyncio.wait_for(loop.sock_recv(sock, 4096), timeout)
+    data = await asyncio.wait_for(loop.sock_recv(sock, 4096), 20)
     return data.decode()
 
 
