@@ -290,38 +290,35 @@ class ResponseReader:
         if not 100 <= status <= 599:
             raise InvalidResponse(f"status {status}")
         lines = self._lines
-        size = len(self._reason) + 17
+        if self._head_bytes > self.max_head and len(self._reason) + 17 + sum(
+                [len(name) + len(value) + 4 for name, value in lines]) > self.max_head:
+            raise InvalidResponse(f"response head over {self.max_head} bytes")
         length = None
         te: list[bytes] = []
         tokens: set[bytes] = set()
         lb_named = False
         kept: list[bytes] = []
         for name, value in lines:
-            size += len(name) + len(value) + 4
             low = name.lower()
             if low not in _SPECIAL_B:
-                kept += (name, b": ", value, b"\r\n")
+                kept.append(name + b": " + value)
             elif low == b"content-length":
                 length = int(value)          # llhttp took digits only, and one value
                 if status != 204 and status >= 200:
-                    kept += (name, b": ", value, b"\r\n")
+                    kept.append(name + b": " + value)
             elif low == b"transfer-encoding":
                 te.append(value)
             elif low == b"connection":
                 tokens.update(t.strip().lower() for t in value.split(b","))
             elif low in _LB_NAMES_B:
                 lb_named = True
-                kept += (name, b": ", value, b"\r\n")
-        if size > self.max_head:
-            raise InvalidResponse(f"response head over {self.max_head} bytes")
+                kept.append(name + b": " + value)
         if tokens and not tokens <= _PLAIN_TOKENS:      # names other headers: leave them out too
-            kept = []
-            for name, value in lines:
-                low = name.lower()
-                if low not in _HOP_BY_HOP_B and low not in tokens and (low != b"content-length" or (
-                        status != 204 and status >= 200)):
-                    kept += (name, b": ", value, b"\r\n")
-        block = b"".join(kept)
+            kept = [name + b": " + value for name, value in lines
+                    if (low := name.lower()) not in _HOP_BY_HOP_B and low not in tokens
+                    and (low != b"content-length" or (status != 204 and status >= 200))]
+        kept.append(b"")
+        block = b"\r\n".join(kept) if len(kept) > 1 else b""
         if status < 200:
             if status == 101:
                 raise InvalidResponse("101 Switching Protocols without an upgrade request")
