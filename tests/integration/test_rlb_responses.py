@@ -357,6 +357,27 @@ async def test_invalid_framing_is_a_502_counted_and_the_connection_dropped(serve
 
 
 @pytest.mark.parametrize("server", SERVERS)
+async def test_an_invalid_response_is_a_backend_failure_for_outlier_detection(server: str) -> None:
+    bad = await RawBackend({"/x": Script([INVALID["te-not-chunked"]])}).start()
+    good = await RawBackend({"/x": Script([OK])}).start()
+    cfg = lb_config([bad.address, good.address], pool_extra={
+        "panic_threshold": 0.0,
+        "outlier": {"consecutive_failures": 1, "base_ejection": "60s", "max_ejected_fraction": 0.5}})
+    try:
+        async with running_lb(cfg, server=server) as lb:
+            client = await RawClient.open(lb)
+            for _ in range(6):
+                r = await client.get("/x")
+                assert (r.status, r.body) == (200, b"ok")       # the GET that met `bad` was retried on `good`
+            await client.close()
+            assert len(bad.requests) == 1                       # then `bad` was ejected
+            assert invalid_count(lb) == 1
+    finally:
+        await bad.stop()
+        await good.stop()
+
+
+@pytest.mark.parametrize("server", SERVERS)
 async def test_a_head_over_the_limit_is_a_502(server: str) -> None:
     huge = b"HTTP/1.1 200 OK\r\n" + b"X-Filler: " + b"v" * 70_000 + b"\r\nContent-Length: 0\r\n\r\n"
     async with proxy(server, {"/huge": Script([huge])}) as (lb, _backend):
