@@ -570,16 +570,25 @@ class Responder:
         entry.data_generation = res.data_generation
         entry.qend = qend
         cache = self._tcp_cache if tcp else self._udp_cache
+        old = cache.get(key)
+        replaced: _Entry | None = None      # an expired entry this one takes the place of
         if res.client_dependent:
-            holder = cache.get(key)
+            holder = old
             if holder is None or holder.per_client is None:
                 holder = _Entry(b"", b"", generation, math.inf, rcode, qtype, (), (), False)
                 holder.per_client = {}
                 cache[key] = holder
                 cost += ENTRY_OVERHEAD
-            holder.per_client[client_network(client)] = entry
+                replaced = old
+            network = client_network(client)
+            replaced = holder.per_client.get(network, replaced)
+            holder.per_client[network] = entry
         else:
             holder = cache[key] = entry
+            replaced = old if old is not None and old.per_client is None else None
+        if replaced is not None:            # (a replaced per-client holder's other answers stay counted)
+            self._cached -= 1
+            self._cached_bytes -= len(key) + len(replaced.tail) + ENTRY_OVERHEAD
         if cookie is None:
             self._alias(data[2:], holder, tcp)
         self._cached += 1

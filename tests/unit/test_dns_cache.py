@@ -169,3 +169,15 @@ def test_long_or_cookie_queries_never_become_shapes() -> None:
     assert not r._shapes
     r.respond(make(options=[dns.edns.ECSOption("198.51.100.0", 24)]), CLIENT, 1.0)     # a miss, short
     assert len(r._shapes) == 1
+
+
+def test_an_expired_entry_replaced_is_not_counted_twice() -> None:
+    r = responder()
+    for now in (1.0, 100.0, 200.0):                         # the service answers live 10 s
+        r.respond(make(options=[dns.edns.ECSOption("192.0.2.0", 24)]), CLIENT, now)
+        r.respond(make(), CLIENT, now)                        # a per-client answer
+        r.respond(make("mail.example.test"), CLIENT, now)     # static: lives forever, a hit after the first
+    assert r.stats.cache_entries == 3
+    first_bytes = r.stats.cache_bytes
+    r.respond(make(options=[dns.edns.ECSOption("192.0.2.0", 24)]), CLIENT, 300.0)
+    assert r.stats.cache_bytes == first_bytes
