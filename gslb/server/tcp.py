@@ -174,6 +174,8 @@ class _Connection(asyncio.BufferedProtocol):
             rest = n - pos       # the start of the next message moves to the front (no resize)
             if rest:
                 buf[:rest] = buf[pos:n]
+            elif len(buf) > _READ_START:
+                self.buffer = bytearray(_READ_START)     # a long message is done: back to the small buffer
             self.filled = rest
         if answered:
             server.stats.queries += answered

@@ -212,6 +212,8 @@ async def test_messages_of_any_length_and_any_split_are_framed():
             assert (await reader.readexactly(size))[:2] == i.to_bytes(2, "big")
         assert responder.lengths == sizes
         assert server.stats.queries == len(sizes)
+        (conn,) = server._connections
+        assert len(conn.buffer) == 2048                      # back to the small read buffer
         close((reader, writer))
 
 
