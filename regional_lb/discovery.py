@@ -59,13 +59,14 @@ class AiodnsResolver:
         if rtype in ("A", "AAAA"):
             return [(a, None, 1) for a in await self._addresses(name, rtype)]
         import aiodns
+        import pycares
 
         try:
             result = await self._resolver.query_dns(name, "SRV")
         except aiodns.error.DNSError as exc:
             raise ResolveError(f"SRV {name}: {exc.args[-1] if exc.args else exc}") from None
         out: list[tuple[str, int | None, int]] = []
-        records = [r.data for r in result.answer if hasattr(r.data, "target")]
+        records = [r.data for r in result.answer if isinstance(r.data, pycares.SRVRecordData)]
         if records:
             best = min(r.priority for r in records)          # lowest priority only, as RFC 2782
             for r in records:
