@@ -18,7 +18,8 @@ reading itself is regional_lb/target.py, shared by both server kinds):
     merge_slashes           true (default): '//' in a path becomes '/' before routing
     underscores_in_headers  false (default): header names with '_' are dropped
 
-A route may set `allow_connect: true` (default false: CONNECT gets 405).
+A route may set `allow_connect: true` (default false: CONNECT gets 405): CONNECT requests for
+its host are then tunnelled to a backend of its pool (regional_lb/proxy/connect.py).
 """
 
 from __future__ import annotations

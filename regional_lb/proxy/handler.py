@@ -7,7 +7,8 @@ For each request `ProxyHandler.__call__`:
    so that routing and the backend see the same normalised target -- on both server kinds;
 2. answers the health endpoint (`/lb/healthz`) itself;
 3. matches a route on the normalised host and path (404 if none; CONNECT 405 unless the route
-   allows it) and rewrites the headers (regional_lb/headers.py);
+   allows it: then a tunnel, regional_lb/proxy/connect.py) and rewrites the headers
+   (regional_lb/headers.py);
 4. asks the route's policy for a backend (the stick table first for sticky_learn), as in
    /work/notes/rlb_contract.md; no pick -> 503;
 5. sends the request with its body streamed (bodies up to 64 KiB are buffered so that an
@@ -183,8 +184,9 @@ class ProxyHandler:
         out_headers, client_ip = self.upstream_headers(request, peer, rt.forwarding, headers)
         info = RequestInfo(client_ip, norm.method, host, norm.target, headers,
                            LazyCookies(headers.get("Cookie", "")), self.tls)
-        if norm.connect:                # allowed by the route, but no tunnel yet
-            return plain_response(501, "CONNECT tunnels are not implemented\n", close=True)
+        if norm.connect:                # allowed by the route (only aiohttp's path gets here)
+            from regional_lb.proxy.connect import proxy_connect
+            return await proxy_connect(self, request, rr, info, out_headers)
         if "Upgrade" in headers and _is_websocket(headers):
             from regional_lb.proxy.websocket import proxy_websocket
             return await proxy_websocket(self, request, rr, info, out_headers)

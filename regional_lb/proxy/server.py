@@ -8,10 +8,11 @@ aiohttp's `RequestHandler` parses requests (its C parser) and runs one handler p
 * parse errors answered with short plain bodies: an over-long header line or field -> 431,
   anything else the parser refuses -> 400 (never a traceback, logged at debug level);
 * the idle keep-alive timeout is aiohttp's `keepalive_timeout` (config `client_idle`);
-* received bytes are given to aiohttp's parser one request head at a time: fed a read that
-  holds a bad head, aiohttp answers the whole read with one 400 and drops the good requests
-  pipelined before it; this way they are answered first, as on the fast path (the handler then
-  re-reads every head through regional_lb/target.py, so both paths accept the same requests);
+* received bytes are given to aiohttp's parser one request head at a time (16 at most per
+  read): fed a read that holds a bad head, aiohttp answers the whole read with one 400 and
+  drops the good requests pipelined before it; this way they are answered first, as on the
+  fast path (the handler then re-reads every head through regional_lb/target.py, so both
+  paths accept the same requests);
 * the listen backlog is the listener's `backlog`, by default the kernel's somaxconn
   (`default_backlog`; aiohttp's own default is 128, asyncio's 100: a burst of connects beyond
   it waits for SYN retransmits, 1 s and more);
@@ -50,6 +51,7 @@ _BODIES = {
 }
 
 
+_SPLITS = 16                       # pieces a read is fed to aiohttp's parser in, at most
 _SOMAXCONN = "/proc/sys/net/core/somaxconn"
 _FALLBACK_BACKLOG = 4096
 
@@ -94,15 +96,18 @@ class ProxyProtocol(RequestHandler):
             self._proxy_server.watch()
         # aiohttp answers a read that holds a bad request head with one 400 and drops the good
         # requests pipelined before it in the same read; fed one head at a time, it answers
-        # those first, as the fast path does (a split inside a body changes nothing)
+        # those first, as the fast path does (a split inside a body changes nothing). At most
+        # _SPLITS pieces per read: a body full of CRLFCRLF costs a few calls, no more.
         end = data.find(b"\r\n\r\n")
         if end < 0 or end + 4 == len(data):
             super().data_received(data)
             return
         start = 0
-        while end >= 0:
+        splits = _SPLITS
+        while end >= 0 and splits:
             super().data_received(data[start:end + 4])
             start = end + 4
+            splits -= 1
             end = data.find(b"\r\n\r\n", start)
         if start < len(data):
             super().data_received(data[start:])

@@ -387,6 +387,12 @@ HAND_WRITTEN = [
          + req("GET /c HTTP/1.1"), ("GET", "POST", "GET")),
     Case("pipelined absolute-form", req("GET http://other.host/api/1 HTTP/1.1") + req("GET /api/2 HTTP/1.1"),
          ("GET", "GET")),
+    Case("pipelined twenty", b"".join(req(f"GET /p{i} HTTP/1.1") for i in range(20)), ("GET",) * 20),
+    Case("body full of CRLFCRLF", req("POST /x HTTP/1.1", "Content-Length: 40000", body=b"\r\n\r\n" * 10000),
+         ("POST",)),
+    Case("body with a request inside", req("POST /x HTTP/1.1", "Content-Length: 37",
+                                           body=b"GET /admin HTTP/1.1\r\nHost: a.test\r\n\r\n")
+         + req("GET /after HTTP/1.1"), ("POST", "GET")),
     Case("pipelined 1.0 keep-alive", req("GET /a HTTP/1.0", "Connection: keep-alive") + req("GET /b HTTP/1.1"),
          ("GET", "GET")),
 ]
@@ -538,6 +544,12 @@ async def test_the_issue_cases_on_both_server_kinds() -> None:
         assert got["pipelined then bad"].statuses == [200, 400]
         assert got["pipelined then smuggled"].statuses == [200, 400]
         assert len(got["pipelined then smuggled"].received) == 1
+        assert got["pipelined twenty"].statuses == [200] * 20
+        assert got["body full of CRLFCRLF"].received[0][2] == b"\r\n\r\n" * 10000
+        inside = got["body with a request inside"]
+        assert inside.statuses == [200, 200]
+        assert [h.split(b"\r\n")[0] for _, h, _ in inside.received] == [b"POST /x HTTP/1.1", b"GET /after HTTP/1.1"]
+        assert got["CONNECT allowed route"].received[0][1].startswith(b"CONNECT tunnel.host:443 HTTP/1.1\r\n")
 
 
 async def test_the_permissive_listener_keeps_escaped_slashes_and_underscores() -> None:
