@@ -264,6 +264,8 @@ def parse_query(data: bytes, stats: ParseStats | None = None) -> Query:
         if ancount or nscount or arcount:
             opt, pos = _find_opt(data, pos, ancount + nscount, arcount, stats)
         if pos != len(data):
+            if opt is not None:     # the OPT itself was read: the FORMERR carries one (RFC 6891 §7)
+                edns = Edns(opt[0], (opt[1] >> 16) & 0xFF, bool(opt[1] & 0x8000))
             raise TrailingJunk(f"{len(data) - pos} bytes")
         if opt is not None:
             udp_size, ttl, p, end = opt

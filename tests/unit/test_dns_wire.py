@@ -14,6 +14,7 @@ from gslb.dns import errors
 from gslb.dns.ecs import EcsError
 from gslb.dns.records import OPT
 from gslb.dns.wire import MessageWriter, Question, name_text, parse_query, read_name
+from tests.unit.dns_helpers import CLIENT as CLIENT_V4
 from tests.unit.dns_helpers import query
 
 HEADER = struct.pack("!6H", 7, 0x0100, 1, 0, 0, 0)
@@ -201,3 +202,22 @@ def test_parse_agrees_with_dnspython(labels: list[str], qid: int, rdtype: str) -
     assert parsed.msg_id == qid
     assert parsed.question.name == name
     assert parsed.edns is not None
+
+
+def test_trailing_junk_after_a_sound_opt_keeps_the_opt_for_the_formerr() -> None:
+    data = query("www.example.test", ecs="1.2.3.0/24", payload=4096) + b"\x00junk"
+    with pytest.raises(errors.TrailingJunk) as info:
+        parse_query(data)
+    assert info.value.edns is not None
+    assert info.value.edns.udp_size == 4096
+
+
+def test_the_formerr_for_trailing_junk_carries_opt() -> None:
+    from tests.unit.dns_helpers import make_responder
+
+    responder, _ = make_responder()
+    reply = responder.respond(query("www.example.test", payload=4096) + b"junk", CLIENT_V4, 1.0)
+    assert reply is not None
+    message = dns.message.from_wire(reply)
+    assert message.rcode() == 1                     # FORMERR
+    assert message.edns == 0                        # ... with an OPT record (RFC 6891 §7)
