@@ -798,6 +798,11 @@ class Upstream:
         self._writers: set[asyncio.Task[None]] = set()
         self._deadlines: Deadlines | None = None
 
+    def __repr__(self) -> str:
+        idle = sum(len(pool.idle) for pool in self._pools.values())
+        waiting = len(self._deadlines.waiting) if self._deadlines is not None else 0
+        return f"<Upstream [{len(self._pools)} backends | connections: {waiting} reading, {idle} idle]>"
+
     # -- websocket path ------------------------------------------------------------------
     @property
     def session(self) -> aiohttp.ClientSession:

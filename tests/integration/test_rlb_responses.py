@@ -503,6 +503,7 @@ async def test_a_request_on_a_kept_alive_connection_the_backend_dropped_is_repla
             assert (r.status, await r.read()) == (200, b"ok")
             r.release()
         assert served == [1, 1]                   # the GET was sent again, on a fresh connection
+        assert repr(upstream) == "<Upstream [1 backends | connections: 0 reading, 1 idle]>"
         with pytest.raises(BackendError, match="kept-alive"):
             await upstream.send(backend, "POST", "/", {"Host": "x", "Content-Length": "1"}, b"x")
     finally:
