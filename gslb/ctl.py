@@ -14,23 +14,17 @@ JSON as it is; otherwise a readable table. Exit status 0, or 1 with the reason o
 from __future__ import annotations
 
 import argparse
-import sys
 from typing import Any
 
-from gslb.common.ctl import AdminClient, CtlError, cell, dump, table
+from gslb.common.ctl import AdminClient, add_ctl_parser, cell, dump, run_ctl, table
 
 DEFAULT_CONFIG = "/etc/gslb/gslb.yaml"
 REGION_COLUMNS = ("name", "state", "eligible", "drained", "degraded", "addresses", "probe_result", "probe_rtt_ms")
 
 
 def add_parser(sub: Any) -> None:
-    ctl = sub.add_parser("ctl", help="talk to a running server's admin API (status, regions, drain, ...)",
-                         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ctl.add_argument("-c", "--config", default=DEFAULT_CONFIG, help=f"config file (default {DEFAULT_CONFIG})")
-    ctl.add_argument("--url", help="admin API base URL (default: from admin.listen in the config)")
-    ctl.add_argument("--token", help="admin token (default: admin.token in the config)")
-    ctl.add_argument("--json", action="store_true", help="print the API's JSON")
-    what = ctl.add_subparsers(dest="ctl_command", required=True)
+    what = add_ctl_parser(sub, "gslb", help="talk to a running server's admin API (status, regions, drain, ...)",
+                          description=__doc__, default_config=DEFAULT_CONFIG)
     what.add_parser("status", help="version, config file, generation, zones, services")
     what.add_parser("regions", help="each region's state")
     for name in ("drain", "undrain"):
@@ -42,26 +36,15 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--client", required=True, help="client IP address")
 
 
-def client_from(args: argparse.Namespace) -> AdminClient:
-    if args.url:
-        return AdminClient(args.url, args.token)
+def client_from(config_path: str, token: str | None) -> AdminClient:
     from gslb.config import load_config
 
-    config = load_config(args.config)          # ConfigError names the file and the reason
-    return AdminClient.from_listen(config.admin.listen.host, config.admin.listen.port,
-                                   args.token or config.admin.token)
+    config = load_config(config_path)          # ConfigError names the file and the reason
+    return AdminClient.from_listen(config.admin.listen.host, config.admin.listen.port, token or config.admin.token)
 
 
 def run(args: argparse.Namespace) -> int:
-    from gslb.common.configload import ConfigError
-
-    try:
-        client = client_from(args)
-        print(_command(client, args))
-    except (CtlError, ConfigError) as exc:
-        print(f"gslb ctl: {exc}", file=sys.stderr)
-        return 1
-    return 0
+    return run_ctl(args, client_from, _command)
 
 
 def _command(client: AdminClient, args: argparse.Namespace) -> str:

@@ -13,11 +13,13 @@ address, the token was refused, the API answered an error (its message is shown)
 
 from __future__ import annotations
 
+import argparse
 import json
+import sys
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 TIMEOUT = 10.0
@@ -81,6 +83,34 @@ class AdminClient:
             return json.loads(raw)
         except ValueError:
             raise CtlError(f"{method} {url}: the answer is not JSON: {raw[:200]!r}") from None
+
+
+def add_ctl_parser(sub: Any, program: str, *, help: str, description: str | None,
+                   default_config: str) -> Any:
+    """The `ctl` sub-command with the options both programs share; returns its sub-parsers."""
+    ctl = sub.add_parser("ctl", help=help, description=description,
+                         formatter_class=argparse.RawDescriptionHelpFormatter)
+    ctl.add_argument("-c", "--config", default=default_config, help=f"config file (default {default_config})")
+    ctl.add_argument("--url", help="admin API base URL (default: from admin.listen in the config)")
+    ctl.add_argument("--token", help="admin token (default: admin.token in the config)")
+    ctl.add_argument("--json", action="store_true", help="print the API's JSON")
+    ctl.set_defaults(ctl_program=program)
+    return ctl.add_subparsers(dest="ctl_command", required=True)
+
+
+def run_ctl(args: argparse.Namespace, from_config: Callable[[str, str | None], AdminClient],
+            command: Callable[[AdminClient, argparse.Namespace], str]) -> int:
+    """Build the client (--url, or the config file's admin address and token), run `command`, print
+    its text; exit status 0, or 1 with the reason on stderr (config error or CtlError)."""
+    from gslb.common.configload import ConfigError
+
+    try:
+        client = AdminClient(args.url, args.token) if args.url else from_config(args.config, args.token)
+        print(command(client, args))
+    except (CtlError, ConfigError) as exc:
+        print(f"{args.ctl_program} ctl: {exc}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def _error_message(raw: bytes) -> str:
