@@ -4,7 +4,8 @@
               tcp_idle_timeout (10s: a connection without a complete query for this long is closed,
                 replies still unsent or not), tcp_max_connections (1024: at the limit the
                 longest-idle connection is closed to admit a new one, RFC 7766 §6.2.3),
-              tcp_max_per_client (64: open connections per client address; more are refused),
+              tcp_max_per_client (64: open connections per client address, per /64 for IPv6;
+                more are refused),
               tcp_max_unsent (65536 bytes of replies a connection may leave unread; over it its
                 queries are no longer read, and it is closed if still over at the idle timeout)
               rrl: response rate limiting of UDP replies (gslb/dns/rrl.py says how and why these

@@ -8,8 +8,8 @@ in `data_received` and each message goes to the same responder as UDP with
 * `max_connections` open at once: at the limit the connection idle the longest
   (the one whose last complete query is oldest) is closed to admit the new one, so
   a client holding silent connections cannot keep others out (`evicted`).
-* `max_per_client` open connections per client address; more are closed at
-  once (`refused`).
+* `max_per_client` open connections per client: an IPv4 address, or an IPv6 /64
+  (one host may hold a whole /64, RFC 7934); more are closed at once (`refused`).
 * `idle_timeout`: a connection that has not delivered a complete query for that
   long is closed, whether or not replies are still unsent to it (`idle_closed`);
   a half-sent query does not count as activity.
@@ -68,6 +68,13 @@ _READ_START = 2048                # a connection's first read buffer; it grows o
 _MESSAGE_MAX = 2 + 65535          # the longest framed message: the read buffer never needs more
 
 
+def client_key(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
+    """What the per-client cap counts by: the IPv4 address, or the IPv6 address's /64."""
+    if address.version == 4:
+        return str(address)
+    return str(ipaddress.IPv6Network((int(address) >> 64 << 64, 64)))
+
+
 class _Connection(asyncio.BufferedProtocol):
     """One client connection: framing, its idle timer, and its unread-reply state.
 
@@ -76,7 +83,7 @@ class _Connection(asyncio.BufferedProtocol):
     grown by doubling for a longer message, never beyond `_MESSAGE_MAX`.
     """
 
-    __slots__ = ("buffer", "client", "closed", "filled", "host", "last_active", "over", "server", "timer",
+    __slots__ = ("buffer", "client", "closed", "filled", "host", "key", "last_active", "over", "server", "timer",
                  "transport")
 
     def __init__(self, server: DnsTcpServer) -> None:
@@ -86,6 +93,7 @@ class _Connection(asyncio.BufferedProtocol):
         self.filled = 0
         self.host = ""
         self.client: Any = None
+        self.key = ""               # what the per-client cap counts by (client_key)
         self.last_active = 0.0
         self.timer: asyncio.TimerHandle | None = None
         self.over = False           # unread replies above max_unsent: reading paused
@@ -223,7 +231,7 @@ class DnsTcpServer:
         # Open connections, least recently active first: the eviction order.
         self._connections: OrderedDict[_Connection, None] = OrderedDict()
         self._per_client: Counter[str] = Counter()
-        self._addresses: dict[str, Any] = {}
+        self._addresses: dict[str, tuple[Any, str]] = {}
         self._servers: list[asyncio.Server] = []
 
     def configure(self, *, idle_timeout: float, max_connections: int, max_per_client: int,
@@ -242,8 +250,18 @@ class DnsTcpServer:
         return len(self._connections)
 
     def per_client(self, host: str) -> int:
-        """Connections open now from the client address `host`."""
-        return self._per_client.get(host, 0)
+        """Connections open now counted against the cap of the client address `host`."""
+        return self._per_client.get(self._client(host)[1], 0)
+
+    def _client(self, host: str) -> tuple[Any, str]:
+        """(the parsed address, what the per-client cap counts by), cached for the few repeat clients."""
+        known = self._addresses.get(host)
+        if known is None:
+            if len(self._addresses) >= 4096:
+                self._addresses.clear()
+            address = ipaddress.ip_address(host.partition("%")[0])
+            known = self._addresses[host] = (address, client_key(address))
+        return known
 
     async def listen(self, host: str, port: int) -> asyncio.Server:
         loop = asyncio.get_running_loop()
@@ -272,7 +290,7 @@ class DnsTcpServer:
             transport.abort()
             return
         host = peer[0]
-        if self._per_client[host] >= self.max_per_client:
+        if self._per_client[self._client(host)[1]] >= self.max_per_client:
             self.stats.refused += 1
             conn.closed = True
             transport.abort()
@@ -281,14 +299,9 @@ class DnsTcpServer:
             victim = next(iter(self._connections))
             self.stats.evicted += 1
             victim.close()
-        client = self._addresses.get(host)
-        if client is None:
-            if len(self._addresses) >= 4096:
-                self._addresses.clear()
-            client = self._addresses[host] = ipaddress.ip_address(host.partition("%")[0])
         conn.host = host
-        conn.client = client
-        self._per_client[host] += 1
+        conn.client, conn.key = self._client(host)
+        self._per_client[conn.key] += 1
         self._connections[conn] = None
         self.stats.accepted += 1
         sock = transport.get_extra_info("socket")
@@ -319,8 +332,8 @@ class DnsTcpServer:
             conn.timer = None
         if conn in self._connections:
             del self._connections[conn]
-            left = self._per_client[conn.host] - 1
+            left = self._per_client[conn.key] - 1
             if left > 0:
-                self._per_client[conn.host] = left
+                self._per_client[conn.key] = left
             else:
-                del self._per_client[conn.host]
+                del self._per_client[conn.key]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import socket
 import struct
@@ -22,7 +23,7 @@ import yaml
 
 from gslb.app import GslbServer, serve
 from gslb.config import load_config
-from gslb.server.tcp import DnsTcpServer
+from gslb.server.tcp import DnsTcpServer, client_key
 from tests.gslb_helpers import free_dns_port, free_port, gslb_config, wait_for
 
 OTHER = "127.0.0.2"     # a second client address: every 127/8 address is local on Linux
@@ -332,3 +333,11 @@ async def test_tcp_limits_follow_a_config_reload(tmp_path):
         assert await closed_by_server(mine[2])
         assert server.tcp.stats.refused == 1
         close(*mine)
+
+
+def test_per_client_cap_counts_an_ipv4_address_or_an_ipv6_64():
+    v6 = client_key(ipaddress.ip_address("2001:db8:1:2:aaaa::1"))
+    assert v6 == client_key(ipaddress.ip_address("2001:db8:1:2::99")) == "2001:db8:1:2::/64"
+    assert client_key(ipaddress.ip_address("2001:db8:1:3::1")) != v6
+    assert client_key(ipaddress.ip_address("192.0.2.1")) == "192.0.2.1"
+    assert client_key(ipaddress.ip_address("192.0.2.2")) == "192.0.2.2"
