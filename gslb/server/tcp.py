@@ -167,6 +167,8 @@ class _Connection(asyncio.BufferedProtocol):
             answered += 1
             try:
                 reply = responder.respond(message, self.client, now, tcp=True)
+                if reply is not None and len(reply) > 65535:
+                    raise ValueError(f"a {len(reply)}-byte reply does not fit a TCP frame")
             except Exception:  # the responder promises never to raise; keep serving if it does
                 server._responder_failed(message, self.host)
                 reply = None

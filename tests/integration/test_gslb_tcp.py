@@ -218,6 +218,21 @@ async def test_messages_of_any_length_and_any_split_are_framed():
         close((reader, writer))
 
 
+async def test_a_responder_failure_is_logged_counted_and_closes_only_that_connection(caplog):
+    async with tcp_server() as (server, responder, port):
+        other = await connect(port)
+        await ask(other)
+        responder.size = 70_000                      # a reply no TCP frame can carry: a bug
+        conn = await connect(port)
+        conn[1].write(b"\x00\x07\x00\x01query")
+        assert await closed_by_server(conn)
+        assert server.stats.errors == 1
+        assert [r.getMessage()[:30] for r in caplog.records] == ["responder failed on a 7-byte T"]
+        responder.size = 40
+        await ask(other)                             # the others are still served
+        close(conn, other)
+
+
 async def test_dropped_message_closes_the_connection():
     async with tcp_server() as (server, _, port):
         conn = await connect(port)
