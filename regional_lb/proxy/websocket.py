@@ -25,6 +25,7 @@ import aiohttp
 from aiohttp import WSMsgType, web
 from aiohttp.web_request import BaseRequest
 from multidict import CIMultiDict, CIMultiDictProxy
+from yarl import URL
 
 from regional_lb.balancing.base import Pick, RequestInfo
 from regional_lb.errors import BackendConnectError
@@ -94,7 +95,8 @@ async def proxy_websocket(handler: ProxyHandler, request: BaseRequest, rr: Route
             pool.request_started(backend.id)
             try:
                 upstream_ws = await lb.upstream.session.ws_connect(
-                    backend_origin(backend) + info.path, headers=headers, protocols=protocols,
+                    URL(backend_origin(backend) + info.path, encoded=True),   # the target as routed, not requoted
+                    headers=headers, protocols=protocols,
                     autoclose=False, autoping=False,
                     timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=5.0), max_msg_size=0)
             except (TimeoutError, aiohttp.ClientError, OSError) as exc:

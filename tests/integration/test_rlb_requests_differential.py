@@ -375,6 +375,9 @@ HAND_WRITTEN = [
     Case("over-long target", req("GET /" + "a" * 9000 + " HTTP/1.1")),
     Case("websocket upgrade without key", req("GET /ws HTTP/1.1", "Connection: Upgrade", "Upgrade: websocket")),
     Case("Connection: close", req("GET /x HTTP/1.1", "Connection: close")),
+    Case("websocket with an odd target", req("GET /ws/%c3%a9/{x}/../y?q=%2f/../z HTTP/1.1", "Connection: Upgrade",
+                                             "Upgrade: websocket", "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+                                             "Sec-WebSocket-Version: 13")),
     # pipelining
     Case("pipelined three", req("GET /a HTTP/1.1") + req("GET /static/../b HTTP/1.1") + req("HEAD /c HTTP/1.1"),
          ("GET", "GET", "HEAD")),
@@ -549,6 +552,8 @@ async def test_the_issue_cases_on_both_server_kinds() -> None:
         inside = got["body with a request inside"]
         assert inside.statuses == [200, 200]
         assert [h.split(b"\r\n")[0] for _, h, _ in inside.received] == [b"POST /x HTTP/1.1", b"GET /after HTTP/1.1"]
+        ws = head_of(got["websocket with an odd target"])[1]          # forwarded as routed, not requoted
+        assert ws == "GET /ws/%C3%A9/y?q=%2f/../z HTTP/1.1"
         assert got["CONNECT allowed route"].received[0][1].startswith(b"CONNECT tunnel.host:443 HTTP/1.1\r\n")
 
 
