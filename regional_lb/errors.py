@@ -10,6 +10,10 @@
                 InvalidResponse  502: the backend's response has invalid framing (see proxy/upstream.py)
             BackendTimeout   504: the backend did not answer within backend_read
             BodyTooLarge     413: the request body is larger than limits.max_body_size
+            BadRequest       400: the request head was refused (regional_lb/target.py)
+                MethodNotAllowed      405: CONNECT on a route without allow_connect
+                NotImplementedCoding  501: a transfer coding other than chunked
+                VersionNotSupported   505: not HTTP/1.0 or HTTP/1.1
 
 aiohttp, httptools and OS exceptions are translated into these where they enter (regional_lb/proxy/upstream.py).
 The docstring of each class is its default message, sent as the short response body.
@@ -75,5 +79,30 @@ class BodyTooLarge(ProxyError):
     status = 413
 
 
-__all__ = ["BackendConnectError", "BackendError", "BackendTimeout", "BodyTooLarge", "ConfigError",
-           "InvalidResponse", "NoBackend", "NoRoute", "ProxyError", "RegionalLBError"]
+class BadRequest(ProxyError):
+    """bad request"""
+
+    status = 400
+
+
+class MethodNotAllowed(BadRequest):
+    """method not allowed"""
+
+    status = 405
+
+
+class NotImplementedCoding(BadRequest):
+    """transfer coding not implemented"""
+
+    status = 501
+
+
+class VersionNotSupported(BadRequest):
+    """HTTP version not supported"""
+
+    status = 505
+
+
+__all__ = ["BackendConnectError", "BackendError", "BackendTimeout", "BadRequest", "BodyTooLarge", "ConfigError",
+           "InvalidResponse", "MethodNotAllowed", "NoBackend", "NoRoute", "NotImplementedCoding", "ProxyError",
+           "RegionalLBError", "VersionNotSupported"]

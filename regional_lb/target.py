@@ -7,10 +7,10 @@ version, header fields as latin-1 text -- to `read_request`, before routing. It 
 exactly what the backend receives, or raises `BadRequest` (its `status` is the answer; the
 connection is closed after it). Nothing here does I/O.
 
-    BadRequest (regional_lb.errors.ProxyError)     400
-        MethodNotAllowed                           405  CONNECT on a route that does not allow it
-        NotImplementedCoding                       501  a transfer coding other than chunked
-        VersionNotSupported                        505  not HTTP/1.0 or HTTP/1.1
+    BadRequest (regional_lb/errors.py, a ProxyError)   400
+        MethodNotAllowed                               405  CONNECT on a route that does not allow it
+        NotImplementedCoding                           501  a transfer coding other than chunked
+        VersionNotSupported                            505  not HTTP/1.0 or HTTP/1.1
 
 Request-target (RFC 9112 §3.2)
     origin-form ``/path?query`` as is; absolute-form ``http(s)://authority/path?query`` becomes
@@ -61,7 +61,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from regional_lb.errors import ProxyError
+from regional_lb.errors import BadRequest, MethodNotAllowed, NotImplementedCoding, VersionNotSupported
 
 ESCAPED_SLASH_ACTIONS = ("reject", "keep")
 _UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
@@ -76,30 +76,6 @@ _CTL_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 _MULTI_SLASH = re.compile(r"//+")
 _CACHE_MAX = 4096
 _VERSIONS = frozenset({(1, 0), (1, 1)})
-
-
-class BadRequest(ProxyError):
-    """bad request"""
-
-    status = 400
-
-
-class MethodNotAllowed(BadRequest):
-    """method not allowed"""
-
-    status = 405
-
-
-class NotImplementedCoding(BadRequest):
-    """transfer coding not implemented"""
-
-    status = 501
-
-
-class VersionNotSupported(BadRequest):
-    """HTTP version not supported"""
-
-    status = 505
 
 
 @dataclass(frozen=True, slots=True)
