@@ -12,7 +12,8 @@ A `Location` carries the coordinates, the country and continent codes, the city 
 the *network of the database record* that matched (its prefix length is where ECS scope
 computation starts, and the network is what steering caches decisions on). The locator builds
 it from integers (version, value, prefix_len) and the ipaddress network only on first use;
-Locations are memoised per record network.
+Locations are memoised per record network, in a bounded memo (MEMO_SIZE entries; place strings
+shared), since ECS lets clients choose the addresses looked up.
 
 IPv4-mapped IPv6 addresses (::ffff:a.b.c.d) are located as the IPv4 address.
 
@@ -226,11 +227,18 @@ def _place_tolerant(record: dict[str, Any]) -> Place | None:
     return place
 
 
+MEMO_SIZE = 20_000          # Locations kept, one per record network (~250 bytes each)
+PLACES_MEMO = 10_000        # distinct place fields shared by them
+
+
 class MaxMindLocator:
     """Reads a GeoIP2/GeoLite2 City or DB-IP City (Lite) database with maxminddb."""
 
-    def __init__(self, path: str | Path = DEFAULT_DATABASE, *, mode: int | None = None) -> None:
+    def __init__(self, path: str | Path = DEFAULT_DATABASE, *, mode: int | None = None,
+                 memo_size: int = MEMO_SIZE) -> None:
         import maxminddb
+
+        from gslb.steering.memo import Memo  # here: gslb.steering imports this module
 
         self.path = Path(path)
         try:
@@ -244,8 +252,12 @@ class MaxMindLocator:
         self.build_epoch: int = meta.build_epoch
         self.ip_version: int = meta.ip_version
         self._invalid = maxminddb.InvalidDatabaseError
-        self._memo: dict[tuple[int, int, int], Location] = {}
-        self.memo_size = 100_000
+        # Both memos are bounded (ECS lets clients pick the address looked up): Locations per
+        # record network, and the place fields they share (a city's strings are kept once, not
+        # once per record network).
+        self._memo: Memo[tuple[int, int, int], Location] = Memo(memo_size)
+        self._places: Memo[tuple[object, ...], tuple[float | None, float | None, str, str, str]] = \
+            Memo(PLACES_MEMO)
 
     def locate(self, address: IPAddress) -> Location | None:
         return self.locate_exact(address, None)
@@ -280,10 +292,13 @@ class MaxMindLocator:
             if place is None:
                 return None
             fields = (place.lat, place.lon, place.country, place.continent, place.city)
+        shared = self._places.get(fields)
+        if shared is None:
+            self._places.put(fields, fields)
+        else:
+            fields = shared
         found = Location(*fields, version=version, value=top << shift, prefix_len=found_len)
-        if len(self._memo) >= self.memo_size:
-            self._memo.clear()
-        self._memo[key] = found
+        self._memo.put(key, found)
         return found
 
     def close(self) -> None:

@@ -6,6 +6,7 @@
     geo.py geo_map.py latency.py failover.py weighted.py   one policy each
     spill.py     capacity spill (weighted rendezvous on the client network)
     distance.py  great-circle distance
+    memo.py      Memo: the bounded two-generation memo behind every per-network cache
 """
 
 from gslb.steering.core import Steering, SteeringError

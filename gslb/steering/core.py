@@ -26,6 +26,10 @@ may split a record). Decisions are cached by (service, key network); the cache i
 when region states change, and a latency service's entry is also dropped when the latency
 table changed or its data went stale, so a query for a known network costs a GeoIP lookup and
 a dict lookup. `decide` is the slow reference path the cache is tested against.
+Every memo keyed by a network (decisions, widening steps, geo_map splits, geo choices) is a
+two-generation `Memo` (memo.py) of at most `max_cache` entries (MAX_CACHE = 20,000: a decision
+entry costs ~600 bytes, so ~12 MB; the locator's Location memo is bounded the same way): ECS
+lets every query pick its client network, and memory must not follow the attacker's choice.
 
 Invalidation for the DNS core's response cache is split in two: `generation` moves on health,
 drain and reload (every answer may change); `data_generation` moves on every latency-table change
@@ -63,11 +67,12 @@ from gslb.latency_table import V4_PREFIX, V6_PREFIX, LatencyTable
 from gslb.steering import failover, geo, geo_map, latency, spill, weighted
 from gslb.steering.base import Decision, IPAddress, Region, RegionState, ServiceAnswer
 from gslb.steering.config import ServiceConfig
+from gslb.steering.memo import Memo
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 MAX_WIDEN = 8
-MAX_CACHE = 200_000
+MAX_CACHE = 20_000
 _UP = RegionState()
 
 
@@ -125,14 +130,16 @@ class Steering:
         self._own_generation = 0
         self._capacity = {name: r.capacity for name, r in regions.items()}
         # key -> (answer, valid until, latency generation it was computed at; 0 if not latency)
-        self._cache: dict[tuple[object, ...], tuple[ServiceAnswer, float, int]] = {}
+        # Every memo keyed by client or record network is a bounded two-generation Memo (memo.py):
+        # ECS lets the client choose the network, so these keys are the attacker's to pick.
+        self._cache: Memo[tuple[object, ...], tuple[ServiceAnswer, float, int]] = Memo(max_cache)
         self._cache_generation = -1
         self._max_cache = max_cache
-        self._unsplit: dict[tuple[str, IPNetwork], bool] = {}     # geo_map: record not split by a CIDR
+        self._unsplit: Memo[tuple[str, IPNetwork], bool] = Memo(max_cache)   # geo_map: record not split by a CIDR
         # Memos valid while the region states are unchanged (emptied with the decision cache);
         # none of them depends on latency data (latency services do not use them):
-        self._choices: dict[tuple[object, ...], tuple[_Choice, str]] = {}   # geo: per (service, place)
-        self._siblings: dict[tuple[str, int, int, int], tuple[object, ...]] = {}   # _widen steps
+        self._choices: Memo[tuple[object, ...], tuple[_Choice, str]] = Memo(max_cache)   # geo: per (service, place)
+        self._siblings: Memo[tuple[str, int, int, int], tuple[object, ...]] = Memo(max_cache)   # _widen steps
         self._addresses: dict[tuple[str, ...], tuple[tuple[str, ...], tuple[str, ...]]] = {}
         self.cache_hits = 0
         self.cache_misses = 0
@@ -200,9 +207,7 @@ class Steering:
             return entry[0]
         self.cache_misses += 1
         answer, valid_until = self._compute(svc, client, loc, source_prefix, now, memo=True)
-        if len(self._cache) >= self._max_cache:
-            self._cache.clear()
-        self._cache[key] = (answer, valid_until, data_generation)
+        self._cache.put(key, (answer, valid_until, data_generation))
         return answer
 
     def explain(self, name: str, client: IPAddress | None, source_prefix: int | None,
@@ -261,9 +266,7 @@ class Steering:
                                                  loc.prefix_len) == loc.prefix_len \
                         and geo_map.key_prefix(svc.geo_map, loc.network.broadcast_address,
                                                loc.prefix_len) == loc.prefix_len
-                    if len(self._unsplit) >= self._max_cache:
-                        self._unsplit.clear()
-                    self._unsplit[memo_key] = unsplit
+                    self._unsplit.put(memo_key, unsplit)
                 if unsplit:         # no CIDR entry splits the record: its prefix it is
                     return prefix
             prefix = geo_map.key_prefix(svc.geo_map, address, 0 if prefix is None else prefix)
@@ -313,9 +316,7 @@ class Steering:
                 return hit
             choice, reason, spilled = self._choice_uncached(svc, address, loc, key_net, now)
             if not spilled:
-                if len(self._choices) >= self._max_cache:
-                    self._choices.clear()
-                self._choices[memo_key] = (choice, reason)
+                self._choices.put(memo_key, (choice, reason))
             return choice, reason
         choice, reason, _ = self._choice_uncached(svc, address, loc, key_net, now)
         return choice, reason
@@ -443,9 +444,7 @@ class Steering:
             if outcome is None:
                 outcome = self._sibling_outcome(svc, version, sibling, prefix, now, use_memo)
                 if memo is not None:
-                    if len(memo) >= self._max_cache:
-                        memo.clear()
-                    memo[(svc.name, version, sibling, prefix)] = outcome
+                    memo.put((svc.name, version, sibling, prefix), outcome)
             if outcome != target:
                 break
             prefix -= 1
