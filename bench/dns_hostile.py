@@ -144,12 +144,18 @@ class Target:
 
 
 def gslb_config(port: int, admin_port: int, geoip: Path, extra_dns: dict[str, object]) -> str:
-    """bench/configs/gslb.yaml.tmpl with extra keys in its `dns:` section (flow-style YAML values)."""
+    """bench/configs/gslb.yaml.tmpl with keys of its `dns:` section replaced (flow-style YAML values);
+    a key given as None is removed (e.g. a key that an older --gslb-src does not know)."""
     import json
 
-    text = render("gslb.yaml.tmpl", port=port, admin_port=admin_port, geoip_db=geoip)
-    extra = "".join(f"\n  {key}: {json.dumps(value)}" for key, value in extra_dns.items())
-    return re.sub(r"^dns:\n  listen: .*$", lambda m: m.group(0) + extra, text, count=1, flags=re.M)
+    lines = render("gslb.yaml.tmpl", port=port, admin_port=admin_port, geoip_db=geoip).splitlines()
+    start = lines.index("dns:") + 1
+    end = start
+    while end < len(lines) and lines[end].startswith("  "):
+        end += 1
+    section = [ln for ln in lines[start:end] if ln.split(":", 1)[0].strip() not in extra_dns]
+    section += [f"  {key}: {json.dumps(value)}" for key, value in extra_dns.items() if value is not None]
+    return "\n".join([*lines[:start], *section, *lines[end:]]) + "\n"
 
 
 def gslb_target(workdir: Path, geoip: Path, extra_dns: dict[str, object] | None = None,
