@@ -47,7 +47,7 @@ from regional_lb.errors import InvalidResponse, ProxyError
 from regional_lb.headers import DROP_ALWAYS, NOT_PLAIN, connection_tokens, forwarding_block
 from regional_lb.proxy.handler import BUFFER_LIMIT, ProxyHandler
 from regional_lb.proxy.server import _REQUEST_TIMEOUT, ProxyServer, plain_response
-from regional_lb.proxy.upstream import LENGTH, NONE, RawHead, ResponseHead, interim_head
+from regional_lb.proxy.upstream import LENGTH, NONE, RawHead, ResponseHead, interim_head, response_head
 from regional_lb.target import DEFAULT_OPTIONS, BadRequest, Request, RequestOptions, lower_name, read_request
 
 if TYPE_CHECKING:
@@ -60,7 +60,6 @@ _HAND_OFF = frozenset({b"content-length", b"transfer-encoding", b"expect", b"upg
 _SPECIAL = NOT_PLAIN | DROP_ALWAYS | {"host"}
 _PLAIN_TOKENS = frozenset({"close", "keep-alive"})
 _WRITTEN = web.Response()          # returned by FastHandler._respond: the response is on the wire
-_LB_HEADERS_B = frozenset({b"x-lb-region", b"x-lb-backend"})    # ours replace a backend's (a tier below)
 
 
 class FastRequest:
@@ -239,26 +238,6 @@ def parse_head(data: bytes, *, max_line: int = 8190, max_headers: int = 100,
     """`HeadReader.read` on a fresh reader (for tests and one-off use)."""
     return HeadReader(options, max_line=max_line, max_headers=max_headers,
                       max_head=max(max_line, 8192) * 2).read(data)
-
-
-def response_head(raw: ResponseHead, extra: list[tuple[str, str]], framing: bytes, *, close: bool,
-                  drop_lb: bool = False) -> bytes:
-    """The status line and header block for a backend's response: its header lines as received
-    (hop-by-hop ones already left out by upstream.ResponseReader; with `drop_lb` its own X-LB-*
-    too, ours replace them), then `extra`, then `framing` (a Content-Length or
-    Transfer-Encoding line, or nothing) and Connection: close if `close`. Nothing is decoded."""
-    block = raw.block
-    if drop_lb and raw.lb_named:
-        block = b"".join([line + b"\r\n" for line in block.split(b"\r\n")[:-1]
-                          if line.partition(b":")[0].lower() not in _LB_HEADERS_B])
-    parts = [b"HTTP/1.1 %d %s\r\n" % (raw.status, raw.reason_raw), block]
-    for key, value in extra:
-        parts.append(f"{key}: {value}\r\n".encode("latin-1", "replace"))
-    parts.append(framing)
-    if close:
-        parts.append(b"Connection: close\r\n")
-    parts.append(b"\r\n")
-    return b"".join(parts)
 
 
 def serialize_response(resp: web.Response, *, close: bool) -> tuple[bytes, bool]:

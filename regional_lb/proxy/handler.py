@@ -42,9 +42,9 @@ from multidict import CIMultiDict, istr
 
 from regional_lb.balancing.base import RequestInfo
 from regional_lb.errors import BackendConnectError, BodyTooLarge, InvalidResponse, NoBackend, ProxyError
-from regional_lb.headers import downstream_headers, upstream_headers
+from regional_lb.headers import upstream_headers
 from regional_lb.proxy.server import plain_response
-from regional_lb.proxy.upstream import NONE, interim_head
+from regional_lb.proxy.upstream import LENGTH, NONE, interim_head, response_head
 from regional_lb.retry import may_retry
 from regional_lb.target import BadRequest, Request, read_request
 
@@ -57,8 +57,6 @@ log = logging.getLogger("regional_lb.proxy")
 
 BUFFER_LIMIT = 64 * 1024            # request/response bodies up to this are read whole
 _X_LB_REGION = istr("X-LB-Region")
-_X_LB_BACKEND = istr("X-LB-Backend")
-_SET_COOKIE = istr("Set-Cookie")
 _EXPECT = istr("Expect")
 _EMPTY: frozenset[str] = frozenset()
 _NO_STATE: Mapping[str, bool] = {}          # body state of a body-less request (never written)
@@ -129,6 +127,21 @@ def _is_websocket(headers: Mapping[str, str]) -> bool:
     if upgrade is None or upgrade.lower() != "websocket":
         return False
     return "upgrade" in headers.get("Connection", "").lower()
+
+
+class _Sent(web.StreamResponse):
+    """A response `ProxyHandler._respond` wrote itself: aiohttp's server only learns its status and
+    whether the connection stays open (prepare and write_eof have nothing left to do)."""
+
+    def __init__(self, status: int, *, keep_alive: bool) -> None:
+        super().__init__(status=status)
+        self._keep_alive = keep_alive
+
+    async def prepare(self, request: BaseRequest) -> None:  # type: ignore[override]
+        return None
+
+    async def write_eof(self, data: bytes = b"") -> None:
+        return None
 
 
 class ProxyHandler:
@@ -319,42 +332,51 @@ class ProxyHandler:
 
     async def _respond(self, request: BaseRequest, rr: RouteRuntime, info: RequestInfo, pick: Any,
                        up: Any, t0: float, sent_at: float) -> web.StreamResponse:
-        """The backend's final response through aiohttp's writer: no body for HEAD / 204 / 304
-        (aiohttp leaves it out, and Content-Length of a 204), a collected body in one write with
-        its length, a streamed one with its Content-Length or else chunked to an HTTP/1.1 client
-        and close-delimited to an HTTP/1.0 one. A body that breaks mid-way aborts the client
-        connection (the head is out: there is no status left to say so)."""
+        """The backend's final response, written through aiohttp's writer as the fast path writes
+        it (upstream.response_head: the backend's header lines as received, nothing added but
+        ours): HEAD / 204 / 304 without a body, a collected body in one write with its length, a
+        streamed one with its Content-Length, else chunked to an HTTP/1.1 keep-alive client and
+        close-delimited (then the close) otherwise. A body that breaks mid-way aborts the client
+        connection (the head is out: there is no status left to say so). aiohttp's server gets a
+        `_Sent` that only tells it whether the connection stays open."""
         lb = self.lb
         clock = lb.clock
         backend = pick.backend
         status = up.status
         ok = status < 500
         latency = clock() - sent_at
+        writer = request.writer
+        keep = request.keep_alive
+        http10 = request.version < (1, 1)
         try:
-            out = web.StreamResponse(status=status, reason=up.reason,
-                                     headers=downstream_headers(up.headers, via=None))
-            h = out.headers
-            if lb.config.lb_headers:
-                h[_X_LB_REGION] = lb.rt.region
-                h[_X_LB_BACKEND] = backend.id
+            extra: list[tuple[str, str]] = []
+            drop_lb = lb.config.lb_headers
+            if drop_lb:
+                extra.append(("X-LB-Region", lb.rt.region))
+                extra.append(("X-LB-Backend", backend.id))
             if pick.set_cookie:
-                h.add(_SET_COOKIE, pick.set_cookie)
+                extra.append(("Set-Cookie", pick.set_cookie))
             if rr.bookkeeping:
                 await self._sticky_bookkeeping(rr, info, pick, up)
+            framing = up.framing
             content = up.content
             if content.complete:
                 data = await content.read()
-                if up.framing != NONE:
-                    out.content_length = len(data)
-                await out.prepare(request)
-                await out.write_eof(data)
+                length = b"" if framing in (NONE, LENGTH) else b"Content-Length: %d\r\n" % len(data)
+                await writer.write(response_head(up.raw, extra, length, close=not keep,
+                                                 keep_alive=http10, drop_lb=drop_lb) + data)
             else:
-                await out.prepare(request)
+                chunked = framing != LENGTH and keep and not http10
+                keep = keep and (chunked or framing == LENGTH)
+                await writer.write(response_head(up.raw, extra, b"Transfer-Encoding: chunked\r\n" if chunked else b"",
+                                                 close=not keep, keep_alive=http10, drop_lb=drop_lb))
                 try:
                     async for chunk in content.iter_any():
-                        await out.write(chunk)
+                        if chunked:
+                            await writer.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                        else:
+                            await writer.write(chunk)
                 except ProxyError as exc:
-                    # the backend broke mid-body: the client sees a truncated response (an abort)
                     ok = False
                     if isinstance(exc, InvalidResponse):
                         self._invalid(rr, backend.id, exc)
@@ -365,14 +387,15 @@ class ProxyHandler:
                     request.protocol.force_close()
                     if request.transport is not None:
                         request.transport.abort()
-                    return out
-                await out.write_eof()
+                    return _Sent(status, keep_alive=False)
+                if chunked:
+                    await writer.write(b"0\r\n\r\n")
         except (ConnectionError, asyncio.CancelledError):
             up.close()                  # the client went away: do not reuse a half-read connection
             raise
         finally:
             await self._finish(request, rr, pick, up, status=status, ok=ok, latency=latency, t0=t0)
-        return out
+        return _Sent(status, keep_alive=keep)
 
     async def _finish(self, request: Any, rr: RouteRuntime, pick: Any, up: Any, *, status: int, ok: bool,
                       latency: float | None, t0: float) -> None:

@@ -167,6 +167,29 @@ def interim_head(head: ResponseHead) -> bytes:
     return b"HTTP/1.1 %d %s\r\n%s\r\n" % (head.status, head.reason_raw, head.block)
 
 
+def response_head(raw: ResponseHead, extra: list[tuple[str, str]], framing: bytes, *, close: bool,
+                  keep_alive: bool = False, drop_lb: bool = False) -> bytes:
+    """The status line and header block a proxy sends its client for a backend's final response
+    (both server kinds): the header lines as received (hop-by-hop ones already left out; with
+    `drop_lb` the backend's own X-LB-* too, ours replace them), then `extra`, then `framing` (a
+    Content-Length or Transfer-Encoding line, or nothing), then Connection: close if `close`
+    (Connection: keep-alive if `keep_alive`, for an HTTP/1.0 client). Nothing is decoded."""
+    block = raw.block
+    if drop_lb and raw.lb_named:
+        block = b"".join([line + b"\r\n" for line in block.split(b"\r\n")[:-1]
+                          if line.partition(b":")[0].lower() not in _LB_NAMES_B])
+    parts = [b"HTTP/1.1 %d %s\r\n" % (raw.status, raw.reason_raw), block]
+    for key, value in extra:
+        parts.append(f"{key}: {value}\r\n".encode("latin-1", "replace"))
+    parts.append(framing)
+    if close:
+        parts.append(b"Connection: close\r\n")
+    elif keep_alive:
+        parts.append(b"Connection: keep-alive\r\n")
+    parts.append(b"\r\n")
+    return b"".join(parts)
+
+
 class _Junk(Exception):
     """bytes after a complete response"""
 

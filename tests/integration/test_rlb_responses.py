@@ -279,6 +279,35 @@ async def test_curl_sees_the_early_hints_and_the_whole_close_delimited_body(serv
         assert b"Re-using existing connection" in err or b"Reusing existing" in err   # one connection
 
 
+# -- the bytes both server kinds write ------------------------------------------------------------------
+@pytest.mark.parametrize("server", SERVERS)
+async def test_both_server_kinds_pass_the_head_on_as_received_and_add_only_their_own(server: str) -> None:
+    script = {"/as-is": Script([b"HTTP/1.1 299 Custom Reason\r\nX-A: caf\xe9 \xff\r\nx-lower:  padded \r\n"
+                                b"Keep-Alive: timeout=5\r\nConnection: keep-alive, X-Secret\r\nX-Secret: 1\r\n"
+                                b"X-LB-Backend: from-below\r\nContent-Length: 2\r\n\r\nhi"])}
+    async with proxy(server, script) as (lb, backend):
+        client = await RawClient.open(lb)
+        r = await client.get("/as-is")
+        assert r.head == (b"HTTP/1.1 299 Custom Reason\r\nX-A: caf\xe9 \xff\r\nx-lower: padded \r\n"
+                          b"Content-Length: 2\r\nX-LB-Region: test-region\r\n"
+                          b"X-LB-Backend: " + backend.address.encode() + b"\r\n\r\n")   # no Date, Server, ...
+        assert r.body == b"hi"
+        await client.close()
+
+
+@pytest.mark.parametrize("server", SERVERS)
+async def test_an_http10_keep_alive_client_keeps_its_connection(server: str) -> None:
+    async with proxy(server, {"/eof": close_delimited(b"tiny")}) as (lb, _backend):
+        client = await RawClient.open(lb)
+        for _ in range(2):
+            r = await client.get("/ok", version="1.0", extra="Connection: keep-alive\r\n")
+            assert (r.status, r.body, r.headers.get(b"connection")) == (200, b"ok", b"keep-alive")
+        r = await client.get("/eof", version="1.0", extra="Connection: keep-alive\r\n")
+        assert (r.body, r.headers.get(b"connection")) == (b"tiny", b"close")   # no length to give: close
+        assert await client.at_eof()
+        await client.close()
+
+
 # -- no body by rule ---------------------------------------------------------------------------------
 @pytest.mark.parametrize("server", SERVERS)
 async def test_head_204_and_304_carry_no_body_whatever_the_headers_say(server: str) -> None:
