@@ -49,9 +49,10 @@ Framing (RFC 9112 §6)
     request -> 400. Content-Length: digits only (no sign, no list, no inner space) and one field
     only -- even repeated identical values are refused, as llhttp refuses them on both paths.
     Header names must be tokens; values must not hold CR, LF, NUL or other controls (obs-fold
-    and bare CR are refused by llhttp already). Names with ``_`` are dropped unless
-    `underscores_in_headers` (nginx's default: off), so ``X_User`` cannot pose as ``X-User``
-    behind a CGI-style backend.
+    and bare CR are refused by llhttp already). A repeated singleton field (Host, Content-Type,
+    User-Agent, ETag, Server, ... -- aiohttp's list) -> 400, as aiohttp's parser refuses it.
+    Names with ``_`` are dropped unless `underscores_in_headers` (nginx's default: off), so
+    ``X_User`` cannot pose as ``X-User`` behind a CGI-style backend.
 """
 
 from __future__ import annotations
@@ -203,6 +204,9 @@ def normalize_path(path: str, options: RequestOptions = DEFAULT_OPTIONS) -> str:
 
 _names: dict[str, str] = {}            # token -> its lower-case form ("" if not a token)
 _FRAMING = frozenset({"host", "content-length", "transfer-encoding"})
+# fields RFC 9110 defines as one value (not lists): a repeat is refused, as aiohttp's parser does
+_SINGLETONS = frozenset({"host", "content-length", "content-location", "content-range", "content-type", "etag",
+                         "max-forwards", "server", "transfer-encoding", "user-agent"})
 
 
 def lower_name(name: str) -> str:
@@ -230,6 +234,7 @@ def read_request(method: str, target: str, version: tuple[int, int], fields: Ite
     hosts = 0
     lengths: list[str] = []
     codings: list[str] = []
+    seen: set[str] = set()
     for name, value in fields:
         low = _names.get(name) or lower_name(name)
         if not low:
@@ -239,6 +244,12 @@ def read_request(method: str, target: str, version: tuple[int, int], fields: Ite
             raise BadRequest("a control character in a header value")
         if "_" in name and not underscores:
             continue
+        if low not in _SINGLETONS:
+            pass
+        elif low in seen:
+            raise BadRequest(f"more than one {name} header")
+        else:
+            seen.add(low)
         if low not in _FRAMING:
             pass
         elif low == "host":

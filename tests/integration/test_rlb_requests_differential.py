@@ -369,6 +369,8 @@ HAND_WRITTEN = [
     Case("forwarding headers replaced", req("GET /x HTTP/1.1", "X-Forwarded-For: 6.6.6.6", "Forwarded: for=6.6.6.6",
                                             "Via: 1.0 evil", "X-Real-IP: 6.6.6.6")),
     Case("cookies", req("GET /x HTTP/1.1", "Cookie: a=1", "Cookie: b=2")),
+    Case("repeated User-Agent", req("GET /x HTTP/1.1", "User-Agent: a", "User-Agent: a")),
+    Case("repeated Content-Type", req("GET /x HTTP/1.1", "Content-Type: a", "content-type: b")),
     Case("many headers", req("GET /x HTTP/1.1", *(f"X-H{i}: {i}" for i in range(60)))),
     Case("too many headers", req("GET /x HTTP/1.1", *(f"X-H{i}: {i}" for i in range(120)))),
     Case("over-long header", req("GET /x HTTP/1.1", "X-Long: " + "v" * 9000)),
@@ -524,6 +526,7 @@ async def test_the_issue_cases_on_both_server_kinds() -> None:
             assert got[name].statuses == [400], name
             assert got[name].received == [], name
         assert got["TE gzip, chunked"].statuses == [501]
+        assert got["repeated User-Agent"].statuses == got["repeated Content-Type"].statuses == [400]
         assert got["TE chunked"].received[0][2] == b"abcde"
         # paths
         for name in ("encoded slash", "encoded backslash", "raw backslash", "encoded NUL", "encoded CRLF",

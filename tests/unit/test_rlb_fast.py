@@ -165,3 +165,89 @@ def test_the_head_cache_is_bounded() -> None:
     assert 0 < len(cache) <= 1024
     assert reader.read(b"GET /" + b"a" * 3000 + b" HTTP/1.1\r\nHost: h\r\n\r\n")[0] == READY
     assert all(len(k) <= 2048 for k in cache)
+
+
+class _Proto:
+    transport = None
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+
+def aiohttp_reading(head: bytes) -> tuple[str, Any]:
+    """What the aiohttp path makes of `head`: its llhttp parser, then ProxyHandler.read's fields."""
+    import asyncio
+
+    from aiohttp.http_exceptions import HttpProcessingError, LineTooLong
+    from aiohttp.http_parser import HttpRequestParser
+
+    from regional_lb.target import BadRequest, read_request
+
+    loop = asyncio.new_event_loop()
+    try:
+        parser = HttpRequestParser(_Proto(), loop, 2**16, max_line_size=8190, max_field_size=8190)  # type: ignore[arg-type]
+        try:
+            messages, _, _ = parser.feed_data(head)
+        except LineTooLong:
+            return "refused", 431                        # as ProxyProtocol.handle_error answers
+        except HttpProcessingError as exc:
+            return "refused", exc.code if 400 <= exc.code < 500 else 400
+        if not messages:
+            return "incomplete", None
+        msg = messages[0][0]
+        fields = [(n.decode("latin-1"), v.decode("latin-1")) for n, v in msg.raw_headers]
+        try:
+            return "ok", read_request(msg.method, msg.path, msg.version, fields)
+        except BadRequest as exc:
+            return "refused", exc.status
+    finally:
+        loop.close()
+
+
+PIECES = ["GET", "get", "PURGE", " ", "  ", "/", "/a/../b", "%2F", "%2e", "?q=%2f", "#", "*", "http://h.test/x",
+          "HTTP/1.1", "HTTP/1.0", "HTTP/2.0", "\r\n", "\n", "\r", "Host: h.test", "Host:", "Host: a@b", "X_Y: 1",
+          "X: a", " b", "\t", "\x00", "\x7f", "é", ":", "Content-Length: 0", "Transfer-Encoding: chunked",
+          "Expect: 100-continue", "Connection: close", "Upgrade: websocket"]
+
+
+TARGET_PIECES = ["/", "a", "..", ".", "%2e", "%2F", "%5c", "%41", "%c3%a9", "//", "?q=%2f/..", "#f", "{x}", ";p", "~"]
+FIELDS = ["Host: h.test:8080", "Host: a@b", "Host:", "host: other", "X_Under: 1", "X-A:  a  ", "X-B: caf\xe9",
+          "Cookie: a=1", "Connection: close", "Connection: x-a", "X-A: 2", "Via: 1.0 p", "X-Forwarded-For: 1.2.3.4",
+          "Keep-Alive: 5", "Accept: */*", "User-Agent: t/1", "X-Empty:"]
+ODD = ["Bad Name: v", "Content-Length: 0", "Expect: 100-continue", "X: a\x01", ""]
+HEADS = st.builds(
+    lambda method, target, version, host, fields, odd: (
+        f"{method} {target} {version}\r\n" + host + "".join(f + "\r\n" for f in [*fields, *odd]) + "\r\n"
+    ).encode("latin-1"),
+    st.sampled_from(["GET"] * 6 + ["PURGE", "OPTIONS", "DELETE", "get", "CONNECT"]),
+    st.one_of(st.lists(st.sampled_from(TARGET_PIECES), max_size=6).map(lambda p: "/" + "/".join(p)),
+              st.sampled_from(["*", "http://h.test/a/../b?x", "https://u@h.test/", "h.test:443", "x"])),
+    st.sampled_from(["HTTP/1.1"] * 6 + ["HTTP/1.0", "HTTP/2.0"]),
+    st.sampled_from(["Host: h.test\r\n"] * 4 + [""]),
+    st.lists(st.sampled_from(FIELDS), max_size=5),
+    st.lists(st.sampled_from(ODD), max_size=1).map(lambda odd: [o for o in odd if o]))
+
+
+@given(st.one_of(HEADS, st.lists(st.sampled_from(PIECES), min_size=1, max_size=12).map(
+    lambda p: "".join(p).encode("utf-8") + b"\r\n\r\n")))
+def test_what_the_fast_path_serves_or_refuses_aiohttp_reads_the_same_way(head: bytes) -> None:
+    kind, got, _ = parse_head(head)
+    if kind in (HAND_OFF, NEED_MORE):
+        return                                            # aiohttp decides: nothing to compare
+    what, theirs = aiohttp_reading(head)
+    if kind == REJECT:
+        assert (what, theirs) == ("refused", got.status)
+    else:
+        assert what == "ok"
+        ours = got.norm
+        assert (theirs.method, theirs.target, theirs.host, theirs.headers) == (
+            ours.method, ours.target, ours.host, ours.headers)
+
+
+def test_the_comparison_sees_both_outcomes() -> None:
+    assert aiohttp_reading(b"GET /a/../b HTTP/1.1\r\nHost: h\r\n\r\n")[1].target == "/b"
+    assert aiohttp_reading(b"GET /a HTTP/1.1\r\n\r\n") == ("refused", 400)      # aiohttp's own Host check
+    assert aiohttp_reading(b"GET /a%2F HTTP/1.1\r\nHost: h\r\n\r\n") == ("refused", 400)
