@@ -35,6 +35,9 @@ length, 101, a head over max_header_size, and bytes after a response with a body
 with it (a body longer than its Content-Length). Bytes after a response that has no body (HEAD,
 204, 304), or after the response was handed over, only keep that connection from being reused.
 
+`response_head` and `interim_head` turn a head back into bytes for the client (both server kinds
+use them: the backend's header lines as received, hop-by-hop ones left out, the proxy's appended).
+
 Bodies up to 64 KiB with a Content-Length (or any body that arrived whole with its head) are
 collected and handed over in one piece; others are streamed (`_Stream`): reading from the backend
 pauses while 256 KiB wait for the client. Connections are kept per backend (at most `max_idle`
