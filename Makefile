@@ -16,7 +16,7 @@ venv: $(STAMP)
 
 # Debian packages: installed only when their binaries are missing (needs root or sudo).
 sysdeps:
-	@bash deploy/install-system-deps.sh redis-server:redis-server dig:bind9-dnsutils
+	@bash deploy/install-system-deps.sh redis-server:redis-server dig:bind9-dnsutils chromium:chromium chromedriver:chromium-driver
 
 run: $(STAMP) sysdeps
 	$(PY) -m deploy.launcher

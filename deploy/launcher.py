@@ -398,6 +398,10 @@ Demo running (logs and rendered configs in {run_dir}). Try:
   dig @127.0.0.1 -p {dns} api.example.test +subnet=168.126.63.0/24 +short  # -> 127.0.2.1
   curl -s  http://127.0.3.1:{ports.lb_admin}/api/pools -H 'Authorization: Bearer {ADMIN_TOKEN}'
 
+Status pages in a browser (reading needs no token; the drain buttons ask for it: {ADMIN_TOKEN}):
+  http://127.0.0.1:{ports.admin}/          GSLB: map, regions, share of answers, why-not, explain
+  http://127.0.3.1:{ports.lb_admin}/          ap-northeast edge LB stats (127.0.N.1: region N; .2/.3: internal LBs)
+
 Kill an app server or an edge (see pids in the ready file / `ps`) and watch the answers move.
 Ctrl-C stops everything.
 """

@@ -11,6 +11,14 @@
     GET  /api/latency                      table size and generation
     GET  /api/explain?name=N&client=IP     the decision `gslb explain` prints
     POST /api/reload                       (token) reload the config file; 400 with the error if bad
+    GET  /                                 the status page (gslb/status/; files served from the package)
+    GET  /static/<name>                    its files (gslb/common/statuspage.py)
+    GET  /api/status/overview              regions, services, share of answers per 10 s, why each region
+                                           is not getting its nearby clients (gslb/status.py)
+    GET  /api/status/clients               the sampled client networks answered in the last 10 minutes,
+                                           located (at most the sample: 2,000)
+
+Reading needs no token; every POST does (`require_token`).
 """
 
 from __future__ import annotations
@@ -25,11 +33,22 @@ from gslb import __version__
 from gslb.app import GslbServer
 from gslb.common.admin import ADMIN_TOKEN, json_error, metrics_handler, require_token
 from gslb.common.configload import ConfigError
+from gslb.common.statuspage import add_status_page
 from gslb.geoip import ATTRIBUTION
 from gslb.metrics import GslbCollector
+from gslb.status import NearDecision, Place, client_rows, network_of, why_not
+from gslb.steering import geo
 
 SERVER: web.AppKey[GslbServer] = web.AppKey("gslb_server", GslbServer)
 MAX_INGEST_BYTES = 4 * 1024 * 1024
+RECENT = 600.0              # seconds of sampled clients the page shows
+NEAR_PER_REGION = 3         # sampled near clients explained per region (bounds the work of a poll)
+STATUS_FILES = {
+    "index.html": ("gslb", "status/index.html"),
+    "status.js": ("gslb", "status/status.js"),
+    "world.json": ("gslb", "status/world.json"),
+    "gslb.css": ("gslb", "status/gslb.css"),
+}
 
 
 def _server(request: web.Request) -> GslbServer:
@@ -115,6 +134,72 @@ async def explain(request: web.Request) -> web.Response:
     })
 
 
+def _locate(server: GslbServer, address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> Place | None:
+    loc = server.locator.locate(address)
+    if loc is None or loc.lat is None or loc.lon is None:
+        return None
+    return Place(loc.lat, loc.lon, loc.describe())
+
+
+def _near_decisions(server: GslbServer, now: float) -> list[NearDecision]:
+    """Recently sampled clients whose nearest region is R, explained for each service holding R:
+    at most NEAR_PER_REGION networks per region (the latest first)."""
+    models = server.config.region_models()
+    per_region: dict[str, int] = {}
+    done: set[str] = set()
+    out: list[NearDecision] = []
+    for address, _regions, _at in reversed(server.answer_sample.recent(now, RECENT)):
+        net = network_of(address)
+        if net in done:
+            continue
+        done.add(net)
+        place = _locate(server, address)
+        if place is None:
+            continue
+        nearest = geo.rank(list(models.values()), place.lat, place.lon)[0][0]
+        if per_region.get(nearest, 0) >= NEAR_PER_REGION:
+            continue
+        per_region[nearest] = per_region.get(nearest, 0) + 1
+        for svc in server.config.services.values():
+            if nearest not in svc.regions:
+                continue
+            d = server.steering.explain(svc.name, address, None, now)
+            out.append(NearDecision(nearest, net, svc.name, d.regions, d.all_down, d.location, d.lines))
+        if len(per_region) == len(models) and all(n >= NEAR_PER_REGION for n in per_region.values()):
+            break
+    return out
+
+
+async def status_overview(request: web.Request) -> web.Response:
+    server = _server(request)
+    now = server.clock()
+    infos = [server.region_info(n) for n in server.regions]
+    services = {name: {"policy": svc.policy, "regions": list(svc.regions), "ttl": svc.ttl}
+                for name, svc in sorted(server.config.services.items())}
+    sample = server.answer_sample
+    return web.json_response({
+        "version": __version__,
+        "generation": server.steering.generation,
+        "regions": infos,
+        "services": services,
+        "answers": dict(server.dns_stats.by_region),
+        "all_down": dict(server.dns_stats.all_down),
+        "shares": {"interval": server.shares.interval, "points": server.shares.points()},
+        "why_not": why_not(infos, {n: svc.regions for n, svc in server.config.services.items()},
+                           _near_decisions(server, now)),
+        "sample": {"every": sample.every, "kept": len(sample.samples), "max": sample.samples.maxlen,
+                   "seen": sample.seen},
+        "token_required": bool(server.config.admin.token),
+    })
+
+
+async def status_clients(request: web.Request) -> web.Response:
+    server = _server(request)
+    now = server.clock()
+    rows = client_rows(server.answer_sample.recent(now, RECENT), lambda a: _locate(server, a), now)
+    return web.json_response({"window": RECENT, "every": server.answer_sample.every, "clients": rows})
+
+
 @require_token
 async def reload(request: web.Request) -> web.Response:
     try:
@@ -139,6 +224,9 @@ def make_admin_app(server: GslbServer) -> web.Application:
     app.router.add_get("/api/latency", latency_info)
     app.router.add_get("/api/explain", explain)
     app.router.add_post("/api/reload", reload)
+    app.router.add_get("/api/status/overview", status_overview)
+    app.router.add_get("/api/status/clients", status_clients)
+    add_status_page(app, STATUS_FILES)
     return app
 
 

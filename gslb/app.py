@@ -10,6 +10,10 @@
       .checker    HealthChecker   (region probes; started with the server, restarted on reload)
       .latency    LatencyTable    (kept across reloads)
       .regions    name -> RegionRuntime (health, drain, degraded; kept across reloads by name)
+      .answer_sample AnswerSampler (gslb/status.py: 1 in 16 cache-miss answers, the last 2,000;
+                  installed as each responder's `on_answer`; kept across reloads)
+      .shares     ShareHistory    (answers per region every 10 s for 10 min; `serve` snapshots
+                  dns_stats.by_region into it)
 
 `serve(server, shutdown_trigger)` runs until the trigger fires; SIGHUP reloads the
 config file, and a bad new config is logged and refused while the old one keeps serving.
@@ -41,6 +45,7 @@ from gslb.geoip import GeoIPError, GeoLocator, MaxMindLocator
 from gslb.latency_table import LatencyTable
 from gslb.server.tcp import DnsTcpServer
 from gslb.server.udp import UdpListener, UdpStats, open_udp
+from gslb.status import AnswerSampler, ShareHistory
 from gslb.steering import Steering
 from gslb.steering.base import RegionState
 
@@ -84,6 +89,8 @@ class GslbServer:
         self._checking = False              # the health checker was started (and not stopped)
         self.rrl_stats = RrlStats()
         self.rate_limiter: RateLimiter | None = None
+        self.answer_sample = AnswerSampler()    # the status page's client networks
+        self.shares = ShareHistory()            # the status page's share of answers
         self._install(config)
 
     # -- building from a config --------------------------------------------------
@@ -101,6 +108,7 @@ class GslbServer:
         self.steering.update_region_states(self.region_states())
         self.responder = Responder(config.zones, self.steering, max_udp_size=config.dns.max_udp_size,
                                    stats=self.dns_stats, wall=self.wall, **config.dns.responder_options())
+        self.responder.on_answer = self.answer_sample
         self._install_rrl(config)
         targets = [rc.probe.target(name) for name, rc in config.regions.items() if rc.probe is not None]
         self.checker = HealthChecker(targets, on_change=self._on_health_change, on_result=self._on_probe,
@@ -312,6 +320,7 @@ async def serve(config: GslbConfig, *, shutdown_trigger: asyncio.Future[Any] | a
             ready(server)
         if notify.enabled:
             reload_tasks.add(loop.create_task(_announce(server, notify)))
+        reload_tasks.add(loop.create_task(_snapshot_shares(server)))
         if shutdown_trigger is None:
             await stop.wait()
         elif isinstance(shutdown_trigger, asyncio.Event):
@@ -344,6 +353,13 @@ async def _announce(server: GslbServer, notify: Notifier) -> None:
     while notify.watchdog_interval is not None:
         notify.watchdog()
         await asyncio.sleep(notify.watchdog_interval)
+
+
+async def _snapshot_shares(server: GslbServer) -> None:
+    """Every `shares.interval` seconds, the per-region answer counters into the status page's ring."""
+    while True:
+        server.shares.snapshot(server.dns_stats.by_region, server.clock(), server.wall())
+        await asyncio.sleep(server.shares.interval)
 
 
 async def _reload_quietly(server: GslbServer) -> None:

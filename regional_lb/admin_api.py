@@ -5,6 +5,11 @@
     POST /api/pools/{pool}/backends/{id}/{drain|maintenance|ready}   (bearer token)
          drain takes an optional JSON body {"deadline": seconds-from-now}
     POST /api/reload                                          (bearer token) re-read the config file
+    GET  /api/status/pools                                    /api/pools with each backend's requests and
+                                                              5xx answers (Metrics.backend_counts), and the
+                                                              routes using each pool: what the stats page shows
+    GET  /                                                    the stats page (regional_lb/status/, served from
+                                                              the package by gslb/common/statuspage.py)
     GET  /lb/healthz (or the configured path)                 as on every listener
 
 Mutating calls need `Authorization: Bearer <admin.token>` (gslb.common.admin.require_token).
@@ -18,17 +23,36 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from gslb.common.admin import ADMIN_TOKEN, json_error, metrics_handler, require_token
+from gslb.common.statuspage import add_status_page
 
 if TYPE_CHECKING:
     from regional_lb.app import LoadBalancer
 
 LB: web.AppKey[Any] = web.AppKey("lb", object)
 ADMIN_STATES = ("drain", "maintenance", "ready")
+STATUS_FILES = {
+    "index.html": ("regional_lb", "status/index.html"),
+    "stats.js": ("regional_lb", "status/stats.js"),
+}
 
 
 async def _pools(request: web.Request) -> web.Response:
     lb: LoadBalancer = request.app[LB]
     return web.json_response(await lb.pools_report())
+
+
+async def _status_pools(request: web.Request) -> web.Response:
+    lb: LoadBalancer = request.app[LB]
+    pools = await lb.pools_report()
+    counts = lb.metrics.backend_counts()
+    for name, pool in pools.items():
+        for row in pool["backends"]:
+            row["requests"], row["errors"] = counts.get((name, str(row["id"])), (0, 0))
+        pool["routes"] = [{"name": rr.route.name, "host": rr.route.host, "path": rr.route.path,
+                           "policy": rr.route.policy}
+                          for rr in lb.rt.routes.values() if rr.pool.name == name]
+    return web.json_response({"region": lb.config.region, "role": lb.config.role, "pools": pools,
+                              "token_required": bool(lb.config.admin.token)})
 
 
 @require_token
@@ -85,5 +109,8 @@ def make_admin_app(lb: LoadBalancer) -> web.Application:
     app.router.add_get("/api/pools", _pools)
     app.router.add_post("/api/pools/{pool}/backends/{backend}/{state}", _set_admin)
     app.router.add_post("/api/reload", _reload)
+    app.router.add_get("/api/status/pools", _status_pools)
     app.router.add_get(lb.config.health_endpoint.path, _healthz)
+    if lb.config.health_endpoint.path not in ("/", "/static/{name}"):   # (a health path of "/" wins)
+        add_status_page(app, STATUS_FILES)
     return app

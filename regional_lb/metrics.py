@@ -134,6 +134,15 @@ class Metrics:
         lat[bisect_left(_BUCKETS, seconds)] += 1
         lat[-1] += seconds
 
+    def backend_counts(self) -> dict[tuple[str, str], tuple[int, int]]:
+        """(pool, backend) -> (requests, 5xx answers), summed over routes from the per-request
+        counters when asked (the stats page): nothing more is counted per request."""
+        out: dict[tuple[str, str], tuple[int, int]] = {}
+        for (_route, pool, backend, cls), n in list(self._req.items()):
+            requests, errors = out.get((pool, backend), (0, 0))
+            out[(pool, backend)] = (requests + n, errors + (n if cls >= 5 else 0))
+        return out
+
     def pick_reason(self, route: str, reason: str) -> None:
         key = (route, reason)
         sticky = self._sticky

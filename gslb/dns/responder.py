@@ -372,6 +372,9 @@ class Responder:
                 for chaos_name in names:
                     self._chaos[chaos_name] = RRset(TXT, 0, ((bytes([len(raw)]) + raw,),))
         self._wall = wall
+        # on_answer(client, regions, now): told of each cache-miss service answer (the status
+        # page's sampler, gslb/status.py); None: nothing is called
+        self.on_answer: Callable[[IPAddress, tuple[str, ...], float], None] | None = None
         self._caching = cache_size > 0 and cache_max_bytes > 0
         self._udp_cache: dict[bytes, _Entry] = {}          # normalised question -> entry
         self._tcp_cache: dict[bytes, _Entry] = {}
@@ -543,6 +546,8 @@ class Responder:
             stats.by_region[region] += 1
         for service in res.all_down:
             stats.all_down[service] += 1
+        if self.on_answer is not None and res.regions and res.located is not None:
+            self.on_answer(res.located[0], res.regions, now)
         if scanned is not None and res.rcode != SERVFAIL and res.cache_for > 0:
             self._store(data, scanned, response, res, generation, now, tcp, client, rcode, qtype, truncated)
         return response
