@@ -32,6 +32,9 @@ bench-deps:
 
 bench: $(STAMP) bench-deps
 	$(PY) bench/dns_bench.py
+	$(PY) bench/dns_attack.py
+	$(PY) bench/dns_fuzz.py
+	$(PY) bench/dns_memory.py
 	$(PY) bench/http_bench.py
 	$(PY) bench/hash_distribution.py
 

@@ -16,7 +16,7 @@ answered within the timeout is lost. dnsperf and the attacker run on CPU 0, the 
 Rate limiting is switched off in our server for this run (`--gslb-dns`): every legitimate query comes
 from one address, which response rate limiting would rightly throttle.
 
-Usage: python bench/dns_attack.py [--duration 10] [--rate 2000] [--attack-rates 1,2,5,10]
+Usage: python bench/dns_attack.py [--duration 10] [--rate 2000] [--attack-rates 1,2,10,100]
                                   [--kinds chain,labels] [--only gdnsd|gslb] [--no-readme]
 Results go to stdout and to the dns-attack section of bench/README.md.
 """
@@ -161,7 +161,8 @@ def main() -> int:
     p.add_argument("--duration", type=float, default=10.0, help="seconds per scenario (default 10)")
     p.add_argument("--rate", type=int, default=2000, help="legitimate queries/s (default 2000)")
     p.add_argument("--timeout", type=float, default=1.0, help="a query unanswered after this is lost (default 1 s)")
-    p.add_argument("--attack-rates", default="1,2,5,10", help="attack datagrams per second (default 1,2,5,10)")
+    p.add_argument("--attack-rates", default="1,2,10,100",
+                   help="attack datagrams per second (default 1,2,10,100)")
     p.add_argument("--kinds", default="chain,labels", help="attack kinds (default chain,labels)")
     p.add_argument("--gslb-dns", default=json.dumps(DEFAULT_GSLB_DNS),
                    help=f"JSON object of extra dns: keys for our server (default {json.dumps(DEFAULT_GSLB_DNS)})")
@@ -170,6 +171,8 @@ def main() -> int:
     p.add_argument("--geoip", help="GeoIP .mmdb for both servers (default: geo_data/*.mmdb)")
     p.add_argument("--only", choices=["gdnsd", "gslb"], help="measure one server only")
     p.add_argument("--no-readme", action="store_true", help="print only; leave bench/README.md alone")
+    p.add_argument("--section", default="dns-attack",
+                   help="README section to rewrite (default dns-attack; e.g. dns-attack-before with --gslb-src)")
     args = p.parse_args()
     rates = [float(r) for r in args.attack_rates.split(",") if r]
     kinds = [k for k in args.kinds.split(",") if k]
@@ -216,7 +219,7 @@ def main() -> int:
     body = report(args, results, notes, geoip_text, extra_dns, src_text)
     print(body)
     if not args.no_readme and results:
-        write_section("dns-attack", body)
+        write_section(args.section, body)
     return 0 if results and not notes else 1
 
 
@@ -237,7 +240,10 @@ def report(args, results: list[Result], notes: dict[str, str], geoip_text: str, 
            src_text: str) -> str:
     versions = {"gdnsd": tool_version(["gdnsd", "-h"]), "dnsperf": tool_version(["dnsperf", "-h"])}
     chain, labels = chain_datagram(), labels_datagram()
-    out = ["### Parsing attack: legitimate-query loss", ""]
+    title = "### Parsing attack: legitimate-query loss"
+    if args.gslb_src:
+        title += f" — before (our server from `{args.gslb_src}`)"
+    out = [title, ""]
     out += machine_lines(versions, command_line())
     out += [f"- GeoIP database (both servers): {geoip_text}; our server's code: {src_text}",
             f"- Legitimate load: dnsperf `-Q {args.rate} -t {args.timeout:g} -c 1` for {args.duration:g} s, "

@@ -159,7 +159,8 @@ def m_labels(rng: random.Random, d: bytearray) -> bytearray:
 def _replace_opt(d: bytearray, rdata: bytes, *, udp: int = 1232, ttl: int = 0, owner: bytes = b"\x00") -> bytearray:
     i = _opt_rdata_at(d)
     if i < 0:            # no OPT: add one
-        d[10:12] = (int.from_bytes(d[10:12], "big") + 1).to_bytes(2, "big") if len(d) >= 12 else d[10:12]
+        if len(d) >= 12:
+            d[10:12] = ((int.from_bytes(d[10:12], "big") + 1) & 0xFFFF).to_bytes(2, "big")
         return d + owner + struct.pack("!HHIH", 41, udp, ttl, len(rdata)) + rdata
     start = i - 9 - 1
     return d[:start] + owner + struct.pack("!HHIH", 41, udp, ttl, len(rdata)) + rdata
@@ -184,7 +185,7 @@ def m_opt(rng: random.Random, d: bytearray) -> bytearray:
         return _replace_opt(d, b"", owner=rng.choice((b"\x01a\x00", b"\xc0\x0c")))
     if kind == 5:                         # a second OPT
         if len(d) >= 12:
-            d[10:12] = (int.from_bytes(d[10:12], "big") + 1).to_bytes(2, "big")
+            d[10:12] = ((int.from_bytes(d[10:12], "big") + 1) & 0xFFFF).to_bytes(2, "big")
         return d + b"\x00" + struct.pack("!HHIH", 41, 1232, 0, 0)
     if kind == 6:                         # OPT in the answer section
         if len(d) >= 12:
@@ -252,7 +253,11 @@ class Fuzzer:
                 self.kinds["splice"] += 1
             else:
                 m = rng.choice(MUTATORS)
-                d = m(rng, d)
+                try:
+                    d = m(rng, d)
+                except (ValueError, OverflowError, IndexError, struct.error):    # a mutator's own bug:
+                    self.kinds["mutator failed"] += 1                          # keep d as it was
+                    continue
                 self.kinds[m.__name__[2:]] += 1
         if len(d) >= 2 and d[:2] == b"\xff\xff":
             d[1] = 0xFE
@@ -575,6 +580,8 @@ def main() -> int:
     p.add_argument("--geoip", help="GeoIP .mmdb for both servers (default: geo_data/*.mmdb)")
     p.add_argument("--only", choices=["gdnsd", "gslb"], help="measure one server only")
     p.add_argument("--no-readme", action="store_true", help="print only; leave bench/README.md alone")
+    p.add_argument("--section", default="dns-fuzz",
+                   help="README section to rewrite (default dns-fuzz; e.g. dns-fuzz-before with --gslb-src)")
     args = p.parse_args()
     extra_dns = json.loads(args.gslb_dns)
     src, src_text = gslb_source(args.gslb_src)
@@ -607,7 +614,7 @@ def main() -> int:
     body = report(args, results, notes, geoip_text, extra_dns, src_text)
     print(body)
     if not args.no_readme and results:
-        write_section("dns-fuzz", body)
+        write_section(args.section, body)
     return 0 if results and not notes else 1
 
 
@@ -615,7 +622,10 @@ def report(args, results: list[Result], notes: dict[str, str], geoip_text: str, 
            src_text: str) -> str:
     mb = lambda kib: fmt(kib / 1024, 1)  # noqa: E731
     versions = {"gdnsd": tool_version(["gdnsd", "-h"]), "dnspython": _dnspython_version()}
-    out = ["### Fuzzing: crashes, internal errors, RSS, unparsable replies", ""]
+    title = "### Fuzzing: crashes, internal errors, RSS, unparsable replies"
+    if args.gslb_src:
+        title += f" — before (our server from `{args.gslb_src}`)"
+    out = [title, ""]
     out += machine_lines(versions, command_line())
     out += [f"- GeoIP database (both servers): {geoip_text}; our server's code: {src_text}; extra `dns:` keys "
             f"`{json.dumps(extra_dns)}`.",

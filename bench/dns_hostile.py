@@ -194,6 +194,20 @@ def gslb_source(text: str | None) -> tuple[Path | None, str]:
     return path, f"`{text}` (given with --gslb-src)"
 
 
+def rss_parts_kib(pid: int) -> tuple[int, int]:
+    """(RssAnon, RssFile) of a process in KiB: heap and stacks vs mapped files (libraries, the mmdb)."""
+    anon = file = 0
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("RssAnon:"):
+                anon = int(line.split()[1])
+            elif line.startswith("RssFile:"):
+                file = int(line.split()[1])
+    except OSError:
+        pass
+    return anon, file
+
+
 def rss_kib(pid: int) -> tuple[int, int]:
     """(VmRSS, VmHWM) of a process in KiB: resident memory now and its peak since start."""
     now = peak = 0

@@ -54,6 +54,7 @@ from dns_hostile import (
     gslb_target,
     metrics,
     rss_kib,
+    rss_parts_kib,
 )
 
 DEFAULT_GSLB_DNS = {"rrl": {"enabled": False}}
@@ -68,12 +69,15 @@ class Phase:
     seconds: float
     cpu: float
     rss_after: int              # KiB
+    anon: int = 0               # of which RssAnon (KiB): the heap
+    file: int = 0               # and RssFile: mapped files (libraries, the GeoIP database)
 
 
 @dataclass
 class Result:
     server: str
     rss_start: int = 0
+    start_parts: tuple[int, int] = (0, 0)
     phases: list[Phase] = field(default_factory=list)
     peak: int = 0
     alive: bool = True
@@ -148,6 +152,7 @@ def measure(name: str, starter, args, ecs_file: Path) -> Result:
         port = server.port
         time.sleep(0.5)         # let start-up allocations settle before the first reading
         res.rss_start = rss_kib(server.pid)[0]
+        res.start_parts = rss_parts_kib(server.pid)
         phases = [(f"{args.ecs:,} distinct ECS /24s", lambda: dnsperf_once(port, ecs_file, 3600))]
         if args.padded:
             phases.append((f"{args.padded:,} distinct padded queries (~{args.padded_size // 1000} KB)",
@@ -160,7 +165,8 @@ def measure(name: str, starter, args, ecs_file: Path) -> Result:
             seconds = time.monotonic() - t0
             cpu = meter.stop()
             time.sleep(0.5)
-            phase = Phase(label, sent, answered, seconds, cpu, rss_kib(server.pid)[0])
+            anon, file = rss_parts_kib(server.pid)
+            phase = Phase(label, sent, answered, seconds, cpu, rss_kib(server.pid)[0], anon, file)
             res.phases.append(phase)
             print(f"  {name} {label}: answered {answered:,}/{sent:,} in {seconds:.1f} s, "
                   f"RSS {phase.rss_after / 1024:.1f} MB", flush=True)
@@ -204,6 +210,8 @@ def main() -> int:
     p.add_argument("--geoip", help="GeoIP .mmdb for both servers (default: geo_data/*.mmdb)")
     p.add_argument("--only", choices=["gdnsd", "gslb"], help="measure one server only")
     p.add_argument("--no-readme", action="store_true", help="print only; leave bench/README.md alone")
+    p.add_argument("--section", default="dns-memory",
+                   help="README section to rewrite (default dns-memory; e.g. dns-memory-before with --gslb-src)")
     args = p.parse_args()
     extra_dns = json.loads(args.gslb_dns)
     src, src_text = gslb_source(args.gslb_src)
@@ -240,7 +248,7 @@ def main() -> int:
     body = report(args, results, notes, geoip_text, extra_dns, src_text)
     print(body)
     if not args.no_readme and results:
-        write_section("dns-memory", body)
+        write_section(args.section, body)
     return 0 if results and not notes else 1
 
 
@@ -248,7 +256,10 @@ def report(args, results: list[Result], notes: dict[str, str], geoip_text: str, 
            src_text: str) -> str:
     mb = lambda kib: fmt(kib / 1024, 1)  # noqa: E731
     versions = {"gdnsd": tool_version(["gdnsd", "-h"]), "dnsperf": tool_version(["dnsperf", "-h"])}
-    out = ["### Memory: RSS under distinct queries", ""]
+    title = "### Memory: RSS under distinct queries"
+    if args.gslb_src:
+        title += f" — before (our server from `{args.gslb_src}`)"
+    out = [title, ""]
     out += machine_lines(versions, command_line())
     out += [f"- GeoIP database (both servers): {geoip_text}; our server's code: {src_text}",
             f"- Phase 1: {args.ecs:,} queries for www.example.test A, each with ECS from a different random public "
@@ -257,15 +268,20 @@ def report(args, results: list[Result], notes: dict[str, str], geoip_text: str, 
             f"{args.padded_size:,} bytes, padding length and content different per query, 3 outstanding "
             "(so that a default-sized socket buffer holds them).",
             f"- Our server's extra `dns:` keys: `{json.dumps(extra_dns)}`. RSS = VmRSS, peak = VmHWM "
-            "(/proc/PID/status), read 0.5 s after each phase.", ""]
+            "(/proc/PID/status), read 0.5 s after each phase; anon = RssAnon (heap), file = RssFile (mapped "
+            "files: libraries and the GeoIP database, which both servers map; the pages a lookup touched count).",
+            ""]
     rows = []
     for r in results:
-        rows.append([r.server, "after start-up", "", "", "", mb(r.rss_start)])
+        rows.append([r.server, "after start-up", "", "", "", mb(r.rss_start), mb(r.start_parts[0]),
+                     mb(r.start_parts[1])])
         for ph in r.phases:
             rows.append([r.server, ph.label, f"{ph.answered:,} / {ph.sent:,}", fmt(ph.seconds, 1), fmt(ph.cpu, 1),
-                         mb(ph.rss_after)])
-        rows.append([r.server, "peak (VmHWM)" + ("" if r.alive else ", then DIED"), "", "", "", mb(r.peak)])
-    out += [markdown_table(["server", "after", "answered / sent", "seconds", "server CPU s", "RSS MB"], rows), ""]
+                         mb(ph.rss_after), mb(ph.anon), mb(ph.file)])
+        rows.append([r.server, "peak (VmHWM)" + ("" if r.alive else ", then DIED"), "", "", "", mb(r.peak), "",
+                     ""])
+    out += [markdown_table(["server", "after", "answered / sent", "seconds", "server CPU s", "RSS MB",
+                            "of which anon MB", "file MB"], rows), ""]
     for r in results:
         if r.cache:
             out += [f"{r.server} /metrics at the end: {r.cache}", ""]
