@@ -135,7 +135,7 @@
     }
     render(document.querySelector("#services tbody"), names.map((n) => {
       const s = data.services[n];
-      return el("tr", {}, el("td", {}, n), el("td", {}, s.policy), el("td", {}, s.regions.join(" → ")),
+      return el("tr", {}, el("td", {}, n), el("td", {}, s.policy), el("td", {}, s.regions.join(", ")),
                 el("td", { class: "num" }, s.ttl));
     }));
     const sm = data.sample;

@@ -99,7 +99,7 @@ def enter_token(driver: webdriver.Chrome, token: str) -> None:
 def screenshot(driver: webdriver.Chrome, tmp_path: Path, name: str) -> Path:
     driver.execute_script("window.scrollTo(0, 0)")
     height = driver.execute_script("return document.body.scrollHeight")
-    driver.set_window_size(1400, max(900, min(int(height) + 40, 2400)))
+    driver.set_window_size(1400, max(900, min(int(height) + 160, 2600)))   # (the window includes its frame)
     path = tmp_path / name
     assert driver.save_screenshot(str(path))
     assert path.stat().st_size > 10_000
