@@ -104,7 +104,7 @@ def simplify(points: list[Point], tolerance: float) -> list[Point]:
 
 def ring_path(ring: list[Point]) -> str:
     """One closed SVG subpath: absolute first point, then relative moves in tenths of a degree."""
-    grid = []
+    grid: list[tuple[int, int]] = []
     for lon, lat in ring:
         point = (round((lon + 180) * 10), round((90 - lat) * 10))
         if not grid or grid[-1] != point:
