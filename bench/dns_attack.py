@@ -149,8 +149,8 @@ def scenario(name: str, starter, args, qfile: Path, kind: str | None, attack_rat
         finally:
             if attacker is not None:
                 attacker.stop()
-        result = Result(name, label, attacker.sent if attacker else 0, sent, answered, avg, mx, meter.stop(),
-                        server.proc.poll() is None)
+        result = Result(name, label, attacker.sent if attacker else 0, sent, answered, avg if answered else None,
+                        mx if answered else None, meter.stop(), server.proc.poll() is None)
     print(f"  {name} {label}: sent {result.sent:,}, answered {result.answered:,}, lost {result.loss:.2f} %, "
           f"attack datagrams {result.attack_sent}, server CPU {result.cpu:.2f} s", flush=True)
     return result
