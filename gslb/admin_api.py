@@ -14,7 +14,8 @@
     GET  /                                 the status page (gslb/status/; files served from the package)
     GET  /static/<name>                    its files (gslb/common/statuspage.py)
     GET  /api/status/overview              regions, services, share of answers per 10 s, why each region
-                                           is not getting its nearby clients (gslb/status.py)
+                                           is not getting its nearby clients (gslb/status.py): decisions for
+                                           sampled clients nearest to it, else for its own coordinates
     GET  /api/status/clients               the sampled client networks answered in the last 10 minutes,
                                            located (at most the sample: 2,000)
 
@@ -34,15 +35,16 @@ from gslb.app import GslbServer
 from gslb.common.admin import ADMIN_TOKEN, json_error, metrics_handler, require_token
 from gslb.common.configload import ConfigError
 from gslb.common.statuspage import add_status_page
-from gslb.geoip import ATTRIBUTION
+from gslb.geoip import ATTRIBUTION, Location
 from gslb.metrics import GslbCollector
 from gslb.status import NearDecision, Place, client_rows, network_of, why_not
-from gslb.steering import geo
+from gslb.steering import Steering, geo
 
 SERVER: web.AppKey[GslbServer] = web.AppKey("gslb_server", GslbServer)
 MAX_INGEST_BYTES = 4 * 1024 * 1024
 RECENT = 600.0              # seconds of sampled clients the page shows
 NEAR_PER_REGION = 3         # sampled near clients explained per region (bounds the work of a poll)
+HERE_NET, HERE = "192.0.2.0/24", ipaddress.ip_address("192.0.2.1")     # RFC 5737: never measured
 STATUS_FILES = {
     "index.html": ("gslb", "status/index.html"),
     "status.js": ("gslb", "status/status.js"),
@@ -170,6 +172,35 @@ def _near_decisions(server: GslbServer, now: float) -> list[NearDecision]:
     return out
 
 
+class _AtOnePlace:
+    """A locator that puts every address at one place (explaining a decision for a region's own location)."""
+
+    def __init__(self, location: Location) -> None:
+        self.location = location
+
+    def locate(self, _address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> Location:
+        return self.location
+
+
+def _own_location_decisions(server: GslbServer, regions: list[str], now: float) -> list[NearDecision]:
+    """For regions with no sampled client near them: the decisions for a client at the region's own
+    coordinates (a documentation address, so no measured RTT), from a throwaway Steering that sees
+    the current region states. One per (region, service holding it)."""
+    out: list[NearDecision] = []
+    models = server.config.region_models()
+    for name in regions:
+        model = models[name]
+        where = Location(model.lat, model.lon, "", "", f"{name}'s location", ipaddress.ip_network(HERE_NET))
+        steering = Steering(models, server.config.services, _AtOnePlace(where), server.latency)
+        steering.update_region_states(server.region_states())
+        for svc in server.config.services.values():
+            if name in svc.regions and svc.policy != "weighted":
+                d = steering.explain(svc.name, HERE, None, now)
+                out.append(NearDecision(name, f"{name}'s own location", svc.name, d.regions, d.all_down,
+                                        d.location, d.lines))
+    return out
+
+
 async def status_overview(request: web.Request) -> web.Response:
     server = _server(request)
     now = server.clock()
@@ -177,6 +208,8 @@ async def status_overview(request: web.Request) -> web.Response:
     services = {name: {"policy": svc.policy, "regions": list(svc.regions), "ttl": svc.ttl}
                 for name, svc in sorted(server.config.services.items())}
     sample = server.answer_sample
+    near = _near_decisions(server, now)
+    near += _own_location_decisions(server, [n for n in server.regions if n not in {d.region for d in near}], now)
     return web.json_response({
         "version": __version__,
         "generation": server.steering.generation,
@@ -185,8 +218,7 @@ async def status_overview(request: web.Request) -> web.Response:
         "answers": dict(server.dns_stats.by_region),
         "all_down": dict(server.dns_stats.all_down),
         "shares": {"interval": server.shares.interval, "points": server.shares.points()},
-        "why_not": why_not(infos, {n: svc.regions for n, svc in server.config.services.items()},
-                           _near_decisions(server, now)),
+        "why_not": why_not(infos, {n: svc.regions for n, svc in server.config.services.items()}, near),
         "sample": {"every": sample.every, "kept": len(sample.samples), "max": sample.samples.maxlen,
                    "seen": sample.seen},
         "token_required": bool(server.config.admin.token),

@@ -14,7 +14,7 @@ from pathlib import Path
 import aiohttp
 import dns.message
 
-from tests.gslb_helpers import ASHBURN_NET, FRANKFURT_NET, SEOUL_NET, TOKEN, running_gslb
+from tests.gslb_helpers import ASHBURN_NET, FRANKFURT_NET, SEOUL_NET, TOKEN, running_gslb, wait_for
 from tests.integration.test_gslb_server import ecs_query, udp
 from tests.rlb_helpers import admin_url, backend_servers, lb_config, lb_url, running_lb
 
@@ -73,11 +73,7 @@ async def test_gslb_overview_clients_shares_and_why_not(tmp_path):
         g.lbs["eu-central"].status = 503
         async with s.get(g.admin + "/api/status/overview") as r:
             assert r.status == 200
-        for _ in range(200):
-            if not server.regions["eu-central"].health.up:
-                break
-            await udp(ecs_query("mail.example.test", SEOUL_NET), g.dns_port)     # (lets the probes run)
-        assert not server.regions["eu-central"].health.up
+        await wait_for(lambda: not server.regions["eu-central"].health.up)     # the probes run every 50 ms
         await udp(ecs_query("www.example.test", FRANKFURT_NET), g.dns_port)
         async with s.get(g.admin + "/api/status/overview") as r:
             why = (await r.json())["why_not"]["eu-central"]
@@ -99,7 +95,13 @@ async def test_gslb_actions_need_the_token_reading_does_not(tmp_path):
         async with s.get(g.admin + "/api/status/overview") as r:
             view = await r.json()
         assert view["token_required"] is True
-        assert [w["kind"] for w in view["why_not"]["eu-central"]] == ["drained"]
+        # no client sampled yet: the decision for a client at eu-central's own coordinates says where
+        # its clients go instead (by capacity: the nearest region is not eligible)
+        why = view["why_not"]["eu-central"]
+        assert [w["kind"] for w in why] == ["drained", "elsewhere"]
+        assert why[1]["text"].startswith("so its nearby clients go to ")
+        assert "eu-central's own location" in why[1]["text"]
+        assert [w["kind"] for w in view["why_not"]["us-east"]] == ["ok"]
         reply = await udp(ecs_query("www.example.test", FRANKFURT_NET), g.dns_port)
         assert isinstance(reply, dns.message.Message)
 
