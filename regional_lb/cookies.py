@@ -52,7 +52,8 @@ class SessionCookie:
     secret_index: int           # which configured secret verified it (0 = the current one)
 
 
-def _seconds(now: float) -> int:
+def whole_seconds(now: float) -> int:
+    """A time as a cookie carries it: whole seconds, clamped to 0 .. MAX_TIME."""
     return int(min(max(now, 0.0), MAX_TIME))
 
 
@@ -127,8 +128,8 @@ class CookieCodec:
 
     def encode(self, backend_id: str, *, issued: float, last_seen: float) -> str:
         token = self._tokens.get((0, backend_id)) or self.token(backend_id)
-        issued_s = int(issued) if 0.0 <= issued <= MAX_TIME else _seconds(issued)
-        seen_s = int(last_seen) if 0.0 <= last_seen <= MAX_TIME else _seconds(last_seen)
+        issued_s = int(issued) if 0.0 <= issued <= MAX_TIME else whole_seconds(issued)
+        seen_s = int(last_seen) if 0.0 <= last_seen <= MAX_TIME else whole_seconds(last_seen)
         payload = _PAYLOAD.pack(VERSION, token, issued_s, seen_s)
         raw = payload + self._cookie_macs[0].digest(payload)[:_MAC_LEN]
         # 33 bytes -> exactly 44 base64 characters: no padding to strip

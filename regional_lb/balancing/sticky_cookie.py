@@ -16,6 +16,11 @@ server itself enforces `max_idle` and `max_life` (cookies.py has the format):
     tracking works without a Set-Cookie on every response.
 
 Stats: hits, new (no cookie), invalid, expired, resticks, strict_refused.
+
+A new session's Set-Cookie is a pure function of (backend id, the whole second of `now`,
+Secure): `_fresh` keeps the last one per (backend, Secure) and reuses it within the second, so
+new clients arriving faster than one per second per backend cost a dict lookup, not an HMAC,
+base64 and formatting (`_new_session_cookie` is the reference it must equal; a test compares).
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from dataclasses import dataclass
 
 from regional_lb.balancing._common import PolicyBase
 from regional_lb.balancing.base import Candidate, Pick, Policy, RequestInfo
-from regional_lb.cookies import CookieCodec, SessionCookie, SetCookieTemplate
+from regional_lb.cookies import MAX_TIME, CookieCodec, SessionCookie, SetCookieTemplate, whole_seconds
 
 CLOCK_SKEW = 60.0               # seconds a cookie may claim to come from the future (replica clocks)
 
@@ -60,6 +65,9 @@ class StickyCookie(PolicyBase):
                                            samesite=settings.samesite, domain=settings.domain)
         self._refresh_after = settings.refresh * settings.max_idle
         self._max_life = settings.max_life
+        self._new_max_age = max(1, int(settings.max_life))      # a new cookie's Max-Age (issued == now)
+        # (backend id, Secure) -> (second, Set-Cookie) of the last new session: see the docstring
+        self._issued: dict[tuple[str, bool], tuple[int, str]] = {}
         self.stats.update(hits=0, new=0, invalid=0, expired=0, resticks=0, strict_refused=0)
 
     @property
@@ -100,10 +108,22 @@ class StickyCookie(PolicyBase):
             return None
         self.stats["picks"] += 1
         backend = chosen.backend
-        value = self.codec.encode(backend.id, issued=now, last_seen=now)
-        max_age = int(now + self._max_life - now)     # as _set_cookie with issued == now (same rounding)
-        return Pick(backend, reason, set_cookie=self._template.render(value, max(1, max_age),
-                                                                      self._secure(request)))
+        secure = self._secure(request)
+        second = int(now) if 0.0 <= now <= MAX_TIME else whole_seconds(now)     # what the cookie carries
+        key = (backend.id, secure)
+        last = self._issued.get(key)
+        if last is not None and last[0] == second:
+            return Pick(backend, reason, set_cookie=last[1])
+        text = self._new_session_cookie(backend.id, second, secure)
+        if len(self._issued) >= 4096:          # bounded like _known (ids come from config and discovery)
+            self._issued.clear()
+        self._issued[key] = (second, text)
+        return Pick(backend, reason, set_cookie=text)
+
+    def _new_session_cookie(self, backend_id: str, second: int, secure: bool) -> str:
+        """The Set-Cookie of a session issued (and last seen) at `second` (the reference for _fresh)."""
+        value = self.codec.encode(backend_id, issued=second, last_seen=second)
+        return self._template.render(value, self._new_max_age, secure)
 
     def _candidate(self, cookie: SessionCookie, candidates: Sequence[Candidate]) -> Candidate | None:
         """The candidate whose backend token the cookie carries: the token -> id map first

@@ -14,7 +14,7 @@ from regional_lb.balancing import make_policy
 from regional_lb.balancing.base import Candidate, Pick, Policy
 from regional_lb.balancing.sticky_cookie import StickyCookie
 from regional_lb.balancing.sticky_learn import StickyLearn
-from regional_lb.cookies import CookieCodec
+from regional_lb.cookies import CookieCodec, format_set_cookie
 from tests.unit.test_balancing_helpers import backend, cands, request
 
 T0 = 1_700_000_000.0
@@ -63,6 +63,27 @@ def test_first_request_gets_a_cookie_and_later_ones_stick() -> None:
         assert nxt.set_cookie is None                  # no Set-Cookie on every response
     assert p.stats["hits"] == 20
     assert p.stats["new"] == 1
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.floats(min_value=-5.0, max_value=2.0**32 + 5, allow_nan=False),
+                          st.integers(0, 2), st.booleans()), min_size=1, max_size=12),
+       st.integers(0, 3))
+def test_new_session_cookies_reused_within_a_second_equal_freshly_signed_ones(
+        steps: list[tuple[float, int, bool]], spread: int) -> None:
+    """_fresh reuses a backend's last new-session Set-Cookie within the same second: every reuse is
+    byte for byte what signing anew gives (the codec and format_set_cookie, the obvious path)."""
+    p = sticky(max_life="12h")
+    for now, offset, tls in steps:
+        for at in (now, now + spread * 0.3):         # repeats within and across whole seconds
+            cs = cands(3)[offset:] or cands(1)
+            pick = p.pick(request(tls=tls), cs, now=at, rng=RNG)
+            assert pick is not None
+            value = p.codec.encode(pick.backend.id, issued=at, last_seen=at)
+            assert pick.set_cookie == format_set_cookie("LBSESSIONID", value, max_age=43200, secure=tls)
+            decoded = p.codec.decode(value)
+            assert decoded is not None
+            assert decoded.issued == decoded.last_seen == int(min(max(at, 0.0), 2**32 - 1))
 
 
 def test_cookie_is_refreshed_after_a_fraction_of_max_idle_and_keeps_issued() -> None:
