@@ -14,6 +14,7 @@ import ipaddress
 import logging
 import sys
 import time
+from collections.abc import Callable
 
 from gslb import __version__
 from gslb.common.configload import ConfigError, by_line
@@ -83,6 +84,7 @@ def main(argv: list[str] | None = None) -> int:
 def _serve(config: object) -> int:
     from gslb.app import serve
 
+    runner: Callable[..., object]
     try:
         import uvloop
         runner = uvloop.run

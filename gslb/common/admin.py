@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-ADMIN_TOKEN: web.AppKey[str | None] = web.AppKey("admin_token", str)  # type: ignore[arg-type]
+ADMIN_TOKEN: web.AppKey[str | None] = web.AppKey("admin_token", str)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 

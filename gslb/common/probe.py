@@ -99,7 +99,7 @@ async def _http(spec: ProbeSpec, session: aiohttp.ClientSession | None,
         headers["Host"] = spec.host_header
     try:
         async with session.get(spec.url, headers=headers, allow_redirects=False,
-                               ssl=None if spec.verify_tls else False) as resp:
+                               ssl=spec.verify_tls) as resp:
             rtt = clock() - start
             body = await resp.content.read(MAX_BODY)
             ok = resp.status in spec.expect_status
