@@ -86,6 +86,9 @@ class ShareHistory:
     def __len__(self) -> int:
         return len(self._snaps)
 
+    def __repr__(self) -> str:
+        return f"<ShareHistory every {self.interval:g} s, {len(self._snaps)}/{self._snaps.maxlen} snapshots>"
+
 
 def network_of(address: IPAddress) -> str:
     """The client network a sample stands for: /24 (IPv4) or /48 (IPv6)."""

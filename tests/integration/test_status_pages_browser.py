@@ -166,6 +166,14 @@ async def test_gslb_status_page_shows_regions_clients_and_drains_from_the_page(t
         await step(wait_css, driver, '#regions tr[data-region="eu-central"][data-state="up"]')
         assert addresses(await udp(ecs_query("www.example.test", FRANKFURT_NET), g.dns_port)) == ["127.0.2.1"]
 
+        # states the probes set: the page follows them on its own (live refresh)
+        g.lbs["us-east"].status = 503
+        g.lbs["ap-northeast"].healthy_fraction = 0.75
+        await step(wait_css, driver, '#regions tr[data-region="us-east"][data-state="down"]')
+        await step(wait_css, driver, '#regions tr[data-region="ap-northeast"][data-state="degraded"]')
+        why = await step(text_of, driver, '#regions tr[data-region="us-east"] li[data-kind="down"]')
+        assert "last probe failed" in why
+
 
 async def test_regional_lb_stats_page_shows_backends_and_drains_from_the_page(tmp_path, browser):
     routes = [{"name": "web", "pool": "app", "policy": "sticky_cookie",

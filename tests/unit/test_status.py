@@ -37,6 +37,7 @@ def test_share_history_deltas_ring_and_counter_reset():
                           {"t": 1020.0, "seconds": 10.0, "answers": {"a": 3, "b": 2}}]
     h.snapshot({"a": 4, "b": 4}, 30.0, 1030.0)          # keep=3: the oldest snapshot falls out
     assert len(h) == 3
+    assert repr(h) == "<ShareHistory every 10 s, 3/3 snapshots>"
     assert [p["t"] for p in h.points()] == [1020.0, 1030.0]
     with pytest.raises(ValueError, match="interval"):
         ShareHistory(interval=0)
