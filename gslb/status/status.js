@@ -80,6 +80,8 @@
         el("td", { class: "num" }, fmt(data.answers[r.name] || 0)),
         el("td", { class: "small" }, el("ul", { class: "reasons" }, why)),
         el("td", {}, el("button", { type: "button", "data-action": action, "data-region": r.name,
+                                     disabled: !data.token_required,
+                                     title: data.token_required ? null : "no admin token configured: actions are off",
                                      onclick: () => act(r.name, action) }, action === "drain" ? "Drain" : "Undrain")));
     }));
   }
@@ -165,7 +167,7 @@
     data.regions.forEach((r) => colorOf(r.name));
     const share = lastShare(data);
     document.getElementById("meta").textContent =
-      `version ${data.version} · config generation ${data.generation} · ${data.regions.length} regions`;
+      `version ${data.version} · steering generation ${data.generation} · ${data.regions.length} regions`;
     drawRegions(data.regions, share);
     drawRegionTable(data.regions, data, share);
     drawShares(data);

@@ -28,12 +28,14 @@
     }
   }
 
-  function backendRow(pool, b) {
+  function backendRow(pool, b, actions) {
     const st = stateOf(b);
     const sticky = Object.entries(b.sticky_sessions || {});
     const buttons = [["drain", "Drain"], ["maintenance", "Maint"], ["ready", "Ready"]].map(([state, label]) =>
       el("button", { type: "button", "data-action": state, "data-pool": pool, "data-backend": b.id,
-                     disabled: b.admin === state, onclick: () => act(pool, b.id, state) }, label));
+                     disabled: b.admin === state || !actions,
+                     title: actions ? null : "no admin token configured: actions are off",
+                     onclick: () => act(pool, b.id, state) }, label));
     return el("tr", { "data-pool": pool, "data-backend": b.id, "data-state": st },
       el("td", {}, el("b", {}, b.id), el("div", { class: "small muted" }, b.address)),
       el("td", {}, el("span", { class: `badge state ${st}` }, st)),
@@ -50,7 +52,7 @@
       el("td", {}, ...buttons));
   }
 
-  function poolSection(name, p) {
+  function poolSection(name, p, actions) {
     const routes = p.routes.map((r) => `${r.name} (${r.host}${r.path}, ${r.policy})`).join(" · ");
     return el("section", { "data-pool": name },
       el("h2", {}, `Pool ${name} `, el("span", { class: "muted small" }, `${p.healthy}/${p.total} available`)),
@@ -59,14 +61,15 @@
         el("thead", {}, el("tr", {}, ...["Backend", "State", "Health", "Admin", "Ejected", "Weight (eff./conf.)",
           "In flight", "Requests", "5xx", "Latency", "Sticky sessions", "Actions"].map((h, i) =>
           el("th", { class: i >= 5 && i <= 10 ? "num" : null }, h)))),
-        el("tbody", {}, ...p.backends.map((b) => backendRow(name, b)))));
+        el("tbody", {}, ...p.backends.map((b) => backendRow(name, b, actions)))));
   }
 
   async function refresh() {
     const data = await getJSON("/api/status/pools");
     document.getElementById("meta").textContent = `region ${data.region} · role ${data.role} · ` +
       `${Object.keys(data.pools).length} pools`;
-    render(document.getElementById("pools"), Object.entries(data.pools).map(([name, p]) => poolSection(name, p)));
+    render(document.getElementById("pools"),
+           Object.entries(data.pools).map(([name, p]) => poolSection(name, p, data.token_required)));
     document.body.dataset.loaded = "1";
   }
 

@@ -213,3 +213,12 @@ async def test_regional_lb_stats_page_shows_backends_and_drains_from_the_page(tm
         async with s.get(admin_url(lb, "/api/pools")) as r:
             rows = {row["id"]: row for row in (await r.json())["app"]["backends"]}
         assert rows["b"]["admin"] == "ready"
+
+
+async def test_without_an_admin_token_the_buttons_are_off(browser):
+    async with backend_servers(["a"]) as bs, running_lb(lb_config(bs, admin={"listen": "127.0.0.1:0"})) as lb:
+        await step(browser.get, admin_url(lb, "/"))
+        await step(wait_css, browser, 'tr[data-backend="a"][data-state="up"]')
+        buttons = await step(browser.execute_script, """return [...document.querySelectorAll(
+            'tr[data-backend="a"] button')].map((b) => [b.dataset.action, b.disabled]);""")
+        assert buttons == [["drain", True], ["maintenance", True], ["ready", True]]
