@@ -4,6 +4,8 @@
                           cookies=ServerCookies([secret]), nsid=b"ns1", identity="ns1", version="gslb")
     reply = responder.respond(data, client, now, tcp=False)    # bytes, or None: drop
     responder.cookie_valid(data, client, now)                  # for rate limiting (see cookies.py)
+    responder.on_answer = sampler     # optional (client, regions, now) callable, told of each cache-miss
+                                      # service answer (the status page's gslb/status.py AnswerSampler)
 
 Two paths give the same bytes:
 
