@@ -13,7 +13,8 @@ Why not aiohttp.ClientSession: it costs ~85 us of CPU per small request (URL han
 jar, tracing, auto headers, request/response objects); a proxy knows the exact bytes it wants
 to send. The request head is serialized here in one write. Responses are parsed by llhttp
 (`httptools.HttpResponseParser`, strict: no leniency flag set) in `ResponseReader`, a sans-I/O
-core (bytes in, state out); `UpstreamConnection` is its asyncio edge. No framing grammar is
+core (bytes in, state out; a whole response whose head it read before, byte for byte, takes
+that head from a bounded cache); `UpstreamConnection` is its asyncio edge. No framing grammar is
 written here: llhttp finds the message boundaries, `ResponseReader` only refuses what llhttp
 would let through and a proxy must not, and picks the framing (RFC 9112 section 6.3):
 
@@ -69,6 +70,8 @@ _IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 SMALL = 64 * 1024                  # a response body up to this (by Content-Length) is collected whole
 HIGH_WATER = 256 * 1024            # a streamed body: backend reads pause with this much unsent
 MAX_INTERIM = 8                    # 1xx responses before the final one
+CACHED_HEAD_MAX = 2048             # response heads up to this size are remembered (ResponseReader),
+CACHE_ENTRIES = 1024               # at most this many per Upstream (cleared when full): ~2 MB of keys
 
 # framings of a final response
 NONE, LENGTH, CHUNKED, EOF = "none", "length", "chunked", "eof"
@@ -203,13 +206,22 @@ class ResponseReader:
     `begin(head_request=...)` before each response; then `feed(data)` (raises InvalidResponse)
     and read the state: `interim` (1xx heads, the caller takes them), `head` (the final head,
     once in), `body` (body pieces, the caller takes them), `done` (the response is complete),
-    `junk` (bytes came after it). `eof()` at a clean close: True if that ends the body."""
+    `junk` (bytes came after it). `eof()` at a clean close: True if that ends the body.
 
-    __slots__ = ("_head_bytes", "_head_request", "_lines", "_parser", "_reason", "_tail", "body", "done",
-                 "head", "interim", "junk", "max_head", "state")
+    `cache` (head bytes -> ResponseHead, shared by an Upstream's connections): a backend repeats
+    its response heads byte for byte (the same Date within a second, the same lengths), and the
+    same bytes read the same way -- llhttp starts each response from the same state. So when a
+    response's first read holds a whole Content-Length response whose head (up to the first
+    CRLFCRLF) is in the cache, with exactly that many body bytes after it, the head is taken from
+    the cache and llhttp is not called; anything else (a partial read, extra bytes, a 1xx, HEAD,
+    another framing) goes to llhttp, which also fills the cache from such whole responses."""
 
-    def __init__(self, *, max_head: int = 65536) -> None:
+    __slots__ = ("_head_bytes", "_head_request", "_lines", "_parser", "_reason", "_tail", "body", "cache",
+                 "done", "head", "interim", "junk", "max_head", "state")
+
+    def __init__(self, *, max_head: int = 65536, cache: dict[bytes, ResponseHead] | None = None) -> None:
         self.max_head = max_head
+        self.cache = cache
         self._parser = HttpResponseParser(self)
         self.state = IDLE
         self.head: ResponseHead | None = None
@@ -236,9 +248,12 @@ class ResponseReader:
     def feed(self, data: bytes) -> None:
         state = self.state
         if state == HEAD:
+            first = not self._head_bytes
             self._head_bytes += len(data)
             if self._head_request:
                 self._feed_head_only(data)
+            elif first and self.cache is not None:
+                self._feed_first(data)
             else:
                 self._feed(data)
             if self.state == HEAD and self._head_bytes > self.max_head:
@@ -261,6 +276,34 @@ class ResponseReader:
                 self.junk = True
                 return
             raise InvalidResponse(str(exc)) from None
+
+    def _feed_first(self, data: bytes) -> None:
+        """A response's first bytes, with the head cache (see the class docstring)."""
+        end = data.find(b"\r\n\r\n")
+        if end < 0 or not data.startswith(b"HTTP/1."):
+            self._feed(data)
+            return
+        cut = end + 4
+        size = len(data)
+        key = data if cut == size else data[:cut]
+        cache = self.cache
+        assert cache is not None
+        head = cache.get(key)
+        if head is not None and size - cut == head.length:
+            self.head = head
+            if cut < size:
+                self.body.append(data[cut:])
+            self.state = DONE
+            self.done = True
+            return
+        self._feed(data)
+        head = self.head
+        # complete, nothing after it: its body is the last `length` bytes, so its head is data[:cut]
+        if (head is not None and self.done and head.framing == LENGTH and cut <= CACHED_HEAD_MAX
+                and size - cut == head.length and not self.interim and not self.junk):
+            if len(cache) >= CACHE_ENTRIES:
+                cache.clear()
+            cache[key] = head
 
     def _feed_head_only(self, data: bytes) -> None:
         """A response to HEAD: llhttp cannot be told there is no body (httptools has no such
@@ -570,10 +613,10 @@ class UpstreamConnection(asyncio.Protocol):
     ResponseReader, hands the final response to the waiting `exchange` (see the docstring)."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, backend_id: str, *, max_head: int,
-                 deadlines: Deadlines) -> None:
+                 deadlines: Deadlines, heads: dict[bytes, ResponseHead] | None = None) -> None:
         self.loop = loop
         self.backend_id = backend_id
-        self.reader = ResponseReader(max_head=max_head)
+        self.reader = ResponseReader(max_head=max_head, cache=heads)
         self.deadlines = deadlines
         self.deadline = 0.0
         self.transport: asyncio.Transport | None = None
@@ -823,6 +866,7 @@ class Upstream:
         self._session: aiohttp.ClientSession | None = None
         self._writers: set[asyncio.Task[None]] = set()
         self._deadlines: Deadlines | None = None
+        self._heads: dict[bytes, ResponseHead] = {}      # ResponseReader's cache of recent heads
 
     def __repr__(self) -> str:
         idle = sum(len(pool.idle) for pool in self._pools.values())
@@ -855,11 +899,13 @@ class Upstream:
         if self._deadlines is None:
             self._deadlines = Deadlines(loop, self.read_timeout)
         deadlines = self._deadlines
+        heads = self._heads
         backend_id = backend.id
         try:
             async with asyncio.timeout(self.connect_timeout):
                 _, proto = await loop.create_connection(
-                    lambda: UpstreamConnection(loop, backend_id, max_head=max_head, deadlines=deadlines),
+                    lambda: UpstreamConnection(loop, backend_id, max_head=max_head, deadlines=deadlines,
+                                               heads=heads),
                     backend.host, backend.port)
         except TimeoutError:
             raise BackendConnectError(f"connect to {backend.id} timed out") from None
