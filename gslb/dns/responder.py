@@ -549,7 +549,10 @@ class Responder:
         for service in res.all_down:
             stats.all_down[service] += 1
         if self.on_answer is not None and res.regions and res.located is not None:
-            self.on_answer(res.located[0], res.regions, now)
+            try:
+                self.on_answer(res.located[0], res.regions, now)
+            except Exception:       # an observer's bug must not cost the reply: `respond` never raises
+                stats.internal_errors += 1
         if scanned is not None and res.rcode != SERVFAIL and res.cache_for > 0:
             self._store(data, scanned, response, res, generation, now, tcp, client, rcode, qtype, truncated)
         return response

@@ -135,3 +135,15 @@ def test_responder_tells_on_answer_of_misses_only_with_the_located_client():
     ask(responder, query("weighted.example.test", qid=6), now=7.0)
     assert seen == [("203.0.113.0", ("eu",), 2.0), (str(CLIENT), ("eu", "us"), 6.0),
                     (str(CLIENT), ("eu", "us"), 7.0)]
+
+
+def test_an_on_answer_that_raises_costs_no_reply():
+    responder, _ = make_responder()
+
+    def broken(client, regions, now):
+        raise RuntimeError("observer bug")
+
+    responder.on_answer = broken
+    reply = ask(responder, query("www.example.test", ecs="203.0.113.77/24"), now=2.0)
+    assert reply.answer                                             # answered all the same
+    assert responder.stats.internal_errors == 1
