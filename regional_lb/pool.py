@@ -266,6 +266,7 @@ class _Selection:
     panic: bool
     since: float
     until: float
+    bare: Candidates                    # the same candidates with inflight 0, ewma 0 (load=False)
 
 
 @dataclass
@@ -452,7 +453,11 @@ class Pool:
             return 0.0
         return sum(1 for m in self._members.values() if self._available(m, now)) / size
 
-    def candidates(self, now: float, inflight: Mapping[str, int] | None = None) -> Candidates:
+    def candidates(self, now: float, inflight: Mapping[str, int] | None = None, *,
+                   load: bool = True) -> Candidates:
+        """The candidates at `now`. `load=False` (a policy whose `uses_load` is False): their
+        inflight and ewma are left at 0, and the same Candidates serve every request while
+        the selection holds (nothing built per request)."""
         if now > self._now:
             self._now = now
         sel = self._selection
@@ -460,6 +465,8 @@ class Pool:
             sel = self._selection = self._select(now)
         if sel.panic:
             self.stats.panics += 1
+        if not load:
+            return sel.bare
         out = []
         exp = math.exp
         for m, weight, accepting in sel.members:
@@ -491,7 +498,9 @@ class Pool:
                 until = now                     # the weight changes with every `now`: no reuse
         members = tuple((m, m.backend.weight * slow_start_factor(m.ramp_from, now, slow),
                          m.admin is AdminState.READY) for m in (live if panic else available))
-        return _Selection(members, panic, now, until)
+        bare = Candidates(tuple(Candidate(m.backend, 0, 0.0, weight, accepting)
+                                for m, weight, accepting in members), panic)
+        return _Selection(members, panic, now, until, bare)
 
     def status(self, now: float) -> list[dict[str, Any]]:
         out = []

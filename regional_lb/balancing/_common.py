@@ -16,6 +16,7 @@ class PolicyBase:
 
     name = "base"
     ttl: float | None = None            # stick-table TTL (sticky_learn only)
+    uses_load = True                    # pick reads inflight / ewma (balancing/base.py Policy)
 
     def __init__(self) -> None:
         self.stats: dict[str, int] = {"picks": 0, "none": 0}

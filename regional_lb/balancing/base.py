@@ -81,6 +81,10 @@ class Pick:
 
 class Policy(Protocol):
     name: str
+    # whether `pick` reads Candidate.inflight / ewma (or hands the candidates to a policy that
+    # does): when False the pool may hand over candidates whose load fields are left at 0
+    # (Pool.candidates(load=False): built once, not per request)
+    uses_load: bool
 
     def sticky_key(self, request: RequestInfo) -> str | None:
         """The stick-table key to fetch before `pick` (sticky_learn), or None."""

@@ -62,6 +62,8 @@ def ring_walk(ring: HashRing, key: str, by_id: dict[str, Candidate],
 class HashPolicy(PolicyBase):
     """Consistent hashing on `key_fn(request)`; stats: hits (on the key's home backend), moved, nokey."""
 
+    uses_load = False                   # the ring and the round-robin fallback: weights only
+
     def __init__(self, name: str, key_fn: KeyFn, *, vnodes: int = DEFAULT_VNODES) -> None:
         super().__init__()
         self.name = name

@@ -15,6 +15,7 @@ from regional_lb.balancing.base import Candidate, Pick, RequestInfo
 
 class WeightedRandom(PolicyBase):
     name = "random"
+    uses_load = False                   # weights only
 
     def pick(self, request: RequestInfo, candidates: Sequence[Candidate], *, now: float,
              rng: random.Random, stuck_to: str | None = None,

@@ -18,6 +18,7 @@ from regional_lb.balancing.base import Candidate, Pick, RequestInfo
 
 class RoundRobin(PolicyBase):
     name = "round_robin"
+    uses_load = False                   # weights only
 
     def __init__(self) -> None:
         super().__init__()

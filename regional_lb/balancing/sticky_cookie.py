@@ -59,6 +59,7 @@ class StickyCookie(PolicyBase):
         self.settings = settings
         self.codec = CookieCodec(settings.secrets)      # ValueError on an empty secret
         self.first = first
+        self.uses_load = first.uses_load                # candidates go to `first` for new sessions
         self.tls = tls                                  # informational: some listener has TLS
         self._known: dict[str, None] = {}               # backend ids seen (ordered, bounded)
         self._template = SetCookieTemplate(settings.cookie, path=settings.path, httponly=settings.httponly,

@@ -29,6 +29,7 @@ class StickyLearn(PolicyBase):
     def __init__(self, first: Policy, *, cookie: str = "JSESSIONID", ttl: float = 1800.0) -> None:
         super().__init__()
         self.first = first
+        self.uses_load = first.uses_load                # candidates go to `first` for new sessions
         self.cookie = cookie
         self.ttl = ttl
         self.stats.update(hits=0, misses=0, resticks=0, learned=0)

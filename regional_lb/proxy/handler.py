@@ -266,7 +266,7 @@ class ProxyHandler:
                     counts = await lb.store.inflight(prt.name, [b.id for b in pool.backends])
                     cands = pool.candidates(now, counts)
                 else:
-                    cands = pool.candidates(now)
+                    cands = pool.candidates(now, load=policy.uses_load)
                 pick = policy.pick(info, cands.list, now=lb.wall(), rng=lb.rng, stuck_to=stuck,
                                    exclude=frozenset(tried) if tried else _EMPTY)
                 if pick is None:
