@@ -28,11 +28,21 @@ class PeakEwma:
         return self.estimate * w + sample * (1.0 - w)
 
     def observe(self, rtt: float, now: float) -> float:
-        """Fold in one response time (seconds)."""
-        rtt = max(0.0, rtt)
-        self.estimate = rtt if rtt > self.estimate else self._decayed(now, rtt)
-        self.stamp = max(self.stamp, now)
-        return self.estimate
+        """Fold in one response time (seconds). (Once per proxied request: `_decayed` inlined.)"""
+        if not rtt >= 0.0:             # negative or NaN: 0, as max(0.0, rtt)
+            rtt = 0.0
+        estimate = self.estimate
+        stamp = self.stamp
+        if rtt > estimate:
+            estimate = rtt
+        else:
+            elapsed = now - stamp
+            w = math.exp(-elapsed / self.decay) if elapsed > 0.0 else 1.0
+            estimate = estimate * w + rtt * (1.0 - w)
+        self.estimate = estimate
+        if now > stamp:
+            self.stamp = now
+        return estimate
 
     def value(self, now: float) -> float:
         """The estimate decayed to `now` (what a picker should see)."""

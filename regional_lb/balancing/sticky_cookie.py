@@ -62,6 +62,7 @@ class StickyCookie(PolicyBase):
         self.uses_load = first.uses_load                # candidates go to `first` for new sessions
         self.tls = tls                                  # informational: some listener has TLS
         self._known: dict[str, None] = {}               # backend ids seen (ordered, bounded)
+        self._last_seen: Sequence[Candidate] = ()       # the candidates _remember last went through
         self._template = SetCookieTemplate(settings.cookie, path=settings.path, httponly=settings.httponly,
                                            samesite=settings.samesite, domain=settings.domain)
         self._refresh_after = settings.refresh * settings.max_idle
@@ -92,6 +93,9 @@ class StickyCookie(PolicyBase):
         return self._template.render(value, max(1, max_age), self._secure(request))
 
     def _remember(self, candidates: Sequence[Candidate]) -> None:
+        if candidates is self._last_seen:               # the pool's same tuple (Pool.candidates(load=False))
+            return
+        self._last_seen = candidates
         known = self._known
         for c in candidates:
             backend_id = c.backend.id
