@@ -23,6 +23,10 @@ class RoundRobin(PolicyBase):
     def __init__(self) -> None:
         super().__init__()
         self._current: dict[str, float] = {}
+        # eligible() of the last candidates seen with nothing excluded: the pool hands over the
+        # same tuple while its selection holds (Pool.candidates(load=False)), so filter it once
+        self._seen: Sequence[Candidate] = ()
+        self._eligible: list[Candidate] = []
 
     def choose(self, cands: Sequence[Candidate]) -> Candidate | None:
         """The next candidate in smooth weighted order (cands already filtered)."""
@@ -50,7 +54,14 @@ class RoundRobin(PolicyBase):
     def pick(self, request: RequestInfo, candidates: Sequence[Candidate], *, now: float,
              rng: random.Random, stuck_to: str | None = None,
              exclude: frozenset[str] = frozenset()) -> Pick | None:
-        chosen = self.choose(eligible(candidates, exclude))
+        if exclude:
+            cands = eligible(candidates, exclude)
+        elif candidates is self._seen:
+            cands = self._eligible
+        else:
+            cands = self._eligible = eligible(candidates, exclude)
+            self._seen = candidates
+        chosen = self.choose(cands)
         if chosen is None:
             self.count("none")
             return None
