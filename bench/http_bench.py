@@ -11,17 +11,26 @@ The proxy's CPU time (utime+stime of its process tree from /proc) over each run,
 requests answered, gives CPU µs per request. The proxy is pinned to CPU 1; wrk and the backends to
 CPU 0 (taskset) when there are two CPUs.
 
-Usage: python bench/http_bench.py [--duration 10] [--connections 50] [--only haproxy|regional-lb] [--no-readme]
+`--before REF` also measures the regional LB as it was at git revision REF (a `git archive` copy
+of that tree, run the same way), in the same run: the report then gives before -> after figures
+measured under the same conditions, which is what a change's effect should be judged by on a
+machine whose load varies. The target (issue 7): the regional LB's CPU per request at most
+TARGET (3.0) x HAProxy's on every route.
+
+Usage: python bench/http_bench.py [--duration 10] [--connections 50] [--only NAME] [--before REF] [--no-readme]
 Results go to stdout and to the http section of bench/README.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import http.client
+import os
 import re
 import shutil
 import string
+import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -50,6 +59,7 @@ from common import write_section as write_readme_section
 PROXY_CPU, CLIENT_CPU = "1", "0"
 N_BACKENDS = 3
 COOKIE = "LBSESSIONID"
+TARGET = 3.0                # regional LB CPU/request <= TARGET x HAProxy's, every route (issue 7)
 
 
 def render(template: str, **values: object) -> str:
@@ -94,20 +104,35 @@ def start_haproxy(workdir: Path, backends: list[int]):
                          ready=ready_tcp(port))
 
 
-def start_regional_lb(workdir: Path, backends: list[int]):
+def start_regional_lb(workdir: Path, backends: list[int], *, tree: Path = REPO_DIR, name: str = "regional-lb"):
+    """The regional LB from source tree `tree` (this checkout, or a --before copy)."""
     port = free_port()
     lines = "\n".join(f'      - {{address: "127.0.0.1:{p}", id: b{i}}}' for i, p in enumerate(backends, 1))
-    cfg = workdir / "regional_lb.yaml"
+    cfg = workdir / f"{name}.yaml"
     cfg.write_text(render("regional_lb.yaml.tmpl", port=port, admin_port=free_port(), backends=lines))
-    env = {"PYTHONPATH": str(REPO_DIR)}
-    import subprocess
+    env = {"PYTHONPATH": str(tree)}
     check = subprocess.run([sys.executable, "-m", "regional_lb", "check-config", str(cfg)], capture_output=True,
-                           text=True, cwd=REPO_DIR, check=False)
+                           text=True, cwd=tree, env={**os.environ, **env}, check=False)
     if check.returncode != 0:
-        raise BenchError(f"regional-lb check-config failed: {(check.stderr or check.stdout).strip()[-1500:]}")
-    return port, started("regional-lb", [sys.executable, "-m", "regional_lb", "serve", "-c", str(cfg),
-                                         "--log-level", "warning"],
+        raise BenchError(f"{name} check-config failed: {(check.stderr or check.stdout).strip()[-1500:]}")
+    return port, started(name, [sys.executable, "-m", "regional_lb", "serve", "-c", str(cfg),
+                                "--log-level", "warning"],
                          workdir, cpus=PROXY_CPU, ready=ready_tcp(port), env=env)
+
+
+def source_tree(ref: str, into: Path) -> tuple[Path, str]:
+    """A copy of the repository at git revision `ref` (git archive), and its short commit."""
+    commit = subprocess.run(["git", "-C", str(REPO_DIR), "rev-parse", "--short", f"{ref}^{{commit}}"],
+                            capture_output=True, text=True, check=False)
+    if commit.returncode != 0:
+        raise BenchError(f"--before {ref}: {commit.stderr.strip()}")
+    into.mkdir(parents=True)
+    archive = subprocess.run(["git", "-C", str(REPO_DIR), "archive", "--format=tar", ref], capture_output=True,
+                             check=False)
+    if archive.returncode != 0:
+        raise BenchError(f"git archive {ref} failed: {archive.stderr.decode(errors='replace').strip()}")
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive.stdout, check=True)
+    return into, commit.stdout.strip()
 
 
 FLOOR_APP = """
@@ -256,7 +281,8 @@ def row(r: Result) -> list[object]:
             r.non2xx, fmt(r.cpu, 2), fmt(r.cpu_us, 1)]
 
 
-def report(args, results: dict[str, list[Result]], facts: dict[str, dict], notes: dict[str, str]) -> str:
+def report(args, results: dict[str, list[Result]], facts: dict[str, dict], notes: dict[str, str],
+           before: str | None = None) -> str:
     versions = {"HAProxy": tool_version([haproxy_bin(), "-v"], r"version ([\d.]+[\w.+~-]*)"),
                 "wrk": tool_version(["wrk", "-v"], r"wrk ([\w./+~-]+)")}
     out = ["## HTTP: regional LB vs HAProxy", ""]
@@ -287,9 +313,21 @@ def report(args, results: dict[str, list[Result]], facts: dict[str, dict], notes
         out += ["### Ratio", ""]
         for ours, theirs in zip(results["regional-lb"], results["haproxy"], strict=True):
             ratio = (ours.cpu_us or 0) / (theirs.cpu_us or 1)
-            verdict = "meets" if ratio <= 5 else "MISSES"
+            verdict = "meets" if ratio <= TARGET else "MISSES"
             out.append(f"- {ours.scenario}: regional LB CPU/request ÷ HAProxy CPU/request = **{ratio:.2f}×** "
-                       f"(target ≤ 5×: {verdict}); requests/s {ours.rps:,.0f} vs {theirs.rps:,.0f}")
+                       f"(target ≤ {TARGET:g}×: {verdict}); requests/s {ours.rps:,.0f} vs {theirs.rps:,.0f}")
+        out.append("")
+    if before and before in results and "regional-lb" in results:
+        out += [f"### Before -> after (`{before}` measured in this run, then this checkout)", ""]
+        haproxy = results.get("haproxy")
+        for i, (old, new) in enumerate(zip(results[before], results["regional-lb"], strict=True)):
+            change = ((new.cpu_us or 0) / (old.cpu_us or 1) - 1) * 100
+            line = (f"- {new.scenario}: {fmt(old.cpu_us, 1)} -> {fmt(new.cpu_us, 1)} µs CPU/request "
+                    f"({change:+.0f} %)")
+            if haproxy:
+                base = haproxy[i].cpu_us or 1
+                line += f"; ÷ HAProxy {(old.cpu_us or 0) / base:.2f}× -> {(new.cpu_us or 0) / base:.2f}×"
+            out.append(line)
         out.append("")
     for name, why in notes.items():
         out += [f"**{name}: not yet measured**: {why.splitlines()[0][:500]}", ""]
@@ -306,21 +344,27 @@ def main() -> int:
     p.add_argument("--only", choices=["haproxy", "regional-lb", "aiohttp-floor"], help="measure one server only")
     p.add_argument("--no-floor", dest="floor", action="store_false",
                    help="skip the bare-aiohttp reference (a server answering itself, no proxying)")
+    p.add_argument("--before", metavar="REF", help="also measure the regional LB at git revision REF (same run)")
     p.add_argument("--no-readme", action="store_true", help="print only; leave bench/README.md alone")
     args = p.parse_args()
 
     results: dict[str, list[Result]] = {}
     facts: dict[str, dict] = {}
     notes: dict[str, str] = {}
+    before: str | None = None
     with tempfile.TemporaryDirectory(prefix="http-bench-") as tmp:
         workdir = Path(tmp)
+        servers = [("haproxy", start_haproxy), ("regional-lb", start_regional_lb)]
+        if args.before:
+            tree, commit = source_tree(args.before, workdir / "before")
+            before = f"regional-lb@{commit}"
+            servers.insert(1, (before, functools.partial(start_regional_lb, tree=tree, name=before)))
         ports, backend_ctx = start_backends(workdir)
         with backend_ctx:
-            servers = [("haproxy", start_haproxy), ("regional-lb", start_regional_lb)]
             if args.floor:
                 servers.append(("aiohttp-floor", start_aiohttp_floor))
             for name, starter in servers:
-                if args.only and args.only != name:
+                if args.only and args.only != name and not (name == before and args.only == "regional-lb"):
                     continue
                 print(f"measuring {name} ...", flush=True)
                 try:
@@ -328,7 +372,7 @@ def main() -> int:
                 except BenchError as exc:
                     notes[name] = str(exc).strip()
                     print(f"  {name}: not measured: {notes[name]}", file=sys.stderr, flush=True)
-    body = report(args, results, facts, notes)
+    body = report(args, results, facts, notes, before)
     print(body)
     if not args.no_readme:
         write_readme_section("http", body)
