@@ -176,7 +176,7 @@ class Runtime:
 
 
 def _pool_settings_equal(a: PoolConfig, b: PoolConfig) -> bool:
-    return a.settings == b.settings
+    return bool(a.settings == b.settings)
 
 
 def build_runtime(config: Config, *, previous: Runtime | None, now: float,
@@ -316,12 +316,12 @@ class LoadBalancer:
                 await site.start()
                 self.listen_addresses.append(_bound(runner))
             if cfg.admin.enabled:
-                runner = web.AppRunner(make_admin_app(self), handle_signals=False, access_log=None)
-                await runner.setup()
-                self._runners.append(runner)
-                site = web.TCPSite(runner, cfg.admin.host, cfg.admin.port, reuse_address=True)
+                admin = web.AppRunner(make_admin_app(self), handle_signals=False, access_log=None)
+                await admin.setup()
+                self._runners.append(admin)
+                site = web.TCPSite(admin, cfg.admin.host, cfg.admin.port, reuse_address=True)
                 await site.start()
-                self.admin_address = _bound(runner)
+                self.admin_address = _bound(admin)
             await self._start_checkers(self.rt)
             self.discovery = Discovery(self, resolver=self._resolver)
             await self.discovery.start()
@@ -501,6 +501,7 @@ class LoadBalancer:
 def _default_store(config: Config, clock: Callable[[], float]) -> Any:
     if config.state.backend == "redis":
         from regional_lb.state.redis import RedisStore
+        assert config.state.url is not None             # the config loader requires it for redis
         return RedisStore.from_url(config.state.url, key_prefix=config.state.key_prefix, clock=clock)
     try:
         from regional_lb.state.memory import MemoryStore

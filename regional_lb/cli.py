@@ -123,7 +123,7 @@ def _run(coro: object) -> int:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency on POSIX
         return asyncio.run(coro)  # type: ignore[arg-type]
-    return uvloop.run(coro)  # type: ignore[arg-type,no-any-return]
+    return uvloop.run(coro)  # type: ignore[arg-type]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

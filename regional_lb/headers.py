@@ -180,7 +180,7 @@ def upstream_headers(headers: Mapping[str, str] | CIMultiDict[str], *, peer: str
     `headers` is the client's (case-insensitive multidict, items in order); `peer` is the
     TCP peer address; `scheme` "http" or "https" as the client reached us.
     """
-    named = connection_tokens(headers.getall("Connection", ())) if "Connection" in headers else ()  # type: ignore[attr-defined]
+    named = connection_tokens(headers.getall("Connection", ())) if "Connection" in headers else ()  # type: ignore[union-attr]
     trusted_peer = peer in settings.trusted
     out: CIMultiDict[str] = CIMultiDict()
     xff: list[str] = []
@@ -239,7 +239,7 @@ def forwarding_block(peer: str, scheme: str, host: str, settings: ForwardingSett
 def downstream_headers(headers: Mapping[str, str] | CIMultiDict[str], *, via: str | None
                        ) -> CIMultiDict[str]:
     """The backend's response headers without hop-by-hop ones, with our Via appended."""
-    named = connection_tokens(headers.getall("Connection", ())) if "Connection" in headers else ()  # type: ignore[attr-defined]
+    named = connection_tokens(headers.getall("Connection", ())) if "Connection" in headers else ()  # type: ignore[union-attr]
     out: CIMultiDict[str] = CIMultiDict()
     for key, value in headers.items():
         low = key.lower()

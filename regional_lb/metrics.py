@@ -85,8 +85,8 @@ class _RequestCollector(Collector):
         for route, lat in list(self._m._lat.items()):
             cumulative = 0.0
             buckets = []
-            for bound, n in zip((*_BUCKETS, float("inf")), lat[:-1], strict=True):
-                cumulative += n
+            for bound, count in zip((*_BUCKETS, float("inf")), lat[:-1], strict=True):
+                cumulative += count
                 buckets.append(("+Inf" if bound == float("inf") else repr(bound), cumulative))
             hist.add_metric([route], buckets, lat[-1])
         yield hist

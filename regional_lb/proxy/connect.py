@@ -132,7 +132,7 @@ async def proxy_connect(handler: ProxyHandler, request: BaseRequest, rr: RouteRu
         rest = head[head.index(b"\r\n\r\n") + 4:]
         transport.write(_ESTABLISHED + rest)
         handler._account(request, rr, 200, t0, backend.id, pick.reason)
-        up = _ToBackend(writer, transport)  # type: ignore[arg-type]
+        up = _ToBackend(writer, transport)
         request.protocol.set_parser(up)  # type: ignore[arg-type]
         proto: Any = request.protocol
         while not transport.is_closing():

@@ -489,7 +489,7 @@ class FastConnection(asyncio.Protocol):
 
     def _finished(self) -> None:
         self.busy = False
-        self.server.tasks.discard(self._task)  # type: ignore[arg-type]
+        self.server.tasks.discard(self._task)
         self._task = None
         transport = self.transport
         if transport is None or self.closed:

@@ -693,8 +693,8 @@ class UpstreamConnection(asyncio.Protocol):
             interims, reader.interim = reader.interim, []
             sink = self._interim
             if sink is not None:
-                for head in interims:
-                    sink(head)
+                for interim_head in interims:
+                    sink(interim_head)
         if self._stream is not None:
             self._stream.push(reader.body)
             reader.body = []
@@ -964,7 +964,7 @@ class Upstream:
             writer = asyncio.create_task(self._write_body(proto, body, chunked="Content-Length" not in headers))
             self._writers.add(writer)
             writer.add_done_callback(self._writers.discard)
-            writer.add_done_callback(lambda t: t.cancelled() or t.exception() is None or proto.close())
+            writer.add_done_callback(lambda t: _close_if_failed(t, proto))
         else:
             transport.write(head + body if body else head)
         try:
@@ -1046,3 +1046,9 @@ async def _writer_failure(writer: asyncio.Task[None]) -> ProxyError | None:
 
 class _StaleConnection(Exception):
     """the connection was closed before any response byte (retry on a fresh one)"""
+
+
+def _close_if_failed(task: asyncio.Task[None], proto: UpstreamConnection) -> None:
+    """Done callback of a request-body writer: a writer that failed closes its connection."""
+    if not task.cancelled() and task.exception() is not None:
+        proto.close()
