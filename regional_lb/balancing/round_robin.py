@@ -27,6 +27,7 @@ class RoundRobin(PolicyBase):
         # same tuple while its selection holds (Pool.candidates(load=False)), so filter it once
         self._seen: Sequence[Candidate] = ()
         self._eligible: list[Candidate] = []
+        self._picks: dict[str, Pick] = {}       # backend id -> its Pick: a value, one serves all (bounded)
 
     def choose(self, cands: Sequence[Candidate]) -> Candidate | None:
         """The next candidate in smooth weighted order (cands already filtered)."""
@@ -66,4 +67,10 @@ class RoundRobin(PolicyBase):
             self.count("none")
             return None
         self.count("picks")
-        return Pick(chosen.backend, "rr")
+        backend = chosen.backend
+        pick = self._picks.get(backend.id)
+        if pick is None or pick.backend is not backend:
+            if len(self._picks) >= 4096:
+                self._picks.clear()
+            pick = self._picks[backend.id] = Pick(backend, "rr")
+        return pick

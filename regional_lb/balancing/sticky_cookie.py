@@ -70,6 +70,7 @@ class StickyCookie(PolicyBase):
         self._new_max_age = max(1, int(settings.max_life))      # a new cookie's Max-Age (issued == now)
         # (backend id, Secure) -> (second, Set-Cookie) of the last new session: see the docstring
         self._issued: dict[tuple[str, bool], tuple[int, str]] = {}
+        self._hits: dict[str, Pick] = {}                # backend id -> a sticky hit's Pick (no Set-Cookie)
         self.stats.update(hits=0, new=0, invalid=0, expired=0, resticks=0, strict_refused=0)
 
     @property
@@ -162,12 +163,19 @@ class StickyCookie(PolicyBase):
         found = self._candidate(cookie, candidates)
         backend_id = found.backend.id if found is not None else None
         if found is not None and backend_id not in exclude:
+            backend = found.backend
             stats = self.stats
             stats["hits"] += 1
             stats["picks"] += 1
             stale = now - cookie.last_seen >= self._refresh_after or cookie.secret_index != 0
-            set_cookie = self._set_cookie(request, backend_id, cookie.issued, now) if stale else None
-            return Pick(found.backend, "cookie", set_cookie=set_cookie)
+            if stale:
+                return Pick(backend, "cookie", set_cookie=self._set_cookie(request, backend.id, cookie.issued, now))
+            hit = self._hits.get(backend.id)
+            if hit is None or hit.backend is not backend:   # a Pick is a value: one per backend serves all
+                if len(self._hits) >= 4096:
+                    self._hits.clear()
+                hit = self._hits[backend.id] = Pick(backend, "cookie")
+            return hit
         known = backend_id is not None or self.codec.resolve(cookie, self._known) is not None
         if not known:                   # a backend this LB never had: like garbage
             self.count("invalid")

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from gslb.common.configload import Section
 from regional_lb.balancing import POLICY_NAMES, make_policy
-from regional_lb.balancing.base import Policy
+from regional_lb.balancing.base import Backend, Candidate, Policy
 from regional_lb.pool import Pool, PoolSettings
 from tests.unit.test_balancing_helpers import backend, request
 
@@ -82,3 +82,21 @@ def test_bare_candidates_are_built_once_per_selection() -> None:
 @pytest.mark.parametrize("name", ["least_connections", "least_response_time", "bounded_load"])
 def test_load_reading_policies_say_so(name: str) -> None:
     assert policy(name).uses_load
+
+
+@pytest.mark.parametrize("name", ["round_robin", "sticky_cookie"])
+def test_a_reused_pick_follows_a_backend_replaced_under_the_same_id(name: str) -> None:
+    """Picks are reused per backend id (a value); a backend re-addressed by a reload gets a new one."""
+    p = policy(name)
+    old = [Candidate(backend(0))]
+    moved = [Candidate(Backend("b0", "127.0.0.2", 9100))]
+    first = p.pick(request(), old, now=1e9, rng=random.Random(1))
+    assert first is not None
+    cookies = {"LBSESSIONID": first.set_cookie.split(";")[0].split("=", 1)[1]} if first.set_cookie else {}
+    again = p.pick(request(cookies=cookies), old, now=1e9 + 1, rng=random.Random(1))
+    assert again is not None
+    assert again.backend is old[0].backend
+    later = p.pick(request(cookies=cookies), moved, now=1e9 + 2, rng=random.Random(1))
+    assert later is not None
+    assert later.backend is moved[0].backend
+    assert (later.backend.host, later.backend.port) == ("127.0.0.2", 9100)
