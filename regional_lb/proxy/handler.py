@@ -63,6 +63,28 @@ _NO_STATE: Mapping[str, bool] = {}          # body state of a body-less request 
 _INFO = logging.INFO
 
 
+def parse_cookie_header(header: str) -> dict[str, str]:
+    """name -> value of a Cookie header (the first of a repeated name; quotes stripped)."""
+    parsed: dict[str, str] = {}
+    for part in header.split(";"):
+        name, sep, value = part.partition("=")
+        name = name.strip()
+        if sep and name and name not in parsed:
+            value = value.strip()
+            if len(value) >= 2 and value[0] == value[-1] == '"':
+                value = value[1:-1]
+            parsed[name] = value
+    return parsed
+
+
+# Cookie header -> its parse, shared (read-only): a returning client repeats its Cookie header on
+# every request. Bounded: headers up to _PARSED_MAX_LEN characters, _PARSED_ENTRIES of them
+# (cleared when full), ~2 MB at most.
+_PARSED: dict[str, dict[str, str]] = {}
+_PARSED_MAX_LEN = 512
+_PARSED_ENTRIES = 4096
+
+
 class LazyCookies(Mapping[str, str]):
     """The request's cookies, parsed from the Cookie header only if a policy asks."""
 
@@ -73,18 +95,18 @@ class LazyCookies(Mapping[str, str]):
         self._parsed: dict[str, str] | None = None
 
     def _get(self) -> dict[str, str]:
-        if self._parsed is None:
-            parsed: dict[str, str] = {}
-            for part in self._header.split(";"):
-                name, sep, value = part.partition("=")
-                name = name.strip()
-                if sep and name and name not in parsed:
-                    value = value.strip()
-                    if len(value) >= 2 and value[0] == value[-1] == '"':
-                        value = value[1:-1]
-                    parsed[name] = value
+        parsed = self._parsed
+        if parsed is None:
+            header = self._header
+            parsed = _PARSED.get(header)
+            if parsed is None:
+                parsed = parse_cookie_header(header)
+                if len(header) <= _PARSED_MAX_LEN:
+                    if len(_PARSED) >= _PARSED_ENTRIES:
+                        _PARSED.clear()
+                    _PARSED[header] = parsed
             self._parsed = parsed
-        return self._parsed
+        return parsed
 
     def __getitem__(self, key: str) -> str:
         return self._get()[key]
