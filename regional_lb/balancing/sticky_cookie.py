@@ -69,7 +69,7 @@ class StickyCookie(PolicyBase):
         self._max_life = settings.max_life
         self._new_max_age = max(1, int(settings.max_life))      # a new cookie's Max-Age (issued == now)
         # (backend id, Secure) -> (second, Set-Cookie) of the last new session: see the docstring
-        self._issued: dict[tuple[str, bool], tuple[int, str]] = {}
+        self._issued: dict[tuple[str, bool], tuple[int, Pick]] = {}
         self._hits: dict[str, Pick] = {}                # backend id -> a sticky hit's Pick (no Set-Cookie)
         self.stats.update(hits=0, new=0, invalid=0, expired=0, resticks=0, strict_refused=0)
 
@@ -119,12 +119,15 @@ class StickyCookie(PolicyBase):
         key = (backend.id, secure)
         last = self._issued.get(key)
         if last is not None and last[0] == second:
-            return Pick(backend, reason, set_cookie=last[1])
-        text = self._new_session_cookie(backend.id, second, secure)
+            pick = last[1]                     # a value: the same Pick serves the second's new sessions
+            if pick.backend is backend and pick.reason == reason:
+                return pick
+            return Pick(backend, reason, set_cookie=pick.set_cookie)
+        pick = Pick(backend, reason, set_cookie=self._new_session_cookie(backend.id, second, secure))
         if len(self._issued) >= 4096:          # bounded like _known (ids come from config and discovery)
             self._issued.clear()
-        self._issued[key] = (second, text)
-        return Pick(backend, reason, set_cookie=text)
+        self._issued[key] = (second, pick)
+        return pick
 
     def _new_session_cookie(self, backend_id: str, second: int, secure: bool) -> str:
         """The Set-Cookie of a session issued (and last seen) at `second` (the reference for _fresh)."""

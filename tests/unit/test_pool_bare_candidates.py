@@ -100,3 +100,6 @@ def test_a_reused_pick_follows_a_backend_replaced_under_the_same_id(name: str) -
     assert later is not None
     assert later.backend is moved[0].backend
     assert (later.backend.host, later.backend.port) == ("127.0.0.2", 9100)
+    fresh = p.pick(request(), moved, now=1e9, rng=random.Random(1))      # a new session, same second
+    assert fresh is not None
+    assert fresh.backend is moved[0].backend
