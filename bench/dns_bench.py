@@ -401,7 +401,7 @@ def report(args, results: dict[str, list[Run]], answers: dict[str, dict], notes:
             "per-subnet response caches far more than the six-subnet mix, where every query of a run is identical. "
             "It measures the GSLB's cache-miss path: parse (or a known query shape), GeoIP lookup, policy, ECS scope "
             "widening, packing. Once dnsperf has sent the whole file, queries repeat; the steering's decision cache "
-            "(20,000 record networks in two generations, bounded for memory since issue 8) holds only the recently "
+            "(16,384 record networks in two generations, bounded for memory since issue 8) holds only the recently "
             "used part of them, the response cache (50,000 entries, emptied when full) none.",
             "- CPU µs/query = server utime+stime (/proc/PID/stat, whole process tree) over the run ÷ queries "
             "answered. gdnsd runs one UDP thread (`udp_threads => 1`).", ""]

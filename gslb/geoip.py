@@ -227,7 +227,7 @@ def _place_tolerant(record: dict[str, Any]) -> Place | None:
     return place
 
 
-MEMO_SIZE = 20_000          # Locations kept, one per record network (~250 bytes each)
+MEMO_SIZE = 16_384          # Locations kept, one per record network (~250 bytes each)
 PLACES_MEMO = 10_000        # distinct place fields shared by them
 
 

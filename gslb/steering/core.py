@@ -27,8 +27,8 @@ when region states change, and a latency service's entry is also dropped when th
 table changed or its data went stale, so a query for a known network costs a GeoIP lookup and
 a dict lookup. `decide` is the slow reference path the cache is tested against.
 Every memo keyed by a network (decisions, widening steps, geo_map splits, geo choices) is a
-two-generation `Memo` (memo.py) of at most `max_cache` entries (MAX_CACHE = 20,000: a decision
-entry costs ~600 bytes, so ~12 MB; the locator's Location memo is bounded the same way): ECS
+two-generation `Memo` (memo.py) of at most `max_cache` entries (MAX_CACHE = 16,384: a decision
+entry costs ~600 bytes, so ~10 MB; the locator's Location memo is bounded the same way): ECS
 lets every query pick its client network, and memory must not follow the attacker's choice.
 
 Invalidation for the DNS core's response cache is split in two: `generation` moves on health,
@@ -72,7 +72,7 @@ from gslb.steering.memo import Memo
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 MAX_WIDEN = 8
-MAX_CACHE = 20_000
+MAX_CACHE = 16_384
 _UP = RegionState()
 
 
