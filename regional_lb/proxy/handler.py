@@ -159,7 +159,7 @@ class _Sent(web.StreamResponse):
         super().__init__(status=status)
         self._keep_alive = keep_alive
 
-    async def prepare(self, request: BaseRequest) -> None:  # type: ignore[override]
+    async def prepare(self, request: BaseRequest) -> None:
         return None
 
     async def write_eof(self, data: bytes = b"") -> None:
@@ -178,13 +178,13 @@ class ProxyHandler:
     async def __call__(self, request: BaseRequest) -> web.StreamResponse:
         proto = request.protocol
         started = getattr(proto, "request_started", None)
-        if started is None:
+        if started is None:                     # not our ProxyProtocol (request_started/_finished)
             return await self.handle(request)
         started()
         try:
             return await self.handle(request)
         finally:
-            proto.request_finished()
+            proto.request_finished()  # type: ignore[attr-defined]
 
     def read(self, request: Any) -> tuple[Request, Any]:
         """The request head through target.read_request (raises BadRequest), and its headers as a
@@ -233,7 +233,7 @@ class ProxyHandler:
 
     # -- the normal request path ---------------------------------------------------------------
     async def _body(self, request: BaseRequest, out_headers: Any
-                    ) -> tuple[Any, bool, dict[str, bool]]:
+                    ) -> tuple[Any, bool, Mapping[str, bool]]:
         """(body to send, streamed (not replayable), state flags) or raises BodyTooLarge."""
         state: dict[str, bool] = {}
         if not request.body_exists:
