@@ -15,7 +15,9 @@ time that outlives a request is a sticky cookie's issue and last-seen stamps, wh
 restarts and agree across replicas. Load on candidates (EWMA, slow-start weight) was already
 computed by the pool on the monotonic clock.
 
-RequestInfo, Candidate and Pick are built for every request (several Candidates each), so
+RequestInfo, Candidate and Pick are built for every request (several Candidates each; a pool
+hands load-blind policies -- `uses_load` False -- the same Candidates while its selection holds,
+and some policies reuse one Pick per backend: they are values), so
 they are slotted dataclasses that are *not* frozen: a frozen dataclass's __init__ goes
 through object.__setattr__ per field (~0.8 µs per Candidate against ~0.3 µs). They are
 still treated as values -- nothing assigns to their fields after construction; derive a
