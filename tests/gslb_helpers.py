@@ -156,6 +156,18 @@ async def running_gslb(tmp: Path, *, with_lbs: bool = True, **kwargs: Any) -> As
     path = tmp / "gslb.yaml"
     path.write_text(yaml.safe_dump(gslb_config(tmp, dns_port=dns_port, admin_port=admin_port,
                                                lbs=lbs if with_lbs else None, **kwargs)))
+    try:
+        async with serving(path) as server:
+            yield RunningGslb(server, dns_port, admin_port, path, lbs)
+    finally:
+        for lb in lbs.values():
+            await lb.stop()
+
+
+@contextlib.asynccontextmanager
+async def serving(path: Path) -> AsyncIterator[GslbServer]:
+    """The real server (`gslb.app.serve`) on the config file at `path`, once its listeners are bound;
+    stopped (and awaited) on exit. A server that fails to start raises here."""
     stop = asyncio.Event()
     started: asyncio.Future[GslbServer] = asyncio.get_running_loop().create_future()
     task = asyncio.create_task(serve(load_config(path), shutdown_trigger=stop, ready=started.set_result))
@@ -163,12 +175,10 @@ async def running_gslb(tmp: Path, *, with_lbs: bool = True, **kwargs: Any) -> As
         done, _ = await asyncio.wait([task, started], return_when=asyncio.FIRST_COMPLETED)
         if task in done:
             task.result()
-        yield RunningGslb(started.result(), dns_port, admin_port, path, lbs)
+        yield started.result()
     finally:
         stop.set()
         await task
-        for lb in lbs.values():
-            await lb.stop()
 
 
 async def wait_for(predicate: Any, within: float = 5.0, interval: float = 0.02) -> None:

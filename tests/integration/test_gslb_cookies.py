@@ -20,10 +20,9 @@ import dns.rdataclass
 import pytest
 import yaml
 
-from gslb.app import GslbServer, serve
-from gslb.config import load_config
+from gslb.app import GslbServer
 from gslb.dns.cookies import ServerCookies
-from tests.gslb_helpers import free_dns_port, free_port, gslb_config
+from tests.gslb_helpers import free_dns_port, free_port, gslb_config, serving
 
 SECRET = "5ea1ed5ec2e7000000000000000000aa"
 LOOPBACK = ipaddress.IPv4Address("127.0.0.1")
@@ -38,17 +37,8 @@ async def gslb_with(tmp: Path, dns_keys: dict[str, Any]) -> AsyncIterator[tuple[
     data["dns"].update(dns_keys)
     path = tmp / f"gslb-{dns_port}.yaml"
     path.write_text(yaml.safe_dump(data))
-    stop = asyncio.Event()
-    started: asyncio.Future[GslbServer] = asyncio.get_running_loop().create_future()
-    task = asyncio.create_task(serve(load_config(path), shutdown_trigger=stop, ready=started.set_result))
-    try:
-        done, _ = await asyncio.wait([task, started], return_when=asyncio.FIRST_COMPLETED)
-        if task in done:
-            task.result()
-        yield started.result(), dns_port
-    finally:
-        stop.set()
-        await task
+    async with serving(path) as server:
+        yield server, dns_port
 
 
 def make(name: str = "www.example.test", rdtype: str = "A", *, cookie: bytes | None = None,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import socket
 import time
@@ -18,10 +17,9 @@ import dns.message
 import dns.rcode
 import yaml
 
-from gslb.app import GslbServer, serve
-from gslb.config import load_config
+from gslb.app import GslbServer
 from gslb.dns.rrl import RrlSettings
-from tests.gslb_helpers import free_dns_port, free_port, gslb_config, running_gslb, wait_for
+from tests.gslb_helpers import free_dns_port, free_port, gslb_config, running_gslb, serving, wait_for
 
 RATE = 5
 
@@ -35,17 +33,8 @@ async def gslb_with_rrl(tmp: Path, rrl: dict[str, Any], **dns_keys: Any
     data["dns"].update(dns_keys)
     path = tmp / "gslb.yaml"
     path.write_text(yaml.safe_dump(data))
-    stop = asyncio.Event()
-    started: asyncio.Future[GslbServer] = asyncio.get_running_loop().create_future()
-    task = asyncio.create_task(serve(load_config(path), shutdown_trigger=stop, ready=started.set_result))
-    try:
-        done, _ = await asyncio.wait([task, started], return_when=asyncio.FIRST_COMPLETED)
-        if task in done:
-            task.result()
-        yield started.result(), dns_port, admin_port, path
-    finally:
-        stop.set()
-        await task
+    async with serving(path) as server:
+        yield server, dns_port, admin_port, path
 
 
 def client_socket(source: str) -> socket.socket:

@@ -13,10 +13,9 @@ import dns.rcode
 import pytest
 import yaml
 
-from gslb.app import GslbServer, serve
-from gslb.config import load_config
+from gslb.app import GslbServer
 from gslb.server.udp import UdpStats, open_udp
-from tests.gslb_helpers import free_port, gslb_config
+from tests.gslb_helpers import free_port, gslb_config, serving
 
 
 def _has_ipv6() -> bool:
@@ -156,17 +155,8 @@ async def running_on(tmp_path: Any, listen: list[str], port: int) -> AsyncIterat
     data["dns"]["listen"] = listen
     path = tmp_path / "gslb.yaml"
     path.write_text(yaml.safe_dump(data))
-    stop = asyncio.Event()
-    started: asyncio.Future[GslbServer] = asyncio.get_running_loop().create_future()
-    task = asyncio.create_task(serve(load_config(path), shutdown_trigger=stop, ready=started.set_result))
-    try:
-        done, _ = await asyncio.wait([task, started], return_when=asyncio.FIRST_COMPLETED)
-        if task in done:
-            task.result()
-        yield started.result()
-    finally:
-        stop.set()
-        await task
+    async with serving(path) as server:
+        yield server
 
 
 def free_wildcard_port() -> int:

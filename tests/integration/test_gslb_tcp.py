@@ -21,10 +21,9 @@ import dns.message
 import dns.rcode
 import yaml
 
-from gslb.app import GslbServer, serve
-from gslb.config import load_config
+from gslb.app import GslbServer
 from gslb.server.tcp import DnsTcpServer, client_key
-from tests.gslb_helpers import free_dns_port, free_port, gslb_config, wait_for
+from tests.gslb_helpers import free_dns_port, free_port, gslb_config, serving, wait_for
 
 OTHER = "127.0.0.2"     # a second client address: every 127/8 address is local on Linux
 
@@ -288,17 +287,8 @@ async def running(tmp_path: Path, **dns_keys: Any) -> AsyncIterator[tuple[GslbSe
     data["dns"].update(dns_keys)
     path = tmp_path / "gslb.yaml"
     path.write_text(yaml.safe_dump(data))
-    stop = asyncio.Event()
-    started: asyncio.Future[GslbServer] = asyncio.get_running_loop().create_future()
-    task = asyncio.create_task(serve(load_config(path), shutdown_trigger=stop, ready=started.set_result))
-    try:
-        done, _ = await asyncio.wait([task, started], return_when=asyncio.FIRST_COMPLETED)
-        if task in done:
-            task.result()
-        yield started.result(), port
-    finally:
-        stop.set()
-        await task
+    async with serving(path) as server:
+        yield server, port
 
 
 async def test_client_holding_every_connection_does_not_keep_others_out(tmp_path):
