@@ -39,9 +39,13 @@ Path (RFC 3986 §6.2.2, §5.2.4), before routing, forwarded as routed
     is forwarded untouched.
 
 Method (RFC 9110 §9.1)
-    a token, case-sensitive, forwarded as received. llhttp (both parsers) knows the IANA method
-    registry (GET ... PATCH, WebDAV, PURGE, QUERY, ...) and refuses other tokens and lowercase
-    spellings with 400 before this module sees them.
+    a token, case-sensitive, forwarded as received -- extension methods (``FOO``) and other
+    spellings (``get`` is not ``GET``) too, as HAProxy and nginx forward them; anything else in
+    the method's place -> 400. llhttp only reads the methods it knows (the IANA registry), so a
+    request line whose method is not one of `PLAIN_METHODS` is given to llhttp with the stand-in
+    ``GET`` in its place (`stand_in_method`; no request method changes llhttp's framing but
+    CONNECT and HEAD, which are plain) and the original is put back on the parsed request. A
+    method longer than `MAX_METHOD` (64) characters is not stood in for: llhttp refuses it (400).
 
 Framing (RFC 9112 §6)
     Transfer-Encoding: empty, or not ending in ``chunked``, or ``chunked`` twice -> 400; other
@@ -209,6 +213,34 @@ _SINGLETONS = frozenset({"host", "content-length", "content-location", "content-
                          "max-forwards", "server", "transfer-encoding", "user-agent"})
 
 
+# methods llhttp reads as they are and whose framing matters to it (CONNECT, HEAD) or that are
+# common enough not to be worth a rewrite; any other token is read as GET (see "Method" above)
+PLAIN_METHODS = frozenset({b"GET", b"HEAD", b"POST", b"PUT", b"DELETE", b"OPTIONS", b"PATCH", b"TRACE",
+                           b"CONNECT"})
+STAND_IN = "GET"
+_STAND_IN = STAND_IN.encode()
+MAX_METHOD = 64
+_METHOD = re.compile(rb"[\r\n]*([!#$%&'*+.^_`|~0-9A-Za-z-]{1,64})(.)?", re.DOTALL)      # 64: MAX_METHOD
+
+
+def stand_in_method(data: bytes) -> tuple[bytes, str | None] | None:
+    """`data` from the first byte of a request (empty lines may come first): None when it ends
+    inside the method (wait for more bytes); else (bytes for llhttp, the method it stands in for
+    or None). Only a whole token followed by a space is replaced; anything else is left for
+    llhttp to refuse."""
+    m = _METHOD.match(data)
+    if m is None:
+        return data, None
+    if m.group(2) is None:
+        if m.end(1) == len(data):
+            return None                     # the method may go on in the next read
+        return data, None                   # only empty lines so far: nothing to replace
+    method = m.group(1)
+    if m.group(2) != b" " or method in PLAIN_METHODS:
+        return data, None
+    return data[:m.start(1)] + _STAND_IN + data[m.end(1):], method.decode("ascii")
+
+
 def lower_name(name: str) -> str:
     """The lower-cased field name or method if it is a token (RFC 9110 §5.6.2), else ""."""
     low = _names.get(name)
@@ -333,6 +365,9 @@ def read_request(method: str, target: str, version: tuple[int, int], fields: Ite
 __all__ = [
     "DEFAULT_OPTIONS",
     "ESCAPED_SLASH_ACTIONS",
+    "MAX_METHOD",
+    "PLAIN_METHODS",
+    "STAND_IN",
     "BadRequest",
     "MethodNotAllowed",
     "NotImplementedCoding",
@@ -343,5 +378,6 @@ __all__ = [
     "normalize_path",
     "read_request",
     "remove_dot_segments",
+    "stand_in_method",
     "valid_host",
 ]

@@ -11,7 +11,8 @@ normalised by regional_lb/target.py exactly as the aiohttp path does in ProxyHan
     -----------------------------------------       --------------------------------------------
     an HTTP/1.1 head llhttp accepts, any form of    HTTP/1.0 and other versions (505 there)
     target target.py accepts (absolute-form too)    anything llhttp refuses (bad method, name,
-                                                    obs-fold, control bytes, bare LF, ...)
+    with a method llhttp knows                      obs-fold, control bytes, bare LF, ...) and
+                                                    methods llhttp does not know (FOO, get)
     no Content-Length / Transfer-Encoding           a request body (streamed, chunked, 413)
     no Expect, no Upgrade, not CONNECT              100-continue, WebSocket upgrades, CONNECT
     within max_header_size / max_headers            431 / 400 for oversized heads

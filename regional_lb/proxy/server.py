@@ -13,6 +13,13 @@ aiohttp's `RequestHandler` parses requests (its C parser) and runs one handler p
   drops the good requests pipelined before it; this way they are answered first, as on the
   fast path (the handler then re-reads every head through regional_lb/target.py, so both
   paths accept the same requests);
+* methods llhttp does not know (extension methods such as ``FOO``, other spellings such as
+  ``get``) are forwarded as received, as HAProxy and nginx do: where a request starts, its
+  method is given to the parser as the stand-in ``GET`` and put back on the parsed request
+  (regional_lb/target.py `stand_in_method`; `_MethodTrack` follows where requests start,
+  through Content-Length and chunked bodies). After an upgrade, a refused request or a read
+  of more than 16 pipelined heads the connection no longer knows where requests start, and
+  an unknown method there is refused (400) as llhttp refuses it;
 * the listen backlog is the listener's `backlog`, by default the kernel's somaxconn
   (`default_backlog`; aiohttp's own default is 128, asyncio's 100: a burst of connects beyond
   it waits for SYN retransmits, 1 s and more);
@@ -28,13 +35,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
 from aiohttp.http_exceptions import BadHttpMessage, HttpProcessingError, LineTooLong
-from aiohttp.web_protocol import RequestHandler
+from aiohttp.streams import EMPTY_PAYLOAD, StreamReader
+from aiohttp.web_protocol import RequestHandler, _ErrInfo
 from aiohttp.web_request import BaseRequest
+
+from regional_lb.target import stand_in_method
 
 log = logging.getLogger("regional_lb.proxy")
 
@@ -52,6 +63,7 @@ _BODIES = {
 
 
 _SPLITS = 16                       # pieces a read is fed to aiohttp's parser in, at most
+_HOLD_MAX = 1024                   # bytes held back while a request's method is incomplete
 _SOMAXCONN = "/proc/sys/net/core/somaxconn"
 _FALLBACK_BACKLOG = 4096
 
@@ -79,6 +91,31 @@ def plain_response(status: int, text: str | None = None, *, close: bool = False)
     return resp
 
 
+class _MethodTrack:
+    """Where a request starts in what `ProxyProtocol` gives aiohttp's parser, to stand in for
+    methods llhttp does not know (regional_lb/target.py, "Method").
+
+    A request starts at the connection's first byte, after a body-less request's head, after
+    a Content-Length body (fed as its own piece) and after a chunked body (it ends with CRLFCRLF,
+    where a piece ends). One entry in `originals` per request head fed from its start, in order:
+    the method llhttp reads as GET, or None; aiohttp's parser yields the requests in the same
+    order. When the start of the next request cannot be seen -- an upgrade, an error, a read with
+    more than _SPLITS heads -- the connection reads methods as llhttp does (unknown ones: 400)."""
+
+    __slots__ = ("at_start", "body_left", "chunked", "originals")
+
+    def __init__(self) -> None:
+        self.at_start = True
+        self.body_left = 0
+        self.chunked: StreamReader | None = None
+        self.originals: deque[str | None] = deque()
+
+    def lost(self) -> None:
+        self.at_start = False
+        self.body_left = 0
+        self.chunked = None
+
+
 class ProxyProtocol(RequestHandler):
     """One client connection (see the module docstring)."""
 
@@ -89,28 +126,83 @@ class ProxyProtocol(RequestHandler):
         self._busy = False
         self._proxy_server = manager
         self._rtt_sampled = False
+        self._held = b""                # the first bytes of a request, up to the end of its method
+        self._track = _MethodTrack()
 
     def data_received(self, data: bytes) -> None:
         if not self._busy and self.header_since is None and data:
             self.header_since = self._loop.time()
             self._proxy_server.watch()
+        if self._held:
+            data, self._held = self._held + data, b""
         # aiohttp answers a read that holds a bad request head with one 400 and drops the good
         # requests pipelined before it in the same read; fed one head at a time, it answers
-        # those first, as the fast path does (a split inside a body changes nothing). At most
-        # _SPLITS pieces per read: a body full of CRLFCRLF costs a few calls, no more.
-        end = data.find(b"\r\n\r\n")
-        if end < 0 or end + 4 == len(data):
-            super().data_received(data)
-            return
-        start = 0
+        # those first, as the fast path does. At most _SPLITS pieces per read: a body full of
+        # CRLFCRLF costs a few calls, no more. A Content-Length body is fed as one piece, so the
+        # next request's first byte starts a piece (see `_MethodTrack`).
+        track = self._track
         splits = _SPLITS
-        while end >= 0 and splits:
-            super().data_received(data[start:end + 4])
-            start = end + 4
+        while True:
+            if track.body_left:
+                piece, data = data[:track.body_left], data[track.body_left:]
+                self._feed(piece)
+                track.body_left -= len(piece)
+                track.at_start = not track.body_left
+                if not data:
+                    return
+                continue
+            if track.at_start and data:
+                data = data.lstrip(b"\r\n")               # empty lines before a request (RFC 9112 §2.2)
+                if not data:
+                    return
+                got = stand_in_method(data)
+                if got is None:
+                    if len(data) <= _HOLD_MAX:
+                        self._held = data               # the method goes on in the next read
+                        return
+                else:
+                    data, original = got
+                    track.originals.append(original)
+            end = data.find(b"\r\n\r\n")
+            if end < 0 or end + 4 == len(data) or not splits:
+                if not splits:
+                    track.lost()                        # heads we no longer see one by one
+                self._feed(data)
+                return
             splits -= 1
-            end = data.find(b"\r\n\r\n", start)
-        if start < len(data):
-            super().data_received(data[start:])
+            self._feed(data[:end + 4])
+            data = data[end + 4:]
+
+    def _feed(self, piece: bytes) -> None:
+        """Give aiohttp's parser one piece; put back the methods llhttp read as the stand-in."""
+        messages = self._messages
+        before = len(messages)
+        super().data_received(piece)
+        track = self._track
+        if len(messages) > before:
+            for i in range(before, len(messages)):
+                msg, payload = messages[i]
+                original = track.originals.popleft() if track.originals else None
+                if original is not None and not isinstance(msg, _ErrInfo):
+                    messages[i] = (msg._replace(method=original), payload)
+            if not piece:
+                return                                  # heads the parser had held back
+            msg, payload = messages[-1]
+            if isinstance(msg, _ErrInfo) or msg.upgrade or not piece.endswith(b"\r\n\r\n"):
+                track.lost()
+            elif payload is EMPTY_PAYLOAD:
+                track.at_start = True
+            elif msg.chunked:
+                track.at_start, track.chunked = False, payload
+            else:
+                track.at_start = False
+                track.body_left = int(msg.headers.get("Content-Length", "0"))
+        elif track.chunked is not None:
+            # a chunked body ends with CRLFCRLF (last chunk, trailers): a piece ends there
+            if piece.endswith(b"\r\n\r\n") and track.chunked.is_eof():
+                track.at_start, track.chunked = True, None
+        elif piece.strip(b"\r\n"):
+            track.at_start = False                      # inside a head: it ends in a later piece
 
     def request_started(self) -> None:
         """The handler calls this first: the request's header block is complete."""

@@ -11,15 +11,19 @@ from hypothesis import strategies as st
 from regional_lb.routing import Route, RouteTable
 from regional_lb.target import (
     DEFAULT_OPTIONS,
+    MAX_METHOD,
+    PLAIN_METHODS,
     BadRequest,
     MethodNotAllowed,
     NotImplementedCoding,
     Request,
     RequestOptions,
     VersionNotSupported,
+    lower_name,
     normalize_path,
     read_request,
     remove_dot_segments,
+    stand_in_method,
     valid_host,
 )
 
@@ -233,10 +237,40 @@ def test_host_value_whitespace_is_trimmed() -> None:
 # -- method, version ----------------------------------------------------------------------------
 def test_methods_are_case_sensitive_tokens_forwarded_as_received() -> None:
     assert read(method="PURGE").method == "PURGE"
-    assert read(method="get").method == "get"                 # a token (llhttp refuses it earlier)
+    assert read(method="get").method == "get"                 # a token: forwarded as received
     for bad in ("G ET", "GET\x00", "", "GÉT", "G(T"):
         with pytest.raises(BadRequest):
             read(method=bad)
+
+
+def test_llhttp_reads_an_extension_method_as_the_stand_in() -> None:
+    assert stand_in_method(b"FOO /x HTTP/1.1\r\n") == (b"GET /x HTTP/1.1\r\n", "FOO")
+    assert stand_in_method(b"get /x") == (b"GET /x", "get")                 # case-sensitive: not GET
+    assert stand_in_method(b"\r\n\r\nBREW /") == (b"\r\n\r\nGET /", "BREW")   # empty lines first
+    for plain in PLAIN_METHODS:                                             # llhttp reads these itself
+        assert stand_in_method(plain + b" /") == (plain + b" /", None)
+    for other in (b"G@T /", b"GET\t/", b"/x HTTP/1.1", b"\r\n", b"", b"M" * 65 + b" /"):
+        assert stand_in_method(other) == (other, None)                      # llhttp refuses or skips
+    assert stand_in_method(b"M" * 64 + b" /") == (b"GET /", "M" * 64)
+
+
+def test_a_method_cut_by_the_end_of_a_read_waits_for_more_but_only_up_to_max_method() -> None:
+    for part in (b"F", b"FO", b"\r\nFOO", b"M" * MAX_METHOD):
+        assert stand_in_method(part) is None
+    assert stand_in_method(b"M" * (MAX_METHOD + 1)) == (b"M" * (MAX_METHOD + 1), None)
+
+
+@given(st.binary(max_size=80))
+def test_stand_in_changes_nothing_but_the_method(data: bytes) -> None:
+    got = stand_in_method(data)
+    if got is None:
+        return
+    out, original = got
+    if original is None:
+        assert out == data
+    else:
+        assert out.replace(b"GET", original.encode(), 1) == data
+        assert lower_name(original)
 
 
 @pytest.mark.parametrize("version", [(0, 9), (2, 0), (1, 2), (3, 0)])
