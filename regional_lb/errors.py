@@ -14,8 +14,11 @@
                 MethodNotAllowed      405: CONNECT on a route without allow_connect
                 NotImplementedCoding  501: a transfer coding other than chunked
                 VersionNotSupported   505: not HTTP/1.0 or HTTP/1.1
+        StoreError           the shared state store (Redis) failed or overran its time budget; never
+                             reaches a client: the store answers from its local copy instead
 
-aiohttp, httptools and OS exceptions are translated into these where they enter (regional_lb/proxy/upstream.py).
+aiohttp, httptools and OS exceptions are translated into these where they enter (regional_lb/proxy/upstream.py);
+every exception redis-py raises becomes a StoreError at the store's edge (regional_lb/state/redis_client.py).
 The docstring of each class is its default message, sent as the short response body.
 """
 
@@ -103,6 +106,10 @@ class VersionNotSupported(BadRequest):
     status = 505
 
 
+class StoreError(RegionalLBError):
+    """the state store failed"""
+
+
 __all__ = ["BackendConnectError", "BackendError", "BackendTimeout", "BadRequest", "BodyTooLarge", "ConfigError",
            "InvalidResponse", "MethodNotAllowed", "NoBackend", "NoRoute", "NotImplementedCoding", "ProxyError",
-           "RegionalLBError", "VersionNotSupported"]
+           "RegionalLBError", "StoreError", "VersionNotSupported"]

@@ -1,11 +1,26 @@
 """Where the regional LB keeps state that several replicas may share  [interface].
 
-Two kinds of state, behind one small async interface:
+Two kinds of state, behind one small interface:
   * the stick table: key -> backend id, with a TTL (sticky_learn, drain accounting);
   * in-flight counters per (pool, backend) used by least_connections and bounded_load.
-`memory.MemoryStore` is the default (one replica); `redis.RedisStore` shares state
-between replicas and falls back to local state while Redis is unreachable.
-Policies never call a store: the proxy reads before `Policy.pick` and writes after.
+`memory.MemoryStore` is the default (one replica); `redis.RedisStore` shares state between
+replicas through Redis (plain, Sentinel or Cluster), keeps a warm local copy of the stick
+table (`local.LocalStickTable`) and answers from it when Redis is unreachable or slower than
+its per-request budget.  Policies never call a store: the proxy reads before `Policy.pick`
+and writes after.
+
+The hot path is designed, not hoped for: the stick-table calls are awaited (Redis: at most
+one round trip, bounded by the budget); the in-flight calls are plain method calls that do
+no I/O (Redis: each replica's own counts, published in the background with a lease --
+`counters.ReplicaCounters`).  A store never raises because its backing service failed:
+failures are `regional_lb.errors.StoreError` inside the store and end in a local answer.
+
+    StateStore
+        get_sticky(table, key)                      awaited, <= 1 round trip
+        set_sticky(table, key, backend_id, ttl)     awaited; a refresh of an unchanged entry: none
+        delete_sticky(table, key), count_sticky(table, backend_id)    rare (admin, drain report)
+        incr_inflight / decr_inflight / inflight    synchronous, no I/O
+        close()
 """
 
 from __future__ import annotations
@@ -25,10 +40,12 @@ class StateStore(Protocol):
         """How many live stick-table entries point at `backend_id` (drain reporting)."""
         ...
 
-    async def incr_inflight(self, pool: str, backend_id: str) -> int: ...
+    def incr_inflight(self, pool: str, backend_id: str) -> None: ...
 
-    async def decr_inflight(self, pool: str, backend_id: str) -> int: ...
+    def decr_inflight(self, pool: str, backend_id: str) -> None: ...
 
-    async def inflight(self, pool: str, backend_ids: Sequence[str]) -> dict[str, int]: ...
+    def inflight(self, pool: str, backend_ids: Sequence[str]) -> dict[str, int]:
+        """In-flight requests per backend id over every replica sharing the store."""
+        ...
 
     async def close(self) -> None: ...

@@ -1,297 +1,221 @@
-"""A StateStore shared by several LB replicas through Redis, with a local fallback  [edge].
+"""A StateStore shared by several LB replicas through Redis, with a warm local copy  [edge].
 
-    store = RedisStore("redis://10.0.0.5:6379/0")            # key_prefix "lb:"
-    await store.set_sticky("auth", "JSESSIONID=abc", "app-2", ttl=1800)
-    ...
-    store.available          # False while Redis is unreachable
-    store.stats              # {"redis_errors": .., "fallback_calls": .., "outages": ..}
+    store = RedisStore("redis+sentinel://10.0.0.1:26379,10.0.0.2:26379/lb", budget=0.02)
+    await store.get_sticky("auth", "JSESSIONID-value")     # one GET, or the local copy past 20 ms
+    await store.set_sticky("auth", "JSESSIONID-value", "app-2", ttl=1800)
+    store.incr_inflight("app", "app-2"); store.inflight("app", ["app-1", "app-2"])   # no I/O
+    store.available          # False while Redis is unreachable (requests use local state)
+    store.stats              # redis_errors, fallbacks, outages, conflicts, written_back, ...
 
-Accepted URLs
-  * ``redis://[[user]:password@]host[:port][/db]``, ``rediss://...`` (TLS), ``unix:///path/redis.sock?db=0``
-    -- anything `redis.asyncio.from_url` takes;
-  * ``redis+sentinel://[[user]:password@]host1:26379,host2:26379/SERVICE[/db]`` -- Sentinel: the current
-    master of SERVICE, followed across fail-overs (``rediss+sentinel://`` for TLS to the data nodes);
-  * ``redis+cluster://[[user]:password@]host1:7000[,host2:7001]`` -- Redis Cluster.  Every key of one
-    stick table (and of one pool's counters) carries the same hash tag ``{name}`` so the Lua scripts
-    below touch a single slot.
+URLs, pools and the exception edge: regional_lb/state/redis_client.py (plain, Sentinel, Cluster;
+every redis-py exception becomes a StoreError there; bounded blocking pools of `pool_size`).
 
-Layout (prefix "lb:")
-  * ``lb:stick:{TABLE}:k:KEY``  -> backend id, SET with PX = the stick TTL;
-  * ``lb:stick:{TABLE}:b:BACKEND`` sorted set: member KEY, score = expiry (Redis server ms clock).
-    `count_sticky` trims members whose score has passed (ZREMRANGEBYSCORE) and counts the rest
-    (ZCARD); moving a key to another backend removes it from the old set in the same script.
-    Trade-off: one extra ZADD per `set_sticky` and a set per backend, against the alternative --
-    SCAN over every key of the table and GET each -- which writes nothing extra but costs
-    O(table size) round trips per count and is useless on a big table.  Counting is for drain
-    reporting, called rarely; stickiness writes are frequent but a ZADD is cheap.  Expiry uses
-    Redis' own clock (``TIME`` in the script) so replicas' clocks need not agree.
-  * ``lb:inflight:{POOL}`` hash: backend id -> in-flight requests over all replicas (HINCRBY;
-    the decrement is a script that never goes below 0 and drops the field at 0).  A replica that
-    dies with requests in flight leaves its increments behind; they are bounded by what it had in
-    flight and vanish with the hash's idle expiry (`inflight_idle_expiry`, refreshed on every
-    increment).
+Round trips per request (the hot path)
+  * sticky_learn: one GET of the session's key (within `budget`); a hit's TTL refresh is written
+    behind, batched in a pipeline by the store's background task, at most once per `refresh`
+    per key.  A *new or changed* entry (a session's first response, a re-stick) is written with
+    one SET before the response goes out, so the next request of that session -- on any
+    replica -- finds it: such a request makes one more round trip (a request with a cookie that
+    Redis did not know: GET + SET).  Index updates for `count_sticky` are written behind.
+  * least_connections, bounded_load (and any policy reading in-flight counts): none.  Each
+    replica counts its own requests (`incr_inflight` / `decr_inflight`: dict arithmetic) and the
+    background task publishes them every `publish_interval` (100 ms) with a lease, reading back
+    the other replicas' totals in the same pipeline (regional_lb/state/counters.py).
+    `inflight()` = own live counts + others' as last published.
+  * sticky_cookie, the hash policies, round robin, random: none.
 
-Redis unreachable (refused, timed out, any RedisError): the call is answered by the `fallback`
-store (a local MemoryStore by default) and never raises.  One warning is logged per outage, not
-per call; `stats["redis_errors"]` counts failed calls.  After a failure Redis is skipped until a
-back-off expires (`backoff_initial`, doubling to `backoff_max`), then tried again; the first
-success ends the outage (logged) and Redis is used from then on.  Continuity across an outage:
-  * in-flight: a decrement goes where its increment went (this replica remembers how many of its
-    increments are in Redis); decrements owed to Redis during an outage are paid on recovery;
-    `inflight()` adds the local counts of requests started during the outage;
-  * stickiness: keys learnt during an outage live in the fallback; `get_sticky` consults it when
-    Redis has no entry.  A Redis restarted without persistence has forgotten its stick table:
-    sticky_learn sessions re-learn (sticky_cookie sessions carry their backend in the cookie).
+The local copy (regional_lb/state/local.py, `local_entries` entries, each with its TTL) holds
+every entry this replica read or wrote.  Redis unreachable, or slower than `budget`: the
+request is answered from the local copy, so every session this replica has seen stays on its
+backend; Redis is then skipped (no request pays the budget again) and probed in the background
+after a back-off (`backoff_initial` doubling to `backoff_max`) until it answers.  Entries learnt
+while Redis was away are marked pending and written back when it answers again -- with a
+script that keeps what Redis holds if another replica stored a different backend meanwhile
+(Redis wins; the local copy takes Redis' value; counted in stats["conflicts"]).  A read that
+finds nothing in Redis for a key the local copy knows (Redis restarted empty, or lost the key
+in a fail-over) answers from the local copy and writes the entry back the same way.
+
+Layout (prefix "lb:"; braces are Redis Cluster hash tags, so keys spread over slots per session
+and per counter, and every multi-key operation stays in one slot)
+  * ``lb:s:TABLE:{KEY}``  -> "BACKEND|EXPIRY" (expiry: wall-clock ms), SET with PX = the stick
+    TTL; the expiry travels with the value so a replica that reads an entry copies it locally
+    with the TTL it has left (one GET, no PTTL).  Keys longer than 200 characters are replaced
+    by their SHA-256 (bounded key size whatever a client sends).
+  * ``lb:i:{TABLE/BACKEND}`` sorted set: member KEY, score = expiry (wall-clock ms of the
+    writing replica): `count_sticky` (drain reporting) trims passed scores and counts the rest;
+    a moved key is removed from its old backend's set.  Replicas' clocks should roughly agree
+    (NTP); a skew only shifts when an entry stops being counted.
+  * ``lb:c:{POOL/BACKEND}`` hash: replica id -> "count:lease-expiry-ms" (expiry on Redis' own
+    clock).  The publish script writes this replica's field (or deletes it at 0), drops fields
+    whose lease has passed, and returns the sum of the others.  A replica that dies stops
+    renewing: its counts vanish from every total within `lease` (default 3 s).  A replica
+    closed cleanly deletes its fields at once.
+
+Replica id: ``hostname:pid:random`` (a process = a replica; worker processes of one LB each
+have their own).  Nothing here raises because Redis is down; time comes from `clock`
+(monotonic) and `wall` (wall clock, index scores only).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import hashlib
 import logging
+import os
+import socket
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
-from typing import Any, TypeVar
-from urllib.parse import unquote, urlsplit
+from collections.abc import Callable, Sequence
+from typing import Any
 
-from regional_lb.state.base import StateStore
+from regional_lb.errors import StoreError
+from regional_lb.state.counters import ReplicaCounters
+from regional_lb.state.local import LocalStickTable
+from regional_lb.state.redis_client import RedisEdge, make_client
+from regional_lb.state.urls import RedisTarget, RedisUrlError, parse_redis_url
+
+__all__ = ["RedisStore", "RedisTarget", "RedisUrlError", "make_client", "parse_redis_url"]
 
 log = logging.getLogger("regional_lb.state.redis")
 
-T = TypeVar("T")
+DEFAULT_TTL = 1800.0            # a table's TTL until this replica has written to it
+MAX_KEY = 200                   # longer stick keys are stored as their SHA-256
+BATCH = 512                     # entries per write-behind / write-back pipeline
 
-_SET_STICKY = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local ttl = tonumber(ARGV[2])
-local old = redis.call('GET', KEYS[1])
-if old and old ~= ARGV[1] then
-  redis.call('ZREM', ARGV[3] .. old, ARGV[4])
-end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ttl)
-redis.call('ZADD', KEYS[2], now + ttl, ARGV[4])
-redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
-if redis.call('PTTL', KEYS[2]) < ttl then
-  redis.call('PEXPIRE', KEYS[2], ttl)
-end
-return 1
-"""
-
-_DELETE_STICKY = """
+# KEYS[1] the stick key; ARGV: backend, ttl ms, the value to store.  Stores unless Redis holds another backend;
+# returns what Redis holds then (a conflict), or false.
+_WRITE_BACK = """
 local old = redis.call('GET', KEYS[1])
 if old then
-  redis.call('ZREM', ARGV[1] .. old, ARGV[2])
+  local backend = string.match(old, '^(.*)|%d+$') or old
+  if backend ~= ARGV[1] then
+    return old
+  end
 end
-return redis.call('DEL', KEYS[1])
+redis.call('SET', KEYS[1], ARGV[3], 'PX', tonumber(ARGV[2]))
+return false
 """
 
-_COUNT_STICKY = """
+# KEYS[1] a counter hash; ARGV: replica id, own count, lease ms.  Returns the others' live sum.
+_PUBLISH = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-return redis.call('ZCARD', KEYS[1])
-"""
-
-_INCR = """
-local v = redis.call('HINCRBY', KEYS[1], ARGV[1], 1)
-redis.call('EXPIRE', KEYS[1], ARGV[2])
-return v
-"""
-
-_DECR = """
-local v = redis.call('HINCRBY', KEYS[1], ARGV[1], -tonumber(ARGV[2]))
-if v <= 0 then
+local lease = tonumber(ARGV[3])
+if tonumber(ARGV[2]) > 0 then
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[2] .. ':' .. (now + lease))
+else
   redis.call('HDEL', KEYS[1], ARGV[1])
-  return 0
 end
-return v
+local all = redis.call('HGETALL', KEYS[1])
+local sum = 0
+for i = 1, #all, 2 do
+  local v = all[i + 1]
+  local sep = string.find(v, ':', 1, true)
+  local count = tonumber(string.sub(v, 1, (sep or 1) - 1)) or 0
+  local expiry = tonumber(string.sub(v, (sep or 0) + 1)) or 0
+  if expiry <= now then
+    redis.call('HDEL', KEYS[1], all[i])
+  elseif all[i] ~= ARGV[1] then
+    sum = sum + count
+  end
+end
+if #all > 0 then
+  redis.call('PEXPIRE', KEYS[1], lease * 2)
+end
+return sum
 """
-
-
-class RedisUrlError(ValueError):
-    """The Redis URL is not one this store understands."""
-
-
-@dataclass(frozen=True, slots=True)
-class RedisTarget:
-    """What a state URL points at: a plain server (URL as redis-py takes it), a Sentinel service,
-    or a cluster."""
-
-    kind: str                                   # "url" | "sentinel" | "cluster"
-    url: str = ""                               # kind "url": passed to redis.asyncio.from_url
-    nodes: tuple[tuple[str, int], ...] = ()     # sentinels or cluster seed nodes
-    service: str = ""                           # sentinel service (master) name
-    db: int = 0
-    username: str | None = None
-    password: str | None = None
-    tls: bool = False
-
-
-def parse_redis_url(url: str) -> RedisTarget:
-    """Classify a state URL (see the module docstring for the accepted forms)  [pure]."""
-    try:
-        parts = urlsplit(url)
-    except ValueError as exc:
-        raise RedisUrlError(f"{RedisUrlError.__doc__} {url!r}: {exc}") from None
-    scheme = parts.scheme.lower()
-    if scheme in ("redis", "rediss", "unix"):
-        return RedisTarget("url", url=url)
-    if scheme not in ("redis+sentinel", "rediss+sentinel", "redis+cluster", "rediss+cluster"):
-        raise RedisUrlError(f"{RedisUrlError.__doc__} {url!r}: scheme must be redis, rediss, unix, "
-                            "redis+sentinel or redis+cluster")
-    netloc = parts.netloc
-    username = password = None
-    if "@" in netloc:
-        auth, netloc = netloc.rsplit("@", 1)
-        user, _, pw = auth.partition(":")
-        username, password = (unquote(user) or None), (unquote(pw) or None)
-    default_port = 26379 if "sentinel" in scheme else 6379
-    nodes = tuple(_host_port(item, default_port, url) for item in netloc.split(",") if item)
-    if not nodes:
-        raise RedisUrlError(f"{RedisUrlError.__doc__} {url!r}: no host")
-    segments = [s for s in parts.path.split("/") if s]
-    tls = scheme.startswith("rediss")
-    if "cluster" in scheme:
-        if segments:
-            raise RedisUrlError(f"{RedisUrlError.__doc__} {url!r}: a cluster URL has no path (db is 0)")
-        return RedisTarget("cluster", nodes=nodes, username=username, password=password, tls=tls)
-    if not segments or len(segments) > 2:
-        raise RedisUrlError(f"{RedisUrlError.__doc__} {url!r}: expected /SERVICE or /SERVICE/DB after hosts")
-    db = 0
-    if len(segments) == 2:
-        if not segments[1].isdigit():
-            raise RedisUrlError(f"{RedisUrlError.__doc__} {url!r}: db must be a number")
-        db = int(segments[1])
-    return RedisTarget("sentinel", nodes=nodes, service=unquote(segments[0]), db=db,
-                       username=username, password=password, tls=tls)
-
-
-def _host_port(item: str, default_port: int, url: str) -> tuple[str, int]:
-    if item.startswith("["):
-        host, _, rest = item[1:].partition("]")
-        port_text = rest[1:] if rest.startswith(":") else ""
-    else:
-        host, _, port_text = item.partition(":")
-    if not host:
-        raise RedisUrlError(f"{RedisUrlError.__doc__} {url!r}: empty host in {item!r}")
-    if port_text and not (port_text.isdigit() and 0 < int(port_text) < 65536):
-        raise RedisUrlError(f"{RedisUrlError.__doc__} {url!r}: bad port in {item!r}")
-    return host, int(port_text) if port_text else default_port
-
-
-def make_client(url: str, *, timeout: float = 0.5, max_connections: int = 64) -> Any:
-    """A redis-py asyncio client for `url` that fails fast (no client-side retries: the store backs off).
-
-    Plain URLs get a *blocking* pool of `max_connections`: a burst of concurrent requests waits
-    (up to 2 x `timeout`) for a connection instead of failing with "Too many connections"."""
-    from redis.asyncio.retry import Retry
-    from redis.backoff import NoBackoff
-
-    target = parse_redis_url(url)
-    common: dict[str, Any] = {"decode_responses": True, "socket_timeout": timeout,
-                              "socket_connect_timeout": timeout}
-    if target.kind == "url":
-        import redis.asyncio
-
-        pool = redis.asyncio.BlockingConnectionPool.from_url(
-            target.url, max_connections=max_connections, timeout=2 * timeout, retry=Retry(NoBackoff(), 0),
-            **common)
-        return redis.asyncio.Redis.from_pool(pool)
-    auth: dict[str, Any] = {"username": target.username, "password": target.password}
-    if target.kind == "sentinel":
-        from redis.asyncio.sentinel import Sentinel
-
-        sentinel = Sentinel(list(target.nodes), sentinel_kwargs={**common, **auth},  # type: ignore[no-untyped-call]
-                            ssl=target.tls, retry=Retry(NoBackoff(), 0), **common)
-        return sentinel.master_for(target.service, db=target.db, **auth)
-    from redis.asyncio.cluster import ClusterNode, RedisCluster
-
-    return RedisCluster(startup_nodes=[ClusterNode(h, p) for h, p in target.nodes], ssl=target.tls,
-                        max_connections=max_connections, retry=Retry(NoBackoff(), 0), **common, **auth)
-
-
-def _redis_errors() -> tuple[type[BaseException], ...]:
-    from redis.exceptions import RedisError
-
-    return (RedisError, OSError, TimeoutError)
-
-
-def _default_fallback(clock: Callable[[], float]) -> StateStore:
-    from regional_lb.state.memory import MemoryStore
-
-    return MemoryStore(clock=clock)
 
 
 def _text(value: Any) -> str | None:
-    if value is None:
+    if value is None or value is False:
         return None
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _decode(value: str) -> tuple[str, float | None]:
+    """A stick value "BACKEND|EXPIRY-MS" -> (backend, expiry in wall-clock seconds or None)."""
+    backend, sep, expiry = value.rpartition("|")
+    if sep and expiry.isdigit():
+        return backend, int(expiry) / 1000.0
+    return value, None
+
+
+def _replica_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{os.urandom(4).hex()}"
 
 
 class RedisStore:
     """StateStore on Redis; never raises because Redis is down (see the module docstring)."""
 
-    def __init__(self, url: str, *, key_prefix: str = "lb:", fallback: StateStore | None = None,
-                 clock: Callable[[], float] = time.monotonic, client: Any = None,
-                 timeout: float = 0.5, backoff_initial: float = 0.5, backoff_max: float = 30.0,
-                 inflight_idle_expiry: float = 3600.0) -> None:
+    def __init__(self, url: str, *, key_prefix: str = "lb:", client: Any = None,
+                 clock: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time,
+                 budget: float = 0.02, pool_size: int = 64, lease: float = 3.0, publish_interval: float = 0.1,
+                 local_entries: int = 100_000, refresh: float = 60.0, op_timeout: float = 1.0,
+                 backoff_initial: float = 0.25, backoff_max: float = 2.0, replica_id: str | None = None) -> None:
         self.url = url
         self.key_prefix = key_prefix
+        self.budget = budget
+        self.lease = lease
+        self.publish_interval = publish_interval
+        self.refresh = refresh
+        self.op_timeout = op_timeout
+        self.replica_id = replica_id or _replica_id()
         self._own_client = client is None
-        self._client = client if client is not None else make_client(url, timeout=timeout)
-        self._fallback = fallback if fallback is not None else _default_fallback(clock)
+        self.client = client if client is not None else make_client(url, timeout=op_timeout, pool_size=pool_size)
+        self.edge = RedisEdge(self.client, pool_size=pool_size, clock=clock)
+        self.local = LocalStickTable(max_entries=local_entries)
+        self.counters = ReplicaCounters(lease=lease)
         self._clock = clock
-        self._errors = _redis_errors()
+        self._wall = wall
         self._backoff_initial = backoff_initial
         self._backoff_max = backoff_max
         self._backoff = backoff_initial
         self._retry_at = 0.0
         self._down_since: float | None = None
-        self._inflight_expiry = max(1, int(inflight_idle_expiry))
         self.available = True
-        self.stats: dict[str, int] = {"redis_errors": 0, "fallback_calls": 0, "outages": 0}
-        # increments this replica made in Redis and has not yet taken back, per (pool, backend)
-        self._owned: dict[tuple[str, str], int] = {}
-        # decrements owed to Redis that could not be sent during an outage
-        self._debt: dict[tuple[str, str], int] = {}
-        self._set_sticky = self._client.register_script(_SET_STICKY)
-        self._delete_sticky = self._client.register_script(_DELETE_STICKY)
-        self._count_sticky = self._client.register_script(_COUNT_STICKY)
-        self._incr = self._client.register_script(_INCR)
-        self._decr = self._client.register_script(_DECR)
+        self.stats: dict[str, int] = {"redis_errors": 0, "fallbacks": 0, "outages": 0, "conflicts": 0,
+                                      "written_back": 0, "publish_errors": 0}
+        self._ttl: dict[str, float] = {}                            # table -> last TTL written
+        self._dirty: dict[tuple[str, str], str | None] = {}        # (table, key) -> previous backend
+        self._has_pending = False
+        self._task: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+        self._next_publish = 0.0
+        self._closed = False
+        self.published = 0                                          # successful publications
 
     @classmethod
     def from_url(cls, url: str, **kwargs: Any) -> RedisStore:
-        """Same as the constructor (the name the proxy calls it by)."""
+        """Same as the constructor (the name the app calls it by)."""
         return cls(url, **kwargs)
 
+    @classmethod
+    def from_settings(cls, settings: Any, **kwargs: Any) -> RedisStore:
+        """From the config's `state:` section (regional_lb.config.StateConfig) and seams (clock, ...)."""
+        if not settings.url:
+            raise ValueError("the redis state backend needs a url")
+        return cls(settings.url, key_prefix=settings.key_prefix, budget=settings.budget,
+                   pool_size=settings.pool_size, lease=settings.lease, publish_interval=settings.publish_interval,
+                   local_entries=settings.local_entries, **kwargs)
+
     def __repr__(self) -> str:
-        state = "up" if self.available else "down, using local state"
-        return f"<RedisStore {self.url} [{state}, {self.stats['redis_errors']} errors]>"
+        state = "up" if self.available else "down, using the local copy"
+        return (f"<RedisStore {self.url} [{state}, {len(self.local)} local entries, "
+                f"{self.stats['redis_errors']} errors]>")
 
     # -- keys ----------------------------------------------------------------------------
-    def _stick_base(self, table: str) -> str:
-        return f"{self.key_prefix}stick:{{{table}}}:"
+    def _stick_key(self, table: str, key: str) -> str:
+        if len(key) > MAX_KEY:
+            key = "sha256:" + hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
+        return f"{self.key_prefix}s:{table}:{{{key}}}"
 
-    def _inflight_key(self, pool: str) -> str:
-        return f"{self.key_prefix}inflight:{{{pool}}}"
+    def _index_key(self, table: str, backend: str) -> str:
+        return f"{self.key_prefix}i:{{{table}/{backend}}}"
+
+    def _counter_key(self, pool: str, backend: str) -> str:
+        return f"{self.key_prefix}c:{{{pool}/{backend}}}"
 
     # -- outage handling -------------------------------------------------------------------
-    async def _run(self, op: Callable[[], Awaitable[T]], fallback: Callable[[], Awaitable[T]]) -> T:
-        now = self._clock()
-        if not self.available and now < self._retry_at:
-            self.stats["fallback_calls"] += 1
-            return await fallback()
-        try:
-            result = await op()
-        except self._errors as exc:
-            self._failed(exc, now)
-            self.stats["fallback_calls"] += 1
-            return await fallback()
-        if not self.available:
-            self._recovered(self._clock())
-            await self._pay_debt()
-        return result
-
     def _failed(self, exc: BaseException, now: float) -> None:
         self.stats["redis_errors"] += 1
         if self.available:
@@ -299,112 +223,289 @@ class RedisStore:
             self.stats["outages"] += 1
             self._down_since = now
             self._backoff = self._backoff_initial
-            log.warning("Redis %s unreachable (%s: %s): using local state, retrying in %.1fs",
-                        self.url, type(exc).__name__, exc, self._backoff)
-        elif now >= self._retry_at:
-            # a retry after the back-off failed (calls that were already under way when the outage
-            # was noticed, or concurrent retries, do not grow the back-off again)
-            self._backoff = min(self._backoff * 2, self._backoff_max)
-            log.debug("Redis %s still unreachable (%s); next try in %.1fs", self.url, exc, self._backoff)
-        else:
-            return
-        self._retry_at = now + self._backoff
+            self._retry_at = now + self._backoff
+            log.warning("Redis %s unavailable (%s): using the local copy, probing in %.2fs",
+                        self.url, exc, self._backoff)
+            self._wake.set()
 
     def _recovered(self, now: float) -> None:
         self.available = True
         down = now - self._down_since if self._down_since is not None else 0.0
         self._down_since = None
         self._backoff = self._backoff_initial
-        log.warning("Redis %s reachable again after %.1fs: shared state in use", self.url, down)
+        self._has_pending = True
+        self._next_publish = 0.0
+        log.warning("Redis %s reachable again after %.1fs: shared state in use, writing back", self.url, down)
 
-    async def _pay_debt(self) -> None:
-        debt, self._debt = self._debt, {}
-        for (pool, backend_id), amount in debt.items():
-            try:
-                await self._decr(keys=[self._inflight_key(pool)], args=[backend_id, amount])
-            except self._errors as exc:
-                self._debt[(pool, backend_id)] = self._debt.get((pool, backend_id), 0) + amount
-                self._failed(exc, self._clock())
-                return
+    def _ensure_task(self) -> None:
+        if self._task is None and not self._closed:
+            self._task = asyncio.get_running_loop().create_task(self._background(), name="redis-store")
 
     # -- stick table -----------------------------------------------------------------------
     async def get_sticky(self, table: str, key: str) -> str | None:
-        async def op() -> str | None:
-            value = _text(await self._client.get(self._stick_base(table) + "k:" + key))
-            return value if value is not None else await self._fallback.get_sticky(table, key)
-
-        return await self._run(op, lambda: self._fallback.get_sticky(table, key))
+        if self._task is None:
+            self._ensure_task()
+        now = self._clock()
+        entry = self.local.get(table, key, now)
+        if not self.available:
+            self.stats["fallbacks"] += 1
+            return entry.backend if entry is not None else None
+        try:
+            value = _text(await self.edge.call(self.budget, self.client.get, self._stick_key(table, key)))
+        except StoreError as exc:
+            self._failed(exc, self._clock())
+            self.stats["fallbacks"] += 1
+            return entry.backend if entry is not None else None
+        if value is None:
+            if entry is not None and not entry.pending:
+                entry.pending = True                        # Redis lost it: write it back
+                self._has_pending = True
+                self._wake.set()
+            return entry.backend if entry is not None else None
+        backend, expiry = _decode(value)
+        if entry is None or entry.backend != backend:
+            if entry is not None and entry.pending:
+                self.stats["conflicts"] += 1                # learnt here while away; Redis wins
+            left = expiry - self._wall() if expiry is not None else self._ttl.get(table, DEFAULT_TTL)
+            self.local.put(table, key, backend, deadline=now + left, now=now, written=now)
+        elif entry.pending:
+            entry.pending = False
+        return backend
 
     async def set_sticky(self, table: str, key: str, backend_id: str, ttl: float) -> None:
-        base = self._stick_base(table)
-        ttl_ms = max(1, int(ttl * 1000))
+        if self._task is None:
+            self._ensure_task()
+        now = self._clock()
+        self._ttl[table] = ttl
+        entry = self.local.get(table, key, now)
+        if entry is not None and entry.backend == backend_id:
+            entry.deadline = now + ttl                      # a hit: refresh, written behind
+            if not entry.pending and now - entry.written >= self.refresh and self.available:
+                self._mark_dirty(table, key, backend_id)
+            return
+        old = entry.backend if entry is not None else None
+        entry = self.local.put(table, key, backend_id, deadline=now + ttl, now=now, pending=not self.available)
+        if not self.available:
+            self._has_pending = True
+            return
+        try:
+            await self.edge.call(self.budget, self.client.set, self._stick_key(table, key),
+                                 self._value(backend_id, ttl), px=max(1, int(ttl * 1000)))
+        except StoreError as exc:
+            self._failed(exc, self._clock())
+            entry.pending = True
+            self._has_pending = True
+            return
+        entry.written = now
+        self._mark_dirty(table, key, old)                   # the index sets, written behind
 
-        async def op() -> None:
-            await self._set_sticky(keys=[base + "k:" + key, base + "b:" + backend_id],
-                                   args=[backend_id, ttl_ms, base + "b:", key])
+    def _value(self, backend: str, ttl: float) -> str:
+        return f"{backend}|{int((self._wall() + ttl) * 1000)}"
 
-        await self._run(op, lambda: self._fallback.set_sticky(table, key, backend_id, ttl))
+    def _mark_dirty(self, table: str, key: str, old: str | None) -> None:
+        k = (table, key)
+        if k not in self._dirty:
+            self._dirty[k] = old
+        self._wake.set()
 
     async def delete_sticky(self, table: str, key: str) -> None:
-        base = self._stick_base(table)
-
-        async def op() -> None:
-            await self._delete_sticky(keys=[base + "k:" + key], args=[base + "b:", key])
-            await self._fallback.delete_sticky(table, key)
-
-        await self._run(op, lambda: self._fallback.delete_sticky(table, key))
+        entry = self.local.get(table, key, self._clock())
+        self.local.delete(table, key)
+        self._dirty.pop((table, key), None)
+        if not self.available:
+            return
+        pipe = self.client.pipeline(transaction=False)
+        pipe.delete(self._stick_key(table, key))
+        if entry is not None:
+            pipe.zrem(self._index_key(table, entry.backend), key)
+        try:
+            await self.edge.call(self.op_timeout, pipe.execute)
+        except StoreError as exc:
+            self._failed(exc, self._clock())
 
     async def count_sticky(self, table: str, backend_id: str) -> int:
-        async def op() -> int:
-            return int(await self._count_sticky(keys=[self._stick_base(table) + "b:" + backend_id]))
-
-        return await self._run(op, lambda: self._fallback.count_sticky(table, backend_id))
+        """Live entries pointing at `backend_id` over all replicas (Redis' index; the local copy
+        while Redis is away)."""
+        now = self._clock()
+        if self.available:
+            try:
+                pipe = self.client.pipeline(transaction=False)
+                key = self._index_key(table, backend_id)
+                pipe.zremrangebyscore(key, "-inf", int(self._wall() * 1000))
+                pipe.zcard(key)
+                results = await self.edge.call(self.op_timeout, pipe.execute)
+                return int(results[-1])
+            except StoreError as exc:
+                self._failed(exc, self._clock())
+        return self.local.count(table, backend_id, now)
 
     # -- in-flight counters ----------------------------------------------------------------
-    async def incr_inflight(self, pool: str, backend_id: str) -> int:
-        async def op() -> int:
-            key = self._inflight_key(pool)
-            value = int(await self._incr(keys=[key], args=[backend_id, self._inflight_expiry]))
-            self._owned[(pool, backend_id)] = self._owned.get((pool, backend_id), 0) + 1
-            return value
+    def incr_inflight(self, pool: str, backend_id: str) -> None:
+        if self._task is None:
+            self._ensure_task()
+        self.counters.incr(pool, backend_id)
 
-        return await self._run(op, lambda: self._fallback.incr_inflight(pool, backend_id))
+    def decr_inflight(self, pool: str, backend_id: str) -> None:
+        self.counters.decr(pool, backend_id)
 
-    async def decr_inflight(self, pool: str, backend_id: str) -> int:
-        slot = (pool, backend_id)
-        if self._owned.get(slot, 0) <= 0:
-            return await self._fallback.decr_inflight(pool, backend_id)
-        self._owned[slot] -= 1
-        if self._owned[slot] == 0:
-            del self._owned[slot]
+    def inflight(self, pool: str, backend_ids: Sequence[str]) -> dict[str, int]:
+        if self._task is None:
+            self._ensure_task()
+        return self.counters.totals(pool, backend_ids, self._clock())
 
-        async def op() -> int:
-            return int(await self._decr(keys=[self._inflight_key(pool)], args=[backend_id, 1]))
+    # -- the background task: write-behind, write-back, counters, probing ---------------------
+    async def _background(self) -> None:
+        while True:
+            try:
+                async with asyncio.timeout(self.publish_interval):
+                    await self._wake.wait()
+            except TimeoutError:
+                pass
+            self._wake.clear()
+            try:
+                await self.tick()
+            except asyncio.CancelledError:
+                raise
+            except Exception:                 # never let the task die: log and carry on next period
+                log.exception("Redis store background work failed")
 
-        async def owe() -> int:
-            self._debt[slot] = self._debt.get(slot, 0) + 1
-            return 0
+    async def tick(self) -> None:
+        """One round of background work (the task runs it every publish_interval or when woken)."""
+        now = self._clock()
+        if not self.available:
+            if now < self._retry_at:
+                return
+            try:
+                await self.edge.call(self.op_timeout, self.client.ping)
+            except StoreError as exc:
+                self.stats["redis_errors"] += 1
+                self._backoff = min(self._backoff * 2, self._backoff_max)
+                self._retry_at = self._clock() + self._backoff
+                log.debug("Redis %s still unavailable (%s); next probe in %.2fs", self.url, exc, self._backoff)
+                return
+            self._recovered(self._clock())
+        if self._has_pending:
+            await self._write_back()
+        if self._dirty and self.available:
+            await self._flush()
+        now = self._clock()
+        if now >= self._next_publish and self.available:
+            self._next_publish = now + self.publish_interval * 0.9
+            await self._publish(now)
 
-        return await self._run(op, owe)
+    async def _flush(self) -> None:
+        """Write behind: refreshed TTLs and the count_sticky index, one pipeline per BATCH keys."""
+        now = self._clock()
+        wall_ms = int(self._wall() * 1000)
+        batch: list[tuple[str, str]] = []
+        pipe = self.client.pipeline(transaction=False)
+        for (table, key), old in list(self._dirty.items())[:BATCH]:
+            del self._dirty[(table, key)]
+            entry = self.local.get(table, key, now)
+            if entry is None or entry.pending:
+                continue
+            ttl_ms = max(1, int((entry.deadline - now) * 1000))
+            pipe.set(self._stick_key(table, key), f"{entry.backend}|{wall_ms + ttl_ms}", px=ttl_ms)
+            index = self._index_key(table, entry.backend)
+            pipe.zadd(index, {key: wall_ms + ttl_ms})
+            pipe.pexpire(index, ttl_ms)
+            if old is not None and old != entry.backend:
+                pipe.zrem(self._index_key(table, old), key)
+            batch.append((table, key))
+        if not batch:
+            return
+        try:
+            await self.edge.call(self.op_timeout, pipe.execute)
+        except StoreError as exc:
+            self._failed(exc, self._clock())
+            for table, key in batch:
+                entry = self.local.get(table, key, now)
+                if entry is not None:
+                    entry.pending = True
+            self._has_pending = True
+            return
+        for table, key in batch:
+            entry = self.local.get(table, key, now)
+            if entry is not None:
+                entry.written = now
 
-    async def inflight(self, pool: str, backend_ids: Sequence[str]) -> dict[str, int]:
-        ids = list(backend_ids)
-        local = await self._fallback.inflight(pool, ids)
-        if not ids:
-            return {}
+    async def _write_back(self) -> None:
+        """Entries learnt while Redis was away: stored unless Redis holds another backend (Redis wins)."""
+        now = self._clock()
+        wall_ms = int(self._wall() * 1000)
+        todo = [(t, k, e) for t, k, e in self.local.pending()][:BATCH]
+        if not todo:
+            self._has_pending = False
+            return
+        pipe = self.client.pipeline(transaction=False)
+        for table, key, entry in todo:
+            ttl_ms = max(1, int((entry.deadline - now) * 1000))
+            pipe.eval(_WRITE_BACK, 1, self._stick_key(table, key), entry.backend, ttl_ms,
+                      f"{entry.backend}|{wall_ms + ttl_ms}")
+        try:
+            results = await self.edge.call(self.op_timeout, pipe.execute)
+        except StoreError as exc:
+            self._failed(exc, self._clock())
+            return
+        for (table, key, entry), held in zip(todo, results, strict=True):
+            held_text = _text(held)
+            entry.pending = False
+            if held_text is not None:
+                held_text = _decode(held_text)[0]
+            if held_text is not None and held_text != entry.backend:
+                self.stats["conflicts"] += 1
+                log.info("stick table %s: %s learnt %s during the outage, Redis holds %s: Redis wins",
+                         table, key[:40], entry.backend, held_text)
+                entry.backend = held_text
+            else:
+                self.stats["written_back"] += 1
+                entry.written = now
+                self._mark_dirty(table, key, None)          # its index entry
+        if len(todo) < BATCH:
+            self._has_pending = False
 
-        async def op() -> dict[str, int]:
-            values = await self._client.hmget(self._inflight_key(pool), ids)
-            return {bid: max(0, int(v or 0)) + local.get(bid, 0) for bid, v in zip(ids, values, strict=True)}
+    async def _publish(self, now: float) -> None:
+        items = self.counters.to_publish()
+        if not items:
+            return
+        await self._send_counts(items, now)
 
-        async def only_local() -> dict[str, int]:
-            return {bid: local.get(bid, 0) for bid in ids}
+    async def _send_counts(self, items: list[tuple[str, str, int]], now: float) -> bool:
+        pipe = self.client.pipeline(transaction=False)
+        lease_ms = max(1, int(self.lease * 1000))
+        for pool, backend, count in items:
+            pipe.eval(_PUBLISH, 1, self._counter_key(pool, backend), self.replica_id, count, lease_ms)
+        try:
+            results = await self.edge.call(self.op_timeout, pipe.execute)
+        except StoreError as exc:
+            self.stats["publish_errors"] += 1
+            self._failed(exc, self._clock())
+            return False
+        self.counters.published(((p, b, c, int(r or 0)) for (p, b, c), r in zip(items, results, strict=True)),
+                                now)
+        self.published += 1
+        return True
 
-        return await self._run(op, only_local)
+    async def publish_now(self) -> bool:
+        """Publish own counts and read the others' at once (tests; the task does it every period)."""
+        items = self.counters.to_publish()
+        return await self._send_counts(items, self._clock()) if items else True
 
     async def close(self) -> None:
+        self._closed = True
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         try:
-            if self._own_client:
-                await self._client.aclose()
+            if self.available:
+                # leave nothing for the others to wait a lease for: our counts go to 0 now
+                zeros = [(p, b, 0) for p, b, _ in self.counters.to_publish()]
+                if zeros:
+                    await self._send_counts(zeros, self._clock())
         finally:
-            await self._fallback.close()
+            if self._own_client:
+                with contextlib.suppress(Exception):
+                    await self.client.aclose()
+            self.local.clear()

@@ -53,26 +53,36 @@ async def test_sweep_on_writes_and_size_cap() -> None:
         await store.set_sticky("r", f"old{i}", "b", ttl=1)
     clock.now += 2
     await store.set_sticky("r", "new", "b", ttl=100)           # full: sweeps the expired ones
-    assert len(store._sticky) == 1
+    assert len(store.local) == 1
     for i in range(5):
         await store.set_sticky("r", f"k{i}", "b", ttl=100)
-    assert len(store._sticky) == 3
+    assert len(store.local) == 3
     assert await store.get_sticky("r", "k4") == "b"
     assert await store.get_sticky("r", "new") is None           # the oldest went first
 
 
-async def test_inflight_counters() -> None:
+def test_inflight_counters() -> None:
     store: StateStore = MemoryStore()
-    assert await store.incr_inflight("app", "b1") == 1
-    assert await store.incr_inflight("app", "b1") == 2
-    assert await store.incr_inflight("web", "b1") == 1
-    assert await store.decr_inflight("app", "b1") == 1
-    assert await store.inflight("app", ["b1", "b2"]) == {"b1": 1, "b2": 0}
-    assert await store.decr_inflight("app", "b1") == 0
-    assert await store.decr_inflight("app", "b1") == 0           # never negative
-    assert await store.inflight("app", ["b1"]) == {"b1": 0}
+    store.incr_inflight("app", "b1")
+    store.incr_inflight("app", "b1")
+    store.incr_inflight("web", "b1")
+    store.decr_inflight("app", "b1")
+    assert store.inflight("app", ["b1", "b2"]) == {"b1": 1, "b2": 0}
+    store.decr_inflight("app", "b1")
+    store.decr_inflight("app", "b1")                            # never negative
+    assert store.inflight("app", ["b1"]) == {"b1": 0}
+    store.incr_inflight("app", "b1")
+    assert store.inflight("app", ["b1"]) == {"b1": 1}
+    assert store.inflight("web", ["b1"]) == {"b1": 1}
+
+
+async def test_close_forgets_everything() -> None:
+    store = MemoryStore()
+    store.incr_inflight("web", "b1")
+    await store.set_sticky("r", "k", "b1", ttl=10)
     await store.close()
-    assert await store.inflight("web", ["b1"]) == {"b1": 0}
+    assert store.inflight("web", ["b1"]) == {"b1": 0}
+    assert await store.get_sticky("r", "k") is None
 
 
 def test_default_clock_is_monotonic() -> None:

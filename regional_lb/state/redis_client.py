@@ -1,0 +1,130 @@
+"""The store's edge to Redis: URLs, clients with blocking pools, and one budgeted call  [edge].
+
+    target = parse_redis_url("redis+sentinel://10.0.0.1:26379,10.0.0.2:26379/lb")
+    client = make_client(url, pool_size=64)
+    edge = RedisEdge(client, pool_size=64)
+    value = await edge.call(0.02, client.get, "rlb:s:auth:{abc}")     # StoreError past 20 ms
+
+Accepted URLs (parsed by regional_lb/state/urls.py)
+  * ``redis://[[user]:password@]host[:port][/db]``, ``rediss://...`` (TLS), ``unix:///path/redis.sock?db=0``
+    -- anything `redis.asyncio.from_url` takes;
+  * ``redis+sentinel://[[user]:password@]host1:26379,host2:26379/SERVICE[/db]`` -- Sentinel: the current
+    master of SERVICE, followed across fail-overs (``rediss+sentinel://`` for TLS to the data nodes);
+  * ``redis+cluster://[[user]:password@]host1:7000[,host2:7001]`` -- Redis Cluster (seed nodes).
+
+Pools: every URL form gets a bounded pool that *waits* for a free connection instead of failing
+("Too many connections" / MaxConnectionsError once made a burst look like an outage): plain URLs a
+redis-py BlockingConnectionPool, Sentinel a blocking SentinelConnectionPool, Cluster one pool per
+node.  On top, `RedisEdge` lets at most `pool_size` commands (or pipelines) be under way at once
+(an asyncio semaphore), so no pool is ever asked for more connections than it has; waiting for
+the semaphore counts against the caller's budget.  No client-side retries: the store backs off.
+
+`RedisEdge.call` is where redis-py meets the store: whatever it raises -- RedisError and its
+family (ConnectionError, TimeoutError, ClusterDownError, MasterNotFoundError, ...), OSError, and
+the RuntimeError / AttributeError / IndexError a RedisCluster raises while it re-reads the
+topology -- and a budget overrun become one `StoreError` (regional_lb/errors.py).  Cancellation
+of the caller is not an error and passes through.  Each call's duration goes into a histogram
+(`rtt_buckets`, upper bounds in seconds: `RTT_BOUNDS`) exported by regional_lb/metrics.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from bisect import bisect_left
+from collections.abc import Callable
+from typing import Any
+
+from regional_lb.errors import StoreError
+from regional_lb.state.urls import RedisTarget, RedisUrlError, parse_redis_url
+
+__all__ = ["RTT_BOUNDS", "RedisEdge", "RedisTarget", "RedisUrlError", "make_client", "parse_redis_url"]
+
+RTT_BOUNDS = (0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0)
+
+
+def _blocking_sentinel_pool() -> type:
+    from redis.asyncio.connection import BlockingConnectionPool
+    from redis.asyncio.sentinel import SentinelConnectionPool
+
+    class BlockingSentinelConnectionPool(SentinelConnectionPool, BlockingConnectionPool):
+        """A Sentinel-managed pool that waits for a free connection (BlockingConnectionPool's
+        get_connection) instead of raising when all `max_connections` are in use."""
+
+    return BlockingSentinelConnectionPool
+
+
+def make_client(url: str, *, timeout: float = 1.0, pool_size: int = 64) -> Any:
+    """A redis-py asyncio client for `url` with a bounded, blocking pool and no client-side retries.
+
+    `timeout`: socket connect / read timeout (the edge's budget usually cuts a call shorter)."""
+    from redis.asyncio.retry import Retry
+    from redis.backoff import NoBackoff
+
+    target = parse_redis_url(url)
+    common: dict[str, Any] = {"decode_responses": True, "socket_timeout": timeout,
+                              "socket_connect_timeout": timeout}
+    if target.kind == "url":
+        import redis.asyncio
+
+        pool = redis.asyncio.BlockingConnectionPool.from_url(
+            target.url, max_connections=pool_size, timeout=timeout, retry=Retry(NoBackoff(), 0), **common)
+        return redis.asyncio.Redis.from_pool(pool)
+    auth: dict[str, Any] = {"username": target.username, "password": target.password}
+    if target.kind == "sentinel":
+        from redis.asyncio.sentinel import Sentinel
+
+        sentinel_side = {"socket_timeout": min(timeout, 0.25), "socket_connect_timeout": min(timeout, 0.25),
+                         "decode_responses": True, **auth}
+        sentinel = Sentinel(list(target.nodes), sentinel_kwargs=sentinel_side,  # type: ignore[no-untyped-call]
+                            ssl=target.tls, retry=Retry(NoBackoff(), 0), **common)
+        return sentinel.master_for(target.service, db=target.db, connection_pool_class=_blocking_sentinel_pool(),
+                                   max_connections=pool_size, timeout=timeout, **auth)
+    from redis.asyncio.cluster import ClusterNode, RedisCluster
+
+    # the edge's semaphore keeps concurrent use at pool_size; the slack covers connections
+    # still being handed back by calls the budget cancelled
+    return RedisCluster(startup_nodes=[ClusterNode(h, p) for h, p in target.nodes], ssl=target.tls,
+                        max_connections=pool_size + 8, retry=Retry(NoBackoff(), 0), **common, **auth)
+
+
+class RedisEdge:
+    """Runs one Redis call (a command or a pipeline) within a time budget; StoreError otherwise."""
+
+    def __init__(self, client: Any, *, pool_size: int = 64, clock: Callable[[], float] = time.monotonic) -> None:
+        self.client = client
+        self.pool_size = pool_size
+        self._sem = asyncio.Semaphore(pool_size)
+        self._clock = clock
+        self.rtt_buckets = [0] * (len(RTT_BOUNDS) + 1)      # the last one: +Inf
+        self.rtt_sum = 0.0
+        self.waiting = 0
+
+    def __repr__(self) -> str:
+        busy = self.pool_size - self._sem._value
+        return f"<RedisEdge [{busy}/{self.pool_size} busy, {self.waiting} waiting]>"
+
+    async def call(self, budget: float, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        clock = self._clock
+        t0 = clock()
+        try:
+            async with asyncio.timeout(budget):
+                self.waiting += 1
+                try:
+                    await self._sem.acquire()
+                finally:
+                    self.waiting -= 1
+                try:
+                    return await fn(*args, **kwargs)
+                finally:
+                    self._sem.release()
+        except TimeoutError as exc:
+            raise StoreError(f"Redis did not answer within {budget * 1000:.0f} ms") from exc
+        except StoreError:
+            raise
+        except Exception as exc:        # the point: nothing redis-py raises gets past here
+            raise StoreError(f"{type(exc).__name__}: {exc}") from exc
+        finally:
+            elapsed = clock() - t0
+            self.rtt_buckets[bisect_left(RTT_BOUNDS, elapsed)] += 1
+            self.rtt_sum += elapsed
