@@ -27,6 +27,7 @@ test: $(STAMP) sysdeps lint
 lint: $(STAMP)
 	$(VENV)/bin/ruff check gslb regional_lb tests bench deploy geo_data
 	$(VENV)/bin/mypy --strict gslb regional_lb
+	$(VENV)/bin/lint-imports --no-cache
 
 bench-deps:
 	@bash deploy/install-system-deps.sh dnsperf:dnsperf gdnsd:gdnsd haproxy:haproxy wrk:wrk

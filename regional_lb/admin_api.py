@@ -21,12 +21,13 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from gslb.common.admin import ADMIN_TOKEN, json_error, metrics_handler, require_token
+from gslb.common.admin import ADMIN_TOKEN, json_error, require_token
 from gslb.common.statuspage import add_status_page
 
 if TYPE_CHECKING:
-    from regional_lb.app import LoadBalancer
+    from regional_lb.seams import AdminTarget
 
 LB: web.AppKey[Any] = web.AppKey("lb", object)
 ADMIN_STATES = ("drain", "maintenance", "ready")
@@ -37,12 +38,12 @@ STATUS_FILES = {
 
 
 async def _pools(request: web.Request) -> web.Response:
-    lb: LoadBalancer = request.app[LB]
+    lb: AdminTarget = request.app[LB]
     return web.json_response(await lb.pools_report())
 
 
 async def _status_pools(request: web.Request) -> web.Response:
-    lb: LoadBalancer = request.app[LB]
+    lb: AdminTarget = request.app[LB]
     pools = await lb.pools_report()
     counts = lb.metrics.backend_counts()
     for name, pool in pools.items():
@@ -57,7 +58,7 @@ async def _status_pools(request: web.Request) -> web.Response:
 
 @require_token
 async def _set_admin(request: web.Request) -> web.Response:
-    lb: LoadBalancer = request.app[LB]
+    lb: AdminTarget = request.app[LB]
     pool_name = request.match_info["pool"]
     backend_id = request.match_info["backend"]
     state = request.match_info["state"]
@@ -82,7 +83,7 @@ async def _set_admin(request: web.Request) -> web.Response:
             if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
                 return json_error(400, "deadline must be a number of seconds >= 0")
             deadline = now + float(value)
-    pr.pool.set_admin(backend_id, state, now, deadline)
+    await lb.set_admin(pool_name, backend_id, state, deadline)
     report = await lb.pools_report()
     row = next(r for r in report[pool_name]["backends"] if r["id"] == backend_id)
     return web.json_response({"pool": pool_name, "backend": row})
@@ -90,22 +91,29 @@ async def _set_admin(request: web.Request) -> web.Response:
 
 @require_token
 async def _reload(request: web.Request) -> web.Response:
-    lb: LoadBalancer = request.app[LB]
+    lb: AdminTarget = request.app[LB]
     ok, message = await lb.reload()
     return web.json_response({"ok": ok, "message": message}, status=200 if ok else 400)
 
 
+async def _metrics(request: web.Request) -> web.Response:
+    lb: AdminTarget = request.app[LB]
+    await lb.refresh_metrics()          # workers' counters, when there are workers; reads only
+    body = generate_latest(lb.metrics.registry)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
 async def _healthz(request: web.Request) -> web.Response:
-    lb: LoadBalancer = request.app[LB]
+    lb: AdminTarget = request.app[LB]
     status, body = lb.healthz_body()
     return web.Response(status=status, body=body, content_type="application/json")
 
 
-def make_admin_app(lb: LoadBalancer) -> web.Application:
+def make_admin_app(lb: AdminTarget) -> web.Application:
     app = web.Application()
     app[LB] = lb
     app[ADMIN_TOKEN] = lb.config.admin.token
-    app.router.add_get("/metrics", metrics_handler(lb.metrics.registry))
+    app.router.add_get("/metrics", _metrics)
     app.router.add_get("/api/pools", _pools)
     app.router.add_post("/api/pools/{pool}/backends/{backend}/{state}", _set_admin)
     app.router.add_post("/api/reload", _reload)

@@ -33,9 +33,7 @@ import logging
 import random
 import ssl
 import time
-from collections import OrderedDict
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -45,182 +43,13 @@ from gslb.common.checker import CheckTarget, HealthChecker
 from gslb.common.configload import ConfigError
 from gslb.common.health import Health
 from gslb.common.probe import ProbeResult, ProbeSpec
-from regional_lb.balancing.base import Backend, Policy
-from regional_lb.config import Config, Listener, PoolConfig, load_config, policy_options
+from regional_lb.balancing.base import Backend
+from regional_lb.config import Config, Listener, load_config
 from regional_lb.discovery import Discovery, Resolver
-from regional_lb.headers import ForwardingSettings, TrustedProxies
 from regional_lb.metrics import Metrics
-from regional_lb.routing import Route, RouteTable
+from regional_lb.runtime import PoolRuntime, Runtime, build_runtime
 
 log = logging.getLogger("regional_lb")
-
-
-class SessionTracker:
-    """Sticky-cookie sessions seen per backend (for the drain report): token -> last seen.
-
-    Bounded: at most `cap` tokens per backend (the oldest are forgotten)."""
-
-    def __init__(self, max_idle: float = 1800.0, cap: int = 100_000) -> None:
-        self.max_idle = max_idle
-        self.cap = cap
-        self._seen: dict[str, OrderedDict[str, float]] = {}
-
-    def touch(self, backend_id: str, token: str, now: float) -> None:
-        seen = self._seen.get(backend_id)
-        if seen is None:
-            seen = self._seen[backend_id] = OrderedDict()
-        seen[token] = now
-        seen.move_to_end(token)
-        if len(seen) > self.cap:
-            seen.popitem(last=False)
-
-    def forget(self, backend_id: str, token: str) -> None:
-        seen = self._seen.get(backend_id)
-        if seen is not None:
-            seen.pop(token, None)
-
-    def count(self, backend_id: str, now: float) -> int:
-        seen = self._seen.get(backend_id)
-        if not seen:
-            return 0
-        while seen:
-            _token, t = next(iter(seen.items()))
-            if now - t <= self.max_idle:
-                break
-            seen.popitem(last=False)
-        return len(seen)
-
-
-@dataclass(eq=False)
-class PoolRuntime:
-    """A pool with what the edge keeps beside it: retry budget, checker, discovered backends."""
-
-    name: str
-    config: PoolConfig
-    pool: Any                                   # regional_lb.pool.Pool
-    budget: Any                                 # regional_lb.retry.RetryBudget
-    attempts: int
-    discovered: dict[Any, tuple[Backend, ...]] = field(default_factory=dict)
-    checker: HealthChecker | None = None
-    active: int = 0                             # requests in flight through this pool (budget input)
-    clock: Callable[[], float] = time.monotonic  # the pool's clock, for status rows read without a `now`
-
-    def backends(self) -> tuple[Backend, ...]:
-        found = list(self.config.backends)
-        seen = {b.id for b in found}
-        for group in self.discovered.values():
-            for b in group:
-                if b.id not in seen:
-                    seen.add(b.id)
-                    found.append(b)
-        return tuple(found)
-
-    def status_rows(self, now: float | None = None) -> list[dict[str, Any]]:
-        rows: list[dict[str, Any]] = self.pool.status(self.clock() if now is None else now)
-        return rows
-
-    def inflight_counts(self) -> dict[str, int]:
-        return {str(r["id"]): int(r.get("inflight", 0)) for r in self.status_rows()}
-
-    def healthy_total(self, now: float) -> tuple[int, int]:
-        rows = self.status_rows(now)
-        healthy = sum(1 for r in rows if r.get("available"))
-        return healthy, len(rows)
-
-
-@dataclass(eq=False)
-class RouteRuntime:
-    route: Route
-    pool: PoolRuntime
-    policy: Policy
-    learns: bool                                # sticky_learn: learn from Set-Cookie / pick.learn
-    ttl: float
-    sessions: SessionTracker | None             # sticky_cookie routes: sessions per backend
-    cookie_name: str | None
-
-    bookkeeping: bool = False                   # responses update stick tables / session counts / metrics
-
-    def __post_init__(self) -> None:
-        self.bookkeeping = self.sessions is not None or self.learns or self.route.policy.startswith("sticky")
-
-
-class Runtime:
-    """One config generation (see the module docstring)."""
-
-    def __init__(self, config: Config, pools: Mapping[str, PoolRuntime],
-                 routes: Mapping[str, RouteRuntime]) -> None:
-        self.config = config
-        self.pools = dict(pools)
-        self.routes = dict(routes)
-        self.table = RouteTable(config.routes)
-        self.forwarding = ForwardingSettings(TrustedProxies(config.trusted_proxies), via=config.via)
-        self.health_path = config.health_endpoint.path
-        self.region = config.region
-
-    def healthz(self, now: float) -> tuple[int, dict[str, Any]]:
-        pools: dict[str, dict[str, int]] = {}
-        healthy = total = 0
-        for name, pr in self.pools.items():
-            h, t = pr.healthy_total(now)
-            pools[name] = {"healthy": h, "total": t}
-            healthy += h
-            total += t
-        fraction = healthy / total if total else 0.0
-        ok = fraction >= self.config.health_endpoint.min_healthy_fraction and total > 0
-        body = {"region": self.region, "role": self.config.role, "pools": pools,
-                "healthy_fraction": round(fraction, 4), "status": "ok" if ok else "unhealthy"}
-        return (200 if ok else 503), body
-
-    def __repr__(self) -> str:
-        return f"<Runtime {self.region} [{len(self.routes)} routes, {len(self.pools)} pools]>"
-
-
-def _pool_settings_equal(a: PoolConfig, b: PoolConfig) -> bool:
-    return bool(a.settings == b.settings)
-
-
-def build_runtime(config: Config, *, previous: Runtime | None, now: float,
-                  clock: Callable[[], float] = time.monotonic) -> Runtime:
-    """The Runtime for `config`, carrying over unchanged pools and policies from `previous`.
-    `now` and `clock` are monotonic (see the module docstring)."""
-    from regional_lb.balancing import make_policy
-    from regional_lb.pool import Pool
-
-    pools: dict[str, PoolRuntime] = {}
-    for name, pc in config.pools.items():
-        old = previous.pools.get(name) if previous else None
-        retries = pc.settings.retries
-        if old is not None and _pool_settings_equal(old.config, pc):
-            pr = PoolRuntime(name, pc, old.pool, old.budget, retries.attempts,
-                             discovered={k: v for k, v in old.discovered.items() if k in pc.dns}, clock=clock)
-            pr.pool.update_backends(pr.backends(), now)
-        else:
-            pr = PoolRuntime(name, pc, None, retries.budget(), retries.attempts, clock=clock)
-            known = None
-            if old is not None and old.config.settings.health == pc.settings.health:
-                known = {b.id: h for b in pr.backends() if (h := old.pool.health(b.id)) is not None}
-            pr.pool = Pool(name, pr.backends(), pc.settings, now=now, health=known)
-        pools[name] = pr
-    routes: dict[str, RouteRuntime] = {}
-    for route in config.routes:
-        old_rr = previous.routes.get(route.name) if previous else None
-        if (old_rr is not None and old_rr.route == route and old_rr.pool.pool is pools[route.pool].pool):
-            policy = old_rr.policy
-            sessions = old_rr.sessions
-        else:
-            policy = make_policy(route.policy, policy_options(config, route), tls=config.any_tls)
-            sessions = None
-        ttl = float(getattr(policy, "ttl", None) or 1800.0)
-        cookie_name = None
-        if route.policy == "sticky_cookie":
-            cookie_name = str(route.options.get("cookie", getattr(policy, "cookie_name", "LBSESSIONID")))
-            if sessions is None:
-                max_idle = getattr(policy, "max_idle", None) or 1800.0
-                sessions = SessionTracker(float(max_idle))
-        routes[route.name] = RouteRuntime(route, pools[route.pool], policy,
-                                          learns=route.policy == "sticky_learn", ttl=ttl,
-                                          sessions=sessions, cookie_name=cookie_name)
-    return Runtime(config, pools, routes)
 
 
 def ssl_context(listener: Listener) -> ssl.SSLContext | None:
@@ -464,6 +293,14 @@ class LoadBalancer:
             self.metrics.reloads.labels("ok").inc()
             log.info("reloaded config: %r", new_rt)
             return True, "reloaded"
+
+    # -- admin ---------------------------------------------------------------------------
+    async def set_admin(self, pool: str, backend_id: str, state: str, deadline: float | None) -> None:
+        """READY / DRAIN / MAINTENANCE for a backend; `deadline` absolute, monotonic."""
+        self.rt.pools[pool].pool.set_admin(backend_id, state, self.clock(), deadline)
+
+    async def refresh_metrics(self) -> None:
+        """One process: the registry reads live counters at scrape time already."""
 
     # -- reports -----------------------------------------------------------------------
     async def pools_report(self) -> dict[str, Any]:

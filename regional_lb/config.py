@@ -389,7 +389,7 @@ def _build(root: Section, base_dir: Path) -> Config:
     via = root.take("via", str, "1.1 regional-lb")
     pools = _pools(root)
     routes = _routes(root, pools, any_tls)
-    from regional_lb.latency_push import load_latency_push
+    from regional_lb.latency_settings import load_latency_push
     latency_push = load_latency_push(root.section("latency_push"))
     root.done()
     return Config(region=region, role=role, listeners=listeners, admin=admin,

@@ -23,7 +23,7 @@ from regional_lb.balancing.base import Backend
 from regional_lb.config import DnsBackends, format_address
 
 if TYPE_CHECKING:
-    from regional_lb.app import LoadBalancer
+    from regional_lb.seams import DiscoveryTarget
 
 log = logging.getLogger("regional_lb.discovery")
 
@@ -116,7 +116,7 @@ def backends_from(spec: DnsBackends, answer: Sequence[tuple[str, int | None, int
 class Discovery:
     """One task per DnsBackends entry of the running config."""
 
-    def __init__(self, lb: LoadBalancer, *, resolver: Resolver | None = None) -> None:
+    def __init__(self, lb: DiscoveryTarget, *, resolver: Resolver | None = None) -> None:
         self.lb = lb
         self._given = resolver
         self.resolver: Resolver | None = resolver

@@ -22,18 +22,16 @@ import asyncio
 import contextlib
 import logging
 import re
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import web
 from aiohttp.web_request import BaseRequest
 
 from regional_lb.balancing.base import RequestInfo
+from regional_lb.proxy.hooks import ExchangeHooks
 from regional_lb.proxy.server import plain_response
 from regional_lb.proxy.upstream import serialize_head
-
-if TYPE_CHECKING:
-    from regional_lb.app import RouteRuntime
-    from regional_lb.proxy.handler import ProxyHandler
+from regional_lb.runtime import RouteRuntime
 
 log = logging.getLogger("regional_lb.proxy")
 
@@ -85,7 +83,7 @@ async def _read_head(reader: asyncio.StreamReader) -> bytes:
     return head
 
 
-async def proxy_connect(handler: ProxyHandler, request: BaseRequest, rr: RouteRuntime, info: RequestInfo,
+async def proxy_connect(handler: ExchangeHooks, request: BaseRequest, rr: RouteRuntime, info: RequestInfo,
                         out_headers: Any) -> web.StreamResponse:
     lb = handler.lb
     clock = lb.clock

@@ -52,7 +52,7 @@ from regional_lb.proxy.upstream import LENGTH, NONE, RawHead, ResponseHead, inte
 from regional_lb.target import DEFAULT_OPTIONS, BadRequest, Request, RequestOptions, lower_name, read_request
 
 if TYPE_CHECKING:
-    from regional_lb.app import RouteRuntime
+    from regional_lb.runtime import RouteRuntime
 
 log = logging.getLogger("regional_lb.proxy")
 

@@ -49,8 +49,9 @@ from regional_lb.retry import may_retry
 from regional_lb.target import BadRequest, Request, read_request
 
 if TYPE_CHECKING:
-    from regional_lb.app import LoadBalancer, RouteRuntime
     from regional_lb.config import Listener
+    from regional_lb.runtime import RouteRuntime
+    from regional_lb.seams import ProxyContext
 
 access_log = logging.getLogger("regional_lb.access")
 log = logging.getLogger("regional_lb.proxy")
@@ -169,7 +170,7 @@ class _Sent(web.StreamResponse):
 class ProxyHandler:
     """The aiohttp low-level handler for one listener."""
 
-    def __init__(self, lb: LoadBalancer, listener: Listener) -> None:
+    def __init__(self, lb: ProxyContext, listener: Listener) -> None:
         self.lb = lb
         self.scheme = listener.scheme
         self.tls = listener.tls is not None

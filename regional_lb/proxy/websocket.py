@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import aiohttp
 from aiohttp import WSMsgType, web
@@ -29,12 +29,10 @@ from yarl import URL
 
 from regional_lb.balancing.base import Pick, RequestInfo
 from regional_lb.errors import BackendConnectError
+from regional_lb.proxy.hooks import ExchangeHooks
 from regional_lb.proxy.upstream import backend_origin, translate
 from regional_lb.retry import may_retry
-
-if TYPE_CHECKING:
-    from regional_lb.app import RouteRuntime
-    from regional_lb.proxy.handler import ProxyHandler
+from regional_lb.runtime import RouteRuntime
 
 log = logging.getLogger("regional_lb.proxy")
 _NONE: frozenset[str] = frozenset()
@@ -65,7 +63,7 @@ async def _pump(src: Any, dst: Any) -> None:
             break
 
 
-async def proxy_websocket(handler: ProxyHandler, request: BaseRequest, rr: RouteRuntime, info: RequestInfo,
+async def proxy_websocket(handler: ExchangeHooks, request: BaseRequest, rr: RouteRuntime, info: RequestInfo,
                           out_headers: Any) -> web.StreamResponse:
     lb = handler.lb
     clock = lb.clock
@@ -127,7 +125,7 @@ async def proxy_websocket(handler: ProxyHandler, request: BaseRequest, rr: Route
                           backend_id, reason)
 
 
-async def _relay(handler: ProxyHandler, request: BaseRequest, rr: RouteRuntime, info: RequestInfo, pick: Pick,
+async def _relay(handler: ExchangeHooks, request: BaseRequest, rr: RouteRuntime, info: RequestInfo, pick: Pick,
                  upstream_ws: aiohttp.ClientWebSocketResponse, t0: float) -> web.StreamResponse:
     """Accept the client's upgrade (101, with the pick's Set-Cookie) and relay until one side closes."""
     lb = handler.lb

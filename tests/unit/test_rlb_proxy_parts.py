@@ -7,12 +7,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 from prometheus_client import generate_latest
 
-from regional_lb.app import SessionTracker
 from regional_lb.balancing.base import Backend
 from regional_lb.errors import BackendConnectError, BackendTimeout, NoBackend
 from regional_lb.metrics import Metrics, status_class
 from regional_lb.proxy.handler import LazyCookies
 from regional_lb.proxy.upstream import serialize_head, translate
+from regional_lb.runtime import SessionTracker
 
 
 def test_lazy_cookies() -> None:

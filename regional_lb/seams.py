@@ -1,0 +1,81 @@
+"""The typed seams between the regional LB's parts  [pure: protocols only].
+
+`regional_lb.app.LoadBalancer` is the wiring; the parts it wires see it only through these
+protocols, so none of them imports `regional_lb.app` (no import cycle; .importlinter says so):
+
+    ProxyContext     what a request handler reads (proxy/handler.py, proxy/fast.py,
+                     proxy/websocket.py, proxy/connect.py): the current Runtime, config,
+                     clocks, rng, the state store, the upstream client, metrics
+    DiscoveryTarget  what DNS discovery (discovery.py) tells: the backends a name resolved to
+    AdminTarget      what the admin API (admin_api.py) reads and asks: reports, reload
+
+A worker process (regional_lb/worker.py) and the single-process LoadBalancer both satisfy
+ProxyContext; the supervisor (regional_lb/supervisor.py) satisfies AdminTarget.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from regional_lb.balancing.base import Backend
+from regional_lb.config import Config, DnsBackends
+from regional_lb.runtime import Runtime
+
+
+class ProxyMetrics(Protocol):
+    """The request path's metrics (regional_lb.metrics.Metrics)."""
+
+    retries: Any
+    errors: Any
+    invalid_responses: Any
+
+    def observe(self, route: str, pool: str, backend: str, status: int, seconds: float) -> None: ...
+
+    def pick_reason(self, route: str, reason: str) -> None: ...
+
+
+class ProxyContext(Protocol):
+    """What serving a request needs."""
+
+    rt: Runtime
+    config: Config
+    clock: Callable[[], float]             # monotonic
+    wall: Callable[[], float]              # wall clock: sticky cookie times
+    rng: random.Random
+    store: Any                             # regional_lb.state.base.Store (or None before start)
+    upstream: Any                          # regional_lb.proxy.upstream.Upstream (or None before start)
+    metrics: Any                           # regional_lb.metrics.Metrics (ProxyMetrics and more)
+    shared_inflight: bool                  # in-flight counts from the store (state: redis)
+
+    def healthz_body(self) -> tuple[int, bytes]: ...
+
+
+class DiscoveryTarget(Protocol):
+    """Where discovery reports what a DNS name resolved to."""
+
+    config: Config
+
+    async def set_discovered(self, pool_name: str, key: DnsBackends, backends: tuple[Backend, ...]) -> None: ...
+
+
+class AdminTarget(Protocol):
+    """What the admin API reads and asks."""
+
+    rt: Runtime
+    config: Config
+    clock: Callable[[], float]
+    metrics: Any                           # has .registry and .backend_counts()
+
+    async def pools_report(self) -> dict[str, Any]: ...
+
+    async def reload(self, config: Config | None = None) -> tuple[bool, str]: ...
+
+    def healthz_body(self) -> tuple[int, bytes]: ...
+
+    async def set_admin(self, pool: str, backend_id: str, state: str, deadline: float | None) -> None:
+        """READY / DRAIN / MAINTENANCE; `deadline` absolute, monotonic (`clock`)."""
+
+    async def refresh_metrics(self) -> None:
+        """Bring `metrics.registry` up to date before a scrape (collect workers' counters)."""
