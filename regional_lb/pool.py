@@ -502,23 +502,38 @@ class Pool:
                                 for m, weight, accepting in members), panic)
         return _Selection(members, panic, now, until, bare)
 
+    def _settled_view(self, m: _Member, now: float) -> tuple[AdminState, float | None]:
+        """(admin state, ramp start) as `_settle` would leave them at `now`, changing nothing."""
+        admin, ramp_from = m.admin, m.ramp_from
+        if admin is AdminState.DRAIN and m.deadline is not None and now >= m.deadline:
+            admin = ADMIN_TRANSITIONS[(admin, AdminEvent.DEADLINE)][0]
+        o = m.outlier
+        if (o.state is OState.EJECTED and o.ejected_until is not None and now >= o.ejected_until
+                and TRAFFIC_TRANSITIONS[(self._traffic(m), TrafficEvent.RETURN)][1]):
+            ramp_from = o.ejected_until
+        return admin, ramp_from
+
     def status(self, now: float) -> list[dict[str, Any]]:
+        """A row per backend as it is at `now`. A query: it changes nothing (a Prometheus scrape
+        or an admin report reads it), so what time alone does by `now` -- a drain deadline
+        passing, an ejection ending -- is shown as `_settle` would apply it, not applied."""
         out = []
         for m in self._members.values():
-            self._settle(m, now)
+            admin, ramp_from = self._settled_view(m, now)
             ejected = m.outlier.ejected(now)
+            removed = _removed(admin)
             out.append({
                 "id": m.backend.id,
                 "address": f"[{m.backend.host}]:{m.backend.port}" if ":" in m.backend.host
                            else f"{m.backend.host}:{m.backend.port}",
                 "weight": m.backend.weight,
                 "effective_weight": round(m.backend.weight * slow_start_factor(
-                    m.ramp_from, now, self.settings.slow_start), 3),
+                    ramp_from, now, self.settings.slow_start), 3),
                 "health": m.health.status.value,
                 "health_probed": m.health.probed,
-                "admin": m.admin.value,
+                "admin": admin.value,
                 "drain_deadline": m.deadline,
-                "available": self._available(m, now),
+                "available": not removed and m.health.up and not ejected,
                 "inflight": m.inflight,
                 "ewma_ms": round(m.load.value(now) * 1000, 3),
                 "ejected": ejected,
