@@ -333,3 +333,161 @@ class FakeLocator:
 
     def __repr__(self) -> str:
         return f"<FakeLocator {len(self._nets)} networks>"
+
+
+@dataclass(frozen=True, slots=True)
+class TreeRecords:
+    """Every record network of a database, read from its search tree (`read_tree`).
+
+    IPv4 and IPv6 each as parallel sequences sorted by network start: the start (an int), the prefix
+    length and an index into `places` (NO_PLACE: the record has no usable place, like a gap for
+    `locate`; ALIAS, IPv6 only: the subtree that IPv4 lives in, reached from ::/96 and the aliases
+    a database builder adds, e.g. ::ffff:0:0/96 and 2002::/16). Gaps (no record) are not listed.
+    `source` identifies the file (path, size, mtime) so that a table is only used with its database.
+    """
+
+    v4_start: Any           # numpy uint64 arrays (numpy is imported only to read and compile)
+    v4_prefix: Any
+    v4_place: Any
+    v6_start: Any           # numpy uint64 arrays: the high and low 64 bits
+    v6_start_low: Any
+    v6_prefix: Any
+    v6_place: Any
+    places: tuple[Place, ...]
+    source: tuple[str, int, int]
+
+
+NO_PLACE = -1
+ALIAS = -2
+
+
+def database_source(path: str | Path) -> tuple[str, int, int]:
+    """(resolved path, size, mtime in ns): what a compiled table remembers of its database."""
+    path = Path(path).resolve()
+    st = path.stat()
+    return str(path), st.st_size, st.st_mtime_ns
+
+
+def read_tree(path: str | Path) -> TreeRecords:
+    """Walk the search tree of an .mmdb file: every record network and its place (no per-address lookups).
+
+    The IPv4 subtree (3 M networks in the bundled database) is walked a level at a time with numpy;
+    the IPv6 part (a few hundred thousand nodes) node by node. Each distinct record is decoded once,
+    through the reader, at the first network that points at it. Raises GeoIPError.
+    """
+    import maxminddb
+    import numpy as np
+
+    path = Path(path)
+    try:
+        source = database_source(path)
+        reader = maxminddb.open_database(str(path), maxminddb.MODE_AUTO)
+        data = path.read_bytes()
+    except (OSError, ValueError, maxminddb.InvalidDatabaseError) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+        raise GeoIPError(f"cannot open GeoIP database {path}: {reason}") from None
+    try:
+        meta = reader.metadata()
+        n, size, ip_version = int(meta.node_count), int(meta.record_size), int(meta.ip_version)
+        width = size // 4                       # bytes per node (two records)
+        if size not in (24, 28, 32) or len(data) < n * width:
+            raise GeoIPError(f"cannot read GeoIP database {path}: record size {size}, {n} nodes")
+        raw = np.frombuffer(data, dtype=np.uint8, count=n * width).reshape(n, width)
+
+        def col(k: int) -> Any:
+            return raw[:, k].astype(np.int64)
+
+        if size == 24:
+            left = (col(0) << 16) | (col(1) << 8) | col(2)
+            right = (col(3) << 16) | (col(4) << 8) | col(5)
+        elif size == 28:
+            left = ((col(3) >> 4) << 24) | (col(0) << 16) | (col(1) << 8) | col(2)
+            right = ((col(3) & 0x0F) << 24) | (col(4) << 16) | (col(5) << 8) | col(6)
+        else:
+            left = (col(0) << 24) | (col(1) << 16) | (col(2) << 8) | col(3)
+            right = (col(4) << 24) | (col(5) << 16) | (col(6) << 8) | col(7)
+
+        v4_root = 0
+        if ip_version == 6:
+            for _ in range(96):
+                if v4_root >= n:
+                    break
+                v4_root = int(left[v4_root])
+        # IPv4: level by level
+        starts, prefixes, pointers = [], [], []
+        if v4_root > n:
+            starts.append(np.zeros(1, np.uint64))
+            prefixes.append(np.zeros(1, np.uint8))
+            pointers.append(np.array([v4_root], np.int64))
+        nodes = np.array([v4_root] if v4_root < n else [], np.int64)
+        values = np.zeros(len(nodes), np.uint64)
+        for depth in range(1, 33):
+            if not len(nodes):
+                break
+            child = np.concatenate([left[nodes], right[nodes]])
+            vals = np.concatenate([values << np.uint64(1), (values << np.uint64(1)) | np.uint64(1)])
+            found = child > n
+            starts.append(vals[found] << np.uint64(32 - depth))
+            prefixes.append(np.full(int(found.sum()), depth, np.uint8))
+            pointers.append(child[found])
+            inner = child < n
+            nodes, values = child[inner], vals[inner]
+        if len(nodes):
+            raise GeoIPError(f"cannot read GeoIP database {path}: the IPv4 tree is deeper than 32 bits")
+        v4_start = np.concatenate(starts) if starts else np.zeros(0, np.uint64)
+        order = np.argsort(v4_start, kind="stable")
+        v4_start = v4_start[order]
+        v4_prefix = (np.concatenate(prefixes) if prefixes else np.zeros(0, np.uint8))[order]
+        v4_ptr = (np.concatenate(pointers) if pointers else np.zeros(0, np.int64))[order]
+        # IPv6: node by node (depth first, low half first: sorted by start), the IPv4 subtree as ALIAS
+        v6: list[tuple[int, int, int]] = []         # (start, prefix, pointer or ALIAS)
+        if ip_version == 6:
+            left_l, right_l = left, right
+            stack: list[tuple[int, int, int]] = [(0, 0, 0)]     # (node, value, depth)
+            while stack:
+                node, value, depth = stack.pop()
+                if node == v4_root and depth:
+                    v6.append((value << (128 - depth), depth, ALIAS))
+                    continue
+                if node >= n:
+                    if node > n:
+                        v6.append((value << (128 - depth) if depth else 0, depth, node))
+                    continue
+                if depth == 128:
+                    raise GeoIPError(f"cannot read GeoIP database {path}: the IPv6 tree is deeper than 128 bits")
+                stack.append((int(right_l[node]), (value << 1) | 1, depth + 1))
+                stack.append((int(left_l[node]), value << 1, depth + 1))
+        del left, right
+        # places: each distinct record decoded once, at a network that points at it
+        example: dict[int, IPAddress] = {}
+        unique, first = np.unique(v4_ptr, return_index=True)
+        for ptr, i in zip(unique.tolist(), first.tolist(), strict=True):
+            example[ptr] = ipaddress.IPv4Address(int(v4_start[i]))
+        for start, _, ptr in v6:
+            if ptr != ALIAS and ptr not in example:
+                example[ptr] = ipaddress.IPv6Address(start)
+        place_of: dict[int, int] = {}
+        places: list[Place] = []
+        index: dict[Place, int] = {}
+        for ptr, address in example.items():
+            place = place_from_record(reader.get(address))
+            if place is None:
+                place_of[ptr] = NO_PLACE
+                continue
+            found_index = index.get(place)
+            if found_index is None:
+                found_index = index[place] = len(places)
+                places.append(place)
+            place_of[ptr] = found_index
+        lookup = np.array([place_of[p] for p in unique.tolist()], np.int64)
+        v4_place = lookup[np.searchsorted(unique, v4_ptr)] if len(v4_ptr) else np.zeros(0, np.int64)
+        v6_place = np.array([ALIAS if p == ALIAS else place_of[p] for _, _, p in v6], np.int64)
+        return TreeRecords(
+            v4_start, v4_prefix, v4_place.astype(np.int32),
+            np.array([s >> 64 for s, _, _ in v6], np.uint64),
+            np.array([s & 0xFFFFFFFFFFFFFFFF for s, _, _ in v6], np.uint64),
+            np.array([p for _, p, _ in v6], np.uint8), v6_place.astype(np.int32), tuple(places), source)
+    except maxminddb.InvalidDatabaseError as exc:
+        raise GeoIPError(f"cannot read GeoIP database {path}: {exc}") from None
+    finally:
+        reader.close()

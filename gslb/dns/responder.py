@@ -83,7 +83,17 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 
 from gslb.dns.cookies import COOKIE_OPTION, ServerCookies, query_cookie_valid
-from gslb.dns.ecs import ECS_OPTION, ClientSubnet, IPAddress, client_network, echo_scope, locate
+from gslb.dns.ecs import (
+    ECS_OPTION,
+    V4_CAP,
+    V6_CAP,
+    ClientSubnet,
+    IPAddress,
+    _embedded_v4,
+    client_network,
+    echo_scope,
+    locate,
+)
 from gslb.dns.errors import BadVersion, FormError, NotImplementedOpcode, Unanswerable, WireError
 from gslb.dns.records import (
     AAAA,
@@ -133,6 +143,8 @@ _RR_HEAD = struct.Struct("!HHIH")     # type, class, ttl, rdlength
 MAX_CHAIN = 8          # CNAME hops followed before giving up
 TCP_LIMIT = 65535
 MAX_SHAPES = 1024      # query shapes remembered by the fast path (cleared when full)
+MAX_TEMPLATES = 256    # compiled-answer templates per shape (cleared when full)
+FAST_RAW_SIZE = 16_384  # compiled answers remembered by the query's bytes (cleared when full)
 # ECS address lengths tried at the end of a query, the usual first (/24 v4, /56 v6, /32, /64)
 _ECS_TAIL_LENGTHS = (3, 7, 4, 8, 16, 6, 2, 5, 1, 9, 10, 11, 12, 13, 14, 15, 0)
 
@@ -235,10 +247,11 @@ def _cache_key(data: bytes, max_udp_size: int) -> tuple[bytes, int, bytes | None
 class _Shape:
     """A query layout seen before: all but the ID and the ECS address at its end is known."""
 
-    __slots__ = ("do", "family", "flags", "question", "source", "trailing", "udp_size", "version", "writer")
+    __slots__ = ("do", "family", "fast", "flags", "question", "source", "trailing", "udp_size", "version", "writer")
 
     def __init__(self, query: Query, ecs: ClientSubnet, writer: tuple[bytes, dict[str, int], list[int]]) -> None:
         assert query.edns is not None
+        self.fast: _FastShape | bool | None = None     # compiled-table answers: None = not yet asked
         self.flags = query.flags
         self.question = query.question
         self.udp_size = query.edns.udp_size
@@ -252,6 +265,38 @@ class _Shape:
     def query(self, msg_id: int, address: bytes) -> Query:
         ecs = ClientSubnet(self.family, self.source, 0, address)
         return Query(msg_id, self.flags, self.question, Edns(self.udp_size, self.version, self.do, ecs))
+
+
+class _FastShape:
+    """A shape whose question is a service answered straight from the steering's compiled table:
+    the reply is the query's ID, a template per answer, and the query's ECS address."""
+
+    __slots__ = ("name", "qtype", "source", "templates", "version")
+
+    def __init__(self, name: str, qtype: str, version: int, source: int) -> None:
+        self.name = name
+        self.qtype = qtype              # label for the stats
+        self.version = version
+        self.source = source            # SOURCE PREFIX-LENGTH as sent (capped when located)
+        self.templates: dict[int, _Template] = {}       # id(ServiceAnswer) -> template
+
+
+class _Template:
+    """The bytes of a reply between the ID and the ECS address, for one ServiceAnswer object (the
+    steering keeps it while its generation lasts); the counters `_count_hit` reads."""
+
+    __slots__ = ("all_down", "answer", "generation", "qtype", "rcode", "regions", "rest", "truncated")
+
+    def __init__(self, answer: object, rest: bytes, generation: int, rcode: str, qtype: str,
+                 regions: tuple[str, ...], all_down: tuple[str, ...]) -> None:
+        self.answer = answer
+        self.rest = rest
+        self.generation = generation
+        self.rcode = rcode
+        self.qtype = qtype
+        self.regions = regions
+        self.all_down = all_down
+        self.truncated = False
 
 
 @dataclass(eq=False)
@@ -389,6 +434,8 @@ class Responder:
         self._log_after = -math.inf         # the next internal error may be logged from then on
         self._log_suppressed = 0
         self._shapes: dict[bytes, _Shape] = {}
+        self._fast_answer = getattr(steering, "fast_answer", None)    # the compiled-table seam
+        self._fast_raw: dict[bytes, tuple[bytes, _Template, float]] = {}   # query bytes after the ID ->
         self._rrsets: dict[tuple[int, int, tuple[str, ...]], RRset] = {}
         self._negative_soa = {zone.origin: RRset(SOA, zone.negative_ttl, zone.soa_rrset.rdatas)
                               for zone in self.zones}
@@ -427,6 +474,14 @@ class Responder:
                 if entry.truncated:
                     stats.truncated += 1
                 return data[:2] + entry.head + data[12:entry.qend] + entry.tail
+        if not tcp and self._fast_answer is not None:
+            hit = self._fast_raw.get(raw)
+            if hit is not None and now < hit[2] and hit[1].generation == self._steering.generation:
+                self._count_hit(hit[1])
+                return data[:2] + hit[0]
+            reply = self._fast_miss(data, client, now)
+            if reply is not None:
+                return reply
         scanned = _cache_key(data, self.max_udp_size)
         if scanned is None:
             return self._respond_slow(data, client, now, tcp, None)
@@ -452,6 +507,94 @@ class Responder:
         self._count_hit(entry)
         return reply
 
+    def _fast_miss(self, data: bytes, client: IPAddress, now: float) -> bytes | None:
+        """A miss answered from the steering's compiled table (UDP, a known ECS shape whose question
+        is a service name): the table's answer object picks a template made by the reference path
+        the first time, the query's ID and ECS address go around it. None: take the usual path."""
+        if len(data) < 23 or data[11] != 1 or data[10]:
+            return None                 # not exactly one additional record: no OPT at the end
+        length = _ecs_tail(data)
+        if length <= 0:
+            return None
+        end = len(data) - length
+        shape = self._shapes.get(data[2:end])
+        if shape is None:
+            return None
+        fast = shape.fast
+        if fast is None:
+            fast = shape.fast = self._fast_shape(shape)
+        if fast is False:
+            return None
+        assert isinstance(fast, _FastShape)
+        address = data[end:]
+        if address[-1] & shape.trailing:
+            return None                 # the parser's FORMERR
+        source = fast.source
+        if fast.version == 4:
+            source = source if source < V4_CAP else V4_CAP
+            value = int.from_bytes(address, "big") << (32 - 8 * length) >> (32 - source) << (32 - source)
+        else:
+            value = int.from_bytes(address, "big") << (128 - 8 * length)
+            if _embedded_v4(value, source) is not None:
+                return None
+            source = source if source < V6_CAP else V6_CAP
+            value = value >> (128 - source) << (128 - source)
+        answer = self._fast_answer(fast.name, fast.version, value, source)  # type: ignore[misc]
+        if answer is None:
+            return None
+        steering = self._steering
+        template = fast.templates.get(id(answer))
+        if template is None or template.answer is not answer or template.generation != steering.generation:
+            reply = self._respond_slow(data, client, now, False, None)      # counts the miss itself
+            if reply is None or reply[-length:] != address or reply[2] & 0x02 or answer.cname is not None \
+                    or (len(reply) >= 4 and reply[3] & 0x0F == SERVFAIL):
+                return reply
+            if len(fast.templates) >= MAX_TEMPLATES:
+                fast.templates.clear()
+            decision = answer.decision
+            fast.templates[id(answer)] = template = _Template(
+                answer, reply[2:-length], steering.generation, _RCODE_LABELS.get(reply[3] & 0x0F, "OTHER"),
+                fast.qtype, tuple(decision.regions), (fast.name,) if decision.all_down else ())
+        else:
+            stats = self.stats
+            stats.queries += 1
+            stats.cache_misses += 1
+            stats.by_rcode[template.rcode] += 1
+            stats.by_qtype[template.qtype] += 1
+            for region in template.regions:
+                stats.by_region[region] += 1
+            for service in template.all_down:
+                stats.all_down[service] += 1
+            on_answer = self.on_answer
+            if on_answer is not None and template.regions:
+                try:
+                    on_answer(ipaddress.IPv4Address(value) if fast.version == 4 else ipaddress.IPv6Address(value),
+                              template.regions, now)
+                except Exception:
+                    stats.internal_errors += 1
+            reply = data[:2] + template.rest + address
+        fast_raw = self._fast_raw
+        if len(fast_raw) >= FAST_RAW_SIZE:
+            fast_raw.clear()
+        fast_raw[data[2:]] = (template.rest + address, template, now + answer.cache_for)
+        return reply
+
+    def _fast_shape(self, shape: _Shape) -> _FastShape | bool:
+        """Whether the shape's question goes straight to a compiled service: class IN, A or AAAA, a
+        service name the zones resolve to the steering (no delegation, no static A/AAAA/CNAME there)."""
+        question = shape.question
+        name = question.name
+        if question.qclass != 1 or question.qtype not in (A, AAAA) or "\\" in name or not shape.source \
+                or shape.family not in (1, 2) or not self._steering.is_service(name):
+            return False
+        zone = self._zone_for(name)
+        if zone is None or zone.find_cut(name) is not None:
+            return False
+        node = zone.nodes.get(name)
+        if node is not None and (A in node or AAAA in node or CNAME in node):
+            return False
+        return _FastShape(name, _qtype_label(question.qtype), 4 if shape.family == 1 else 6, shape.source)
+
     def _fresh(self, entry: _Entry, client: IPAddress, now: float) -> _Entry | None:
         """The entry (or the client network's, for a per-client holder) if it may still be served."""
         if entry.per_client is not None:
@@ -465,7 +608,7 @@ class Responder:
             return entry
         return None
 
-    def _count_hit(self, entry: _Entry) -> None:
+    def _count_hit(self, entry: _Entry | _Template) -> None:
         stats = self.stats
         stats.queries += 1
         stats.cache_hits += 1
@@ -512,6 +655,7 @@ class Responder:
         return query_cookie_valid(query, self._cookies, client, self._wall() if self._wall is not None else now)
 
     def clear_cache(self) -> None:
+        self._fast_raw.clear()
         self._udp_cache.clear()
         self._tcp_cache.clear()
         self._udp_raw.clear()

@@ -68,16 +68,41 @@ from gslb.steering import failover, geo, geo_map, latency, spill, weighted
 from gslb.steering.base import Decision, IPAddress, Region, RegionState, ServiceAnswer
 from gslb.steering.config import ServiceConfig
 from gslb.steering.memo import Memo
+from gslb.steering.table import SLOW, UNLOCATED, GeoTable, TableSpec, table_spec
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 MAX_WIDEN = 8
 MAX_CACHE = 16_384
+COMPILED_ANSWERS = 65_536     # answers kept per compiled service (chain id, prefix); cleared when full
 _UP = RegionState()
 
 
 class SteeringError(Exception):
     """Steering was asked about something it does not know."""
+
+
+class _Compiled:
+    """A service answered from a compiled table, with its memos for the current region states."""
+
+    __slots__ = ("answers", "choices", "generation", "has_cidr", "interned", "steps", "svc", "table")
+
+    def __init__(self, svc: ServiceConfig, table: GeoTable) -> None:
+        self.svc = svc
+        self.table = table
+        self.has_cidr = bool(table.spec.cidr)
+        self.generation = -1
+        self.choices: dict[int, tuple[tuple[str, ...], int, bool] | None] = {}     # order id ->
+        self.steps: dict[int, tuple[tuple[tuple[str, ...], int, bool], int]] = {}  # chain id -> (choice, merges)
+        self.answers: dict[int, ServiceAnswer] = {}     # chain id << 8 | prefix -> the answer
+        self.interned: dict[tuple[object, ...], ServiceAnswer] = {}    # the distinct answers
+
+    def reset(self, generation: int) -> None:
+        self.generation = generation
+        self.choices = {}
+        self.steps = {}
+        self.answers = {}
+        self.interned = {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,7 +138,7 @@ class Steering:
 
     def __init__(self, regions: Mapping[str, Region], services: Mapping[str, ServiceConfig],
                  locator: GeoLocator, latency: LatencyTable, *, rng: random.Random | None = None,
-                 max_cache: int = MAX_CACHE) -> None:
+                 max_cache: int = MAX_CACHE, tables: Mapping[TableSpec, GeoTable] | None = None) -> None:
         for svc in services.values():
             for name in svc.regions:
                 if name not in regions:
@@ -143,6 +168,10 @@ class Steering:
         self._addresses: dict[tuple[str, ...], tuple[tuple[str, ...], tuple[str, ...]]] = {}
         self.cache_hits = 0
         self.cache_misses = 0
+        self.compiled_answers = 0       # answered from a compiled table (no GeoIP lookup)
+        self._compiled: dict[str, _Compiled] = {}
+        if tables:
+            self.install_tables(tables)
 
     # -- the contract -----------------------------------------------------------------
     @property
@@ -186,6 +215,12 @@ class Steering:
             return self._weighted(svc)
         if client is not None and client.version == 6:
             client = unmap(client)
+        if client is not None:
+            compiled = self._compiled.get(name)
+            if compiled is not None:
+                fast = self._compiled_answer(compiled, client.version, int(client), source_prefix)
+                if fast is not None:
+                    return fast
         if client is None or policy == "failover" or len(svc.regions) == 1:   # _client_independent
             key: tuple[object, ...] = (name,)
             loc = None
@@ -209,6 +244,115 @@ class Steering:
         answer, valid_until = self._compute(svc, client, loc, source_prefix, now, memo=True)
         self._cache.put(key, (answer, valid_until, data_generation))
         return answer
+
+    # -- the compiled tables (table.py) ---------------------------------------------------
+    def install_tables(self, tables: Mapping[TableSpec, GeoTable]) -> int:
+        """Answer the misses of every service whose table is in `tables` from it (a swap: queries in
+        flight finish on the old mapping). Returns how many services use a table. The answers do not
+        change (the tables give the reference path's answers), so no generation moves."""
+        compiled = {}
+        for name, svc in self._services.items():
+            spec = table_spec(svc, self._regions)
+            table = tables.get(spec) if spec is not None else None
+            if table is not None:
+                compiled[name] = _Compiled(svc, table)
+        self._compiled = compiled
+        return len(compiled)
+
+    def table_specs(self) -> list[TableSpec]:
+        """The distinct tables this configuration's services can use."""
+        specs = (table_spec(svc, self._regions) for svc in self._services.values())
+        return list(dict.fromkeys(spec for spec in specs if spec is not None))
+
+    @property
+    def compiled_services(self) -> tuple[str, ...]:
+        return tuple(self._compiled)
+
+    def fast_answer(self, name: str, version: int, value: int, source_prefix: int | None) -> ServiceAnswer | None:
+        """`answer` for a client given as integers (already unmapped and masked to its SOURCE prefix)
+        when the service has a compiled table and the table can answer; None: call `answer`."""
+        compiled = self._compiled.get(name)
+        if compiled is None:
+            return None
+        if version == 6 and value >> 32 == 0xFFFF:      # ::ffff:a.b.c.d is a.b.c.d (as `unmap`)
+            version, value = 4, value & 0xFFFFFFFF
+        return self._compiled_answer(compiled, version, value, source_prefix)
+
+    def _compiled_answer(self, compiled: _Compiled, version: int, value: int,
+                         source_prefix: int | None) -> ServiceAnswer | None:
+        if compiled.generation != self._own_generation:
+            compiled.reset(self._own_generation)
+        chain, prefix = compiled.table.find(version, value)
+        if chain == UNLOCATED:
+            if compiled.has_cidr:
+                return None
+            prefix = source_prefix or 0
+        key = (chain << 8) | prefix
+        found = compiled.answers.get(key)
+        if found is None:
+            if chain == SLOW:
+                return None
+            found = self._compiled_outcome(compiled, chain, prefix)
+            if found is None:
+                return None
+            if len(compiled.answers) >= COMPILED_ANSWERS:
+                compiled.answers.clear()
+            compiled.answers[key] = found
+        self.compiled_answers += 1
+        return found
+
+    def _order_choice(self, compiled: _Compiled, order_id: int) -> tuple[tuple[str, ...], int, bool] | None:
+        """(chosen regions, ttl, all_down) for a compiled order under the current states; None when
+        the nearest region is not eligible and its clients spill by a hash of their network."""
+        if order_id in compiled.choices:
+            return compiled.choices[order_id]
+        order, spillable = compiled.table.orders[order_id]
+        result: tuple[tuple[str, ...], int, bool] | None
+        if spillable and not self._eligible(order[0]) and any(self._eligible(r) for r in order):
+            result = None
+        else:
+            chosen, ttl, all_down, _ = self._choose(compiled.svc, list(order), None, [])
+            result = (chosen, ttl, all_down)
+        compiled.choices[order_id] = result
+        return result
+
+    def _compiled_outcome(self, compiled: _Compiled, chain: int, prefix: int) -> ServiceAnswer | None:
+        """The answer for a record of `chain` and `prefix` (UNLOCATED: `prefix` is the SOURCE prefix),
+        as `_compute` gives it; None when a spill is involved (the reference path answers)."""
+        svc = compiled.svc
+        if chain == UNLOCATED:
+            order = list(svc.default_order) + [r for r in svc.regions if r not in svc.default_order] \
+                if svc.policy == "geo" else list(svc.geo_map.default if svc.geo_map is not None else ())
+            chosen, ttl, all_down, _ = self._choose(svc, order, None, [])
+            scope = prefix
+            where = "not located"
+        else:
+            steps = compiled.steps.get(chain)
+            if steps is None:
+                orders = compiled.table.chains[chain]
+                own = self._order_choice(compiled, orders[0])
+                if own is None:
+                    return None
+                count = 0
+                for other in orders[1:]:
+                    theirs = self._order_choice(compiled, other)
+                    if theirs is None:
+                        return None
+                    if theirs != own:
+                        break
+                    count += 1
+                steps = compiled.steps[chain] = (own, count)
+            (chosen, ttl, all_down), count = steps
+            scope = prefix - count
+            where = "compiled table"
+        if all_down and svc.all_down.action != "fail_open":
+            scope = 0
+        same = (chosen, ttl, all_down, scope, where)
+        found = compiled.interned.get(same)         # one object per distinct answer (the DNS core
+        if found is None:                           # packs a reply once per answer object)
+            decision = Decision(svc.name, svc.policy, chosen, ttl, scope, all_down, where)
+            found = compiled.interned[same] = self._package(svc, decision, None, float(ttl))
+        return found
 
     def explain(self, name: str, client: IPAddress | None, source_prefix: int | None,
                 now: float) -> Decision:
@@ -391,24 +535,27 @@ class Steering:
         cache_for = float(choice.ttl)
         if not math.isinf(valid_until):
             cache_for = max(0.0, min(cache_for, valid_until - now))
-        if choice.all_down and rule.action == "address":
+        return self._package(svc, decision, data_generation, cache_for), valid_until
+
+    def _package(self, svc: ServiceConfig, decision: Decision, data_generation: int | None,
+                 cache_for: float) -> ServiceAnswer:
+        """The ServiceAnswer for a decision: the regions' addresses, or the all-down rule's answer."""
+        rule = svc.all_down
+        ttl, scope = decision.ttl, decision.scope_prefix
+        if decision.all_down and rule.action == "address":
             decision = replace(decision, regions=())
-            answer = ServiceAnswer(rule.v4, rule.v6, choice.ttl, scope, decision, cache_for=cache_for,
-                                   data_generation=data_generation)
-        elif choice.all_down and rule.action == "cname":
+            return ServiceAnswer(rule.v4, rule.v6, ttl, scope, decision, cache_for=cache_for,
+                                 data_generation=data_generation)
+        if decision.all_down and rule.action == "cname":
             decision = replace(decision, regions=())
-            answer = ServiceAnswer((), (), choice.ttl, scope, decision, cname=rule.cname, cache_for=cache_for,
-                                   data_generation=data_generation)
-        elif choice.all_down and rule.action == "nodata":
+            return ServiceAnswer((), (), ttl, scope, decision, cname=rule.cname, cache_for=cache_for,
+                                 data_generation=data_generation)
+        if decision.all_down and rule.action == "nodata":
             decision = replace(decision, regions=(), ttl=rule.negative_ttl)
-            answer = ServiceAnswer((), (), rule.negative_ttl, scope, decision,
-                                   negative_ttl=rule.negative_ttl, cache_for=cache_for,
-                                   data_generation=data_generation)
-        else:
-            v4, v6 = self._region_addresses(choice.regions)
-            answer = ServiceAnswer(v4, v6, choice.ttl, scope, decision, cache_for=cache_for,
-                                   data_generation=data_generation)
-        return answer, valid_until
+            return ServiceAnswer((), (), rule.negative_ttl, scope, decision, negative_ttl=rule.negative_ttl,
+                                 cache_for=cache_for, data_generation=data_generation)
+        v4, v6 = self._region_addresses(decision.regions)
+        return ServiceAnswer(v4, v6, ttl, scope, decision, cache_for=cache_for, data_generation=data_generation)
 
     def _region_addresses(self, regions: tuple[str, ...]) -> tuple[tuple[str, ...], tuple[str, ...]]:
         found = self._addresses.get(regions)
