@@ -45,6 +45,7 @@ async def _pools(request: web.Request) -> web.Response:
 async def _status_pools(request: web.Request) -> web.Response:
     lb: AdminTarget = request.app[LB]
     pools = await lb.pools_report()
+    await lb.refresh_metrics()                  # the workers' counts, when there are workers
     counts = lb.metrics.backend_counts()
     for name, pool in pools.items():
         for row in pool["backends"]:

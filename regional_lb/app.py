@@ -30,6 +30,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import random
 import ssl
 import time
@@ -43,13 +44,20 @@ from gslb.common.checker import CheckTarget, HealthChecker
 from gslb.common.configload import ConfigError
 from gslb.common.health import Health
 from gslb.common.probe import ProbeResult, ProbeSpec
+from regional_lb import feed as state_feed
 from regional_lb.balancing.base import Backend
 from regional_lb.config import Config, Listener, load_config
 from regional_lb.discovery import Discovery, Resolver
 from regional_lb.metrics import Metrics
 from regional_lb.runtime import PoolRuntime, Runtime, build_runtime
+from regional_lb.seams import AdminTarget
 
 log = logging.getLogger("regional_lb")
+
+# "all": one process does everything (workers: 1, and most tests); "supervisor": health checks,
+# discovery, the admin API and reloads, no listeners; "worker": the listeners only, told health,
+# drains and discovery by its supervisor (regional_lb/supervisor.py, regional_lb/worker.py).
+ROLES = ("all", "supervisor", "worker")
 
 
 def ssl_context(listener: Listener) -> ssl.SSLContext | None:
@@ -68,7 +76,9 @@ class LoadBalancer:
                  resolver: Resolver | None = None, clock: Callable[[], float] = time.monotonic,
                  wall: Callable[[], float] = time.time, rng: random.Random | None = None, upstream: Any = None,
                  probe: Any = None, rtt_source: Callable[[Any], float | None] | None = None,
-                 server: str | None = None) -> None:
+                 server: str | None = None, role: str = "all", reuse_port: bool = False,
+                 worker_id: int | None = None, feed: Callable[[dict[str, Any]], None] | None = None,
+                 admin_target: AdminTarget | None = None) -> None:
         self.config = config
         self.config_path = Path(config_path) if config_path else None
         self.clock = clock                     # monotonic: every interval and timer
@@ -101,6 +111,13 @@ class LoadBalancer:
             raise ValueError(f"server must be 'fast' or 'aiohttp', not {server!r}")
         self.server_kind = server
         self._fast: list[tuple[asyncio.AbstractServer, Any]] = []
+        if role not in ROLES:
+            raise ValueError(f"role must be one of {', '.join(ROLES)}, not {role!r}")
+        self.role = role                       # see ROLES
+        self.reuse_port = reuse_port           # SO_REUSEPORT on the listeners (workers share the ports)
+        self.worker_id = worker_id             # shown in /lb/healthz (which worker answered)
+        self._feed = feed                      # supervisor: state changes for the workers (regional_lb/feed.py)
+        self._admin_target = admin_target      # supervisor: the admin API's view of all the workers
 
     def __repr__(self) -> str:
         return f"<LoadBalancer {self.config.region} {self.rt!r}>"
@@ -126,7 +143,7 @@ class LoadBalancer:
             self.pusher.start()
         observe = self.pusher.observe if self.pusher is not None else None
         try:
-            for listener in cfg.listeners:
+            for listener in (cfg.listeners if self.role != "supervisor" else ()):
                 server = ProxyServer(ProxyHandler(self, listener), header_timeout=cfg.timeouts.header_read,
                                      observe_rtt=observe,
                                      keepalive_timeout=cfg.timeouts.client_idle,
@@ -141,19 +158,22 @@ class LoadBalancer:
                 await runner.setup()
                 self._runners.append(runner)
                 site = web.TCPSite(runner, listener.host, listener.port, ssl_context=ssl_context(listener),
-                                   reuse_address=True, backlog=listen_backlog(listener.backlog))
+                                   reuse_address=True, reuse_port=self.reuse_port or None,
+                                   backlog=listen_backlog(listener.backlog))
                 await site.start()
                 self.listen_addresses.append(_bound(runner))
-            if cfg.admin.enabled:
-                admin = web.AppRunner(make_admin_app(self), handle_signals=False, access_log=None)
+            if cfg.admin.enabled and self.role != "worker":
+                admin = web.AppRunner(make_admin_app(self._admin_target or self), handle_signals=False,
+                                      access_log=None)
                 await admin.setup()
                 self._runners.append(admin)
                 site = web.TCPSite(admin, cfg.admin.host, cfg.admin.port, reuse_address=True)
                 await site.start()
                 self.admin_address = _bound(admin)
-            await self._start_checkers(self.rt)
-            self.discovery = Discovery(self, resolver=self._resolver)
-            await self.discovery.start()
+            if self.role != "worker":           # a worker is told health and discovery by its supervisor
+                await self._start_checkers(self.rt)
+                self.discovery = Discovery(self, resolver=self._resolver)
+                await self.discovery.start()
         except BaseException:
             await self.stop()
             raise
@@ -197,6 +217,7 @@ class LoadBalancer:
                           max_headers=cfg.limits.max_headers, observe_rtt=observe)
         srv = await asyncio.get_running_loop().create_server(
             fast, listener.host, listener.port, ssl=ssl_context(listener), reuse_address=True,
+            reuse_port=self.reuse_port or None,
             backlog=listen_backlog(listener.backlog))
         self._fast.append((srv, fast))
         addr = srv.sockets[-1].getsockname()
@@ -220,6 +241,8 @@ class LoadBalancer:
 
     async def _restart_checker(self, pr: PoolRuntime) -> None:
         await self._stop_checker(pr)
+        if self.role == "worker":
+            return
         targets = self._targets(pr)
         if not targets:
             return
@@ -228,6 +251,8 @@ class LoadBalancer:
 
         def on_result(backend_id: str, health: Health, result: ProbeResult) -> None:
             pool.set_health(backend_id, health, self.clock(), probe_ok=result.ok)
+            if self._feed is not None:
+                self._feed(state_feed.health_message(pr.name, backend_id, health, result.ok))
 
         def on_change(backend_id: str, health: Health, result: ProbeResult, name: str = pr.name) -> None:
             self.metrics.health_transitions.labels(name, backend_id, health.status.value).inc()
@@ -250,6 +275,8 @@ class LoadBalancer:
         if pr is None or pr.discovered.get(key) == backends:
             return
         pr.discovered[key] = backends
+        if self._feed is not None:
+            self._feed(state_feed.discovered_message(pool_name, key, backends))
         pr.pool.update_backends(pr.backends(), self.clock())
         log.info("pool %s: %s now resolves to %s", pool_name, key, ", ".join(b.id for b in backends) or "nothing")
         await self._restart_checker(pr)
@@ -298,6 +325,8 @@ class LoadBalancer:
     async def set_admin(self, pool: str, backend_id: str, state: str, deadline: float | None) -> None:
         """READY / DRAIN / MAINTENANCE for a backend; `deadline` absolute, monotonic."""
         self.rt.pools[pool].pool.set_admin(backend_id, state, self.clock(), deadline)
+        if self._feed is not None:
+            self._feed(state_feed.admin_message(pool, backend_id, state, deadline))
 
     async def refresh_metrics(self) -> None:
         """One process: the registry reads live counters at scrape time already."""
@@ -332,6 +361,9 @@ class LoadBalancer:
 
     def healthz_body(self) -> tuple[int, bytes]:
         status, body = self.rt.healthz(self.clock())
+        if self.worker_id is not None:
+            body["worker"] = self.worker_id
+            body["pid"] = os.getpid()
         return status, json.dumps(body).encode()
 
 

@@ -7,6 +7,9 @@
 
 `serve` runs until SIGINT/SIGTERM (in-flight requests finish) and reloads the config on
 SIGHUP (a bad new config is logged and the running one kept). uvloop is used when installed.
+With `workers: auto | N` (N > 1) `serve` is a supervisor with N worker processes
+(regional_lb/supervisor.py): SIGTERM drains every worker, SIGHUP reloads every worker, a worker
+that dies is started again; with `workers: 1` (the default) one process does it all.
 
 Garbage collection, as in `gslb serve`: a proxied request leaves almost no cyclic garbage
 (its objects die by reference count), yet with the default thresholds the collector ran a
@@ -42,15 +45,22 @@ GC_THRESHOLDS = (100_000, 50, 1000)     # the command line's collector threshold
 
 async def serve(path: str, *, shutdown_trigger: asyncio.Event | None = None,
                 started: asyncio.Event | None = None, notifier: Notifier | None = None,
-                freeze_heap: bool = False) -> int:
+                freeze_heap: bool = False, log_level: str = "info", access_log: bool = False) -> int:
     """Run until SIGINT/SIGTERM or `shutdown_trigger`. `notifier` (systemd Type=notify): READY=1 once
     the listeners are bound and every backend has had its first health check, RELOADING=1 then READY=1
     around a SIGHUP reload, STOPPING=1 on the way out, WATCHDOG=1 when systemd asks for it.
-    `freeze_heap`: gc.freeze() once started (the command line; see the module docstring)."""
+    `freeze_heap`: gc.freeze() once started (the command line; see the module docstring).
+    `workers` above 1 in the config: a Supervisor and its worker processes (regional_lb/supervisor.py)
+    instead of one LoadBalancer; the signals mean the same."""
     from regional_lb.app import LoadBalancer
+    from regional_lb.supervisor import Supervisor
 
     config = load_config(path)
-    lb = LoadBalancer(config, config_path=path, server=config.server)
+    lb: LoadBalancer | Supervisor
+    if config.workers > 1:
+        lb = Supervisor(config, config_path=path, log_level=log_level, access_log=access_log)
+    else:
+        lb = LoadBalancer(config, config_path=path, server=config.server)
     stop = shutdown_trigger or asyncio.Event()
     loop = asyncio.get_running_loop()
     reloads: set[asyncio.Task[object]] = set()
@@ -148,7 +158,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger("regional_lb.access").setLevel(logging.INFO if args.access_log else logging.WARNING)
     gc.set_threshold(*GC_THRESHOLDS)
     try:
-        return _run(serve(args.config, notifier=Notifier.from_environ(), freeze_heap=True))
+        return _run(serve(args.config, notifier=Notifier.from_environ(), freeze_heap=True,
+                          log_level=args.log_level, access_log=args.access_log))
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 1

@@ -20,11 +20,22 @@ reading itself is regional_lb/target.py, shared by both server kinds):
 
 A route may set `allow_connect: true` (default false: CONNECT gets 405): CONNECT requests for
 its host are then tunnelled to a backend of its pool (regional_lb/proxy/connect.py).
+
+`workers: auto | N` (default 1): how many processes serve the listeners. 1 runs everything in
+one process (LoadBalancer, as before). N > 1 or `auto` (the CPUs this process may run on,
+len(os.sched_getaffinity(0))) runs a supervisor -- config, reloads, health checks, discovery,
+the admin API -- and N workers that bind the listeners with SO_REUSEPORT and serve
+(regional_lb/supervisor.py). Policies that keep per-process state a session depends on --
+`sticky_learn` (stick table), `bounded_load` and `least_connections` (in-flight counts) --
+need `state: backend: redis` when `workers` is `auto` or above 1: with `state: memory` each
+worker would keep its own table and counts, and check-config refuses the config (whatever
+the machine's CPU count, so a config valid on one host is valid on another).
 """
 
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -41,6 +52,10 @@ ROLES = ("edge", "internal")
 DNS_TYPES = ("A", "AAAA", "SRV")
 STATE_BACKENDS = ("memory", "redis")
 SERVERS = ("fast", "aiohttp")      # which HTTP server front end LoadBalancer runs
+MAX_WORKERS = 1024
+# policies whose per-session decisions rest on state one process keeps (see the docstring)
+PER_PROCESS_POLICIES = {"sticky_learn": "stick table", "bounded_load": "in-flight counts",
+                        "least_connections": "in-flight counts"}
 _SIZE_UNITS = {"": 1, "b": 1, "k": 1024, "kb": 1024, "m": 1024**2, "mb": 1024**2, "g": 1024**3, "gb": 1024**3}
 
 
@@ -192,6 +207,7 @@ class Config:
     latency_push: Any = None           # regional_lb.latency_push.LatencyPushSettings: client RTTs -> GSLBs
     server: str = "fast"               # "fast": raw-protocol fast path for plain keep-alive requests,
                                        # the rest through aiohttp; "aiohttp": everything through aiohttp
+    workers: int = 1                   # processes serving the listeners (`auto` resolved); see the docstring
 
 
 def load_config(path: str | Path) -> Config:
@@ -327,6 +343,17 @@ def _routes(root: Section, pools: Mapping[str, PoolConfig], tls: bool) -> tuple[
     return tuple(routes)
 
 
+def _take_workers(root: Section) -> tuple[int, bool]:
+    """(worker count, whether the config asks for more than one process: `auto` or N > 1)."""
+    value = root.take("workers", (int, str), 1)
+    if value == "auto":
+        return max(1, len(os.sched_getaffinity(0))), True
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_WORKERS:
+        root.record(root.error("workers", f"expected auto or a number from 1 to {MAX_WORKERS}, got {value!r}"))
+        return 1, False
+    return value, value > 1
+
+
 def policy_options(config: Config, route: Route) -> Section:
     """The Section to hand to make_policy for `route` at run time (errors still name the file)."""
     index = config.routes.index(route)
@@ -386,9 +413,16 @@ def _build(root: Section, base_dir: Path) -> Config:
 
     lb_headers = root.take("lb_headers", bool, True)
     server = root.take_choice("server", SERVERS, "fast")
+    workers, many_workers = _take_workers(root)
     via = root.take("via", str, "1.1 regional-lb")
     pools = _pools(root)
     routes = _routes(root, pools, any_tls)
+    if many_workers and backend == "memory":
+        for item, route in zip(root.sections("routes"), routes, strict=True):
+            if route.policy in PER_PROCESS_POLICIES:
+                item.record(item.error("policy", f"{route.policy} with workers: {root.data.get('workers')} needs "
+                                       "state: {backend: redis, url: ...}: with state: memory every worker "
+                                       f"keeps its own {PER_PROCESS_POLICIES[route.policy]}"))
     from regional_lb.latency_settings import load_latency_push
     latency_push = load_latency_push(root.section("latency_push"))
     root.done()
@@ -396,7 +430,7 @@ def _build(root: Section, base_dir: Path) -> Config:
                   health_endpoint=HealthEndpoint(path, frac), trusted_proxies=tuple(nets),
                   timeouts=timeouts, limits=limits, state=state, pools=MappingProxyType(pools),
                   routes=routes, lb_headers=lb_headers, via=via, file=file, any_tls=any_tls,
-                  latency_push=latency_push, server=server)
+                  latency_push=latency_push, server=server, workers=workers)
 
 
 __all__ = [

@@ -61,12 +61,16 @@ class DiscoveryTarget(Protocol):
 
 
 class AdminTarget(Protocol):
-    """What the admin API reads and asks."""
+    """What the admin API reads and asks (LoadBalancer, or the Supervisor of its workers)."""
 
-    rt: Runtime
-    config: Config
     clock: Callable[[], float]
     metrics: Any                           # has .registry and .backend_counts()
+
+    @property
+    def rt(self) -> Runtime: ...
+
+    @property
+    def config(self) -> Config: ...
 
     async def pools_report(self) -> dict[str, Any]: ...
 
