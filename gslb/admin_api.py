@@ -5,8 +5,23 @@
     GET  /api/status                       version, config file, GeoIP attribution, generation,
                                            DNS listeners (UDP reply source) and TCP connections/limits
     GET  /api/regions                      every region: state, last probe, RTT, drain
+    GET  /api/regions                      ... and each region's admin state (ready / drain /
+                                           maintenance), own probe state and the vote (`vote`:
+                                           voters, up/down votes, policy, alone)
     POST /api/regions/{name}/drain         (token) no new answers; says when it is safe to stop
-    POST /api/regions/{name}/undrain       (token)
+    POST /api/regions/{name}/undrain       (token) back to ready
+    POST /api/regions/{name}/maintenance   (token) down whatever the probes say
+                                           all three: saved in admin.state_file and pushed to every
+                                           peer at once (reply: "peers": {name: "ok" or why not})
+    GET  /api/peers                        this server's name, the peers: each one's last verdicts,
+                                           their age, agreement with ours; regions where our view and
+                                           the vote differ; `alone` when no peer is heard
+    GET  /api/peers/verdicts               (peer token) our own verdicts and admin entries: what
+                                           peers pull every peers.interval (gslb/peers/)
+    POST /api/peers/admin                  (peer token) a peer's admin entries {"server", "admin"}:
+                                           the later ones win
+    GET  /api/peers/latency                (peer token) the latency table with ages, pulled by a
+                                           starting peer
     POST /api/latency                      (token) ingest {"measurements": [{network, region, rtt_ms}]}
     GET  /api/latency                      table size and generation
     GET  /api/explain?name=N&client=IP     the decision `gslb explain` prints
@@ -19,11 +34,13 @@
     GET  /api/status/clients               the sampled client networks answered in the last 10 minutes,
                                            located (at most the sample: 2,000)
 
-Reading needs no token; every POST does (`require_token`).
+Reading needs no token; every POST does (`require_token`). The /api/peers/* endpoints take
+the peers' shared token instead (peers.token, default admin.token; `require_peer_token`).
 """
 
 from __future__ import annotations
 
+import hmac
 import ipaddress
 from typing import Any
 
@@ -37,11 +54,13 @@ from gslb.common.configload import ConfigError
 from gslb.common.statuspage import add_status_page
 from gslb.geoip import ATTRIBUTION, Location
 from gslb.metrics import GslbCollector
+from gslb.peers.admin_state import AdminState, entries_from_json
 from gslb.status import NearDecision, Place, client_rows, network_of, why_not
 from gslb.steering import Steering, geo
 
 SERVER: web.AppKey[GslbServer] = web.AppKey("gslb_server", GslbServer)
 MAX_INGEST_BYTES = 4 * 1024 * 1024
+MAX_PEER_ADMIN_BYTES = 64 * 1024       # a peer's pushed admin entries
 RECENT = 600.0              # seconds of sampled clients the page shows
 NEAR_PER_REGION = 3         # sampled near clients explained per region (bounds the work of a poll)
 HERE_NET, HERE = "192.0.2.0/24", ipaddress.ip_address("192.0.2.1")     # RFC 5737: never measured
@@ -87,15 +106,87 @@ async def regions(request: web.Request) -> web.Response:
     return web.json_response({"regions": [server.region_info(n) for n in server.regions]})
 
 
+ACTIONS = {"drain": AdminState.DRAIN, "undrain": AdminState.READY, "maintenance": AdminState.MAINTENANCE}
+
+
 @require_token
 async def region_action(request: web.Request) -> web.Response:
-    """POST /api/regions/{name}/drain or /undrain."""
+    """POST /api/regions/{name}/drain, /undrain or /maintenance: here, in the state file, at every peer."""
     server = _server(request)
     name = request.match_info["name"]
     if name not in server.regions:
         return json_error(404, f"no region named {name!r}")
-    act = server.drain if request.match_info["action"] == "drain" else server.undrain
-    return web.json_response(act(name))
+    entry = server.set_admin(name, ACTIONS[request.match_info["action"]])
+    info = server.region_info(name)
+    if server.peer_sync is not None:
+        body = {"server": server.config.peers.name, "admin": {name: entry.to_json()}}
+        info["peers"] = await server.peer_sync.push_admin(body)
+    return web.json_response(info)
+
+
+def require_peer_token(handler: Any) -> Any:
+    """The peers' shared token (peers.token, default admin.token): 403 when none, 401 when wrong."""
+
+    async def wrapped(request: web.Request) -> web.StreamResponse:
+        token = _server(request).config.peers.token
+        if not token:
+            return json_error(403, "peer calls are disabled: no peers.token or admin.token configured")
+        scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
+            return json_error(401, "missing or wrong peer token")
+        response: web.StreamResponse = await handler(request)
+        return response
+
+    return wrapped
+
+
+@require_peer_token
+async def peer_verdicts(request: web.Request) -> web.Response:
+    server = _server(request)
+    return web.json_response(server.peer_node.report(server.own_verdicts(server.clock())))
+
+
+@require_peer_token
+async def peer_admin(request: web.Request) -> web.Response:
+    server = _server(request)
+    if request.content_length is None or request.content_length > MAX_PEER_ADMIN_BYTES:
+        return json_error(413, f"admin entries need a Content-Length of at most {MAX_PEER_ADMIN_BYTES} bytes")
+    try:
+        payload: Any = await request.json()
+        if not isinstance(payload, dict):
+            raise ValueError("expected an object {\"server\", \"admin\"}")
+        entries = entries_from_json(payload.get("admin"), server.regions)
+    except RecursionError:
+        return json_error(400, "body is nested too deeply")
+    except ValueError as exc:
+        return json_error(400, str(exc))
+    return web.json_response({"changed": server.merge_admin(entries)})
+
+
+@require_peer_token
+async def peer_latency(request: web.Request) -> web.Response:
+    server = _server(request)
+    return web.json_response(server.latency.export(server.clock()))
+
+
+async def peers(request: web.Request) -> web.Response:
+    server = _server(request)
+    now = server.clock()
+    node = server.peer_node
+    settings = server.config.peers
+    sync = server.peer_sync
+    rows = node.peers_view(now, server.own_verdicts(now))
+    for row in rows:
+        status = sync.status.get(row["name"]) if sync is not None else None
+        if status is not None:
+            row["pulls_ok"], row["pulls_failed"] = status.pulls_ok, status.pulls_failed
+            row["last_error"] = status.last_error
+    return web.json_response({
+        "name": settings.name, "interval": settings.interval, "policy": settings.policy.value,
+        "policies": {r: p.value for r, p in settings.policies},
+        "alone": node.alone(now), "reachable": node.reachable(now), "disagreeing": node.disagreeing(),
+        "peers": rows,
+    })
 
 
 @require_token
@@ -105,8 +196,8 @@ async def ingest_latency(request: web.Request) -> web.Response:
         return json_error(413, f"batch larger than {MAX_INGEST_BYTES} bytes")
     try:
         payload: Any = await request.json()
-    except ValueError:
-        return json_error(400, "body is not JSON")
+    except (ValueError, RecursionError):
+        return json_error(400, "body is not JSON (or is nested too deeply)")
     try:
         accepted = server.latency.ingest_batch(payload, server.clock(), known_regions=set(server.regions))
     except ValueError as exc:
@@ -251,7 +342,11 @@ def make_admin_app(server: GslbServer) -> web.Application:
     app.router.add_get("/metrics", metrics_handler(registry))
     app.router.add_get("/api/status", status)
     app.router.add_get("/api/regions", regions)
-    app.router.add_post("/api/regions/{name}/{action:drain|undrain}", region_action)
+    app.router.add_post("/api/regions/{name}/{action:drain|undrain|maintenance}", region_action)
+    app.router.add_get("/api/peers", peers)
+    app.router.add_get("/api/peers/verdicts", peer_verdicts)
+    app.router.add_post("/api/peers/admin", peer_admin)
+    app.router.add_get("/api/peers/latency", peer_latency)
     app.router.add_post("/api/latency", ingest_latency)
     app.router.add_get("/api/latency", latency_info)
     app.router.add_get("/api/explain", explain)

@@ -9,11 +9,22 @@
       .tcp        DnsTcpServer    (gslb/server/tcp.py; its limits follow reloads, its counters in .tcp.stats)
       .checker    HealthChecker   (region probes; started with the server, restarted on reload)
       .latency    LatencyTable    (kept across reloads)
+      .tables     TableCompiler   (gslb/tables.py: the steering's compiled GeoIP decision tables, built in
+                  the background at start and reload, swapped in while queries flow; kept per spec)
       .regions    name -> RegionRuntime (health, drain, degraded; kept across reloads by name)
       .answer_sample AnswerSampler (gslb/status.py: 1 in 16 cache-miss answers, the last 2,000;
                   installed as each responder's `on_answer`; kept across reloads)
       .shares     ShareHistory    (answers per region every 10 s for 10 min; `serve` snapshots
                   dns_stats.by_region into it)
+      .admin_states AdminStates   (drain / maintenance per region: gslb/peers/admin_state.py; loaded
+                  from admin.state_file at start, saved on every change, shared with the peers)
+      .peer_node  PeerNode        (gslb/peers/node.py, pure: the peers' last reports and the vote
+                  that decides each region's up/down from every server's verdicts)
+      .peer_sync  PeerSync | None (gslb/peers/sync.py: pulls the peers' verdicts every
+                  peers.interval; None without peers)
+
+A region's state as answered: up when the vote says up (alone: our own probes) and not in
+maintenance; drained when its admin state is drain.
 
 `serve(server, shutdown_trigger)` runs until the trigger fires; SIGHUP reloads the
 config file, and a bad new config is logged and refused while the old one keeps serving.
@@ -43,11 +54,18 @@ from gslb.dns.responder import Responder, ResponderStats
 from gslb.dns.rrl import RateLimitedResponder, RateLimiter, RrlStats
 from gslb.geoip import GeoIPError, GeoLocator, MaxMindLocator
 from gslb.latency_table import LatencyTable
+from gslb.peers import admin_state
+from gslb.peers.admin_state import AdminEntry, AdminState, AdminStates
+from gslb.peers.config import Peer
+from gslb.peers.node import PeerNode
+from gslb.peers.sync import PeerSync
+from gslb.peers.vote import Verdict
 from gslb.server.tcp import DnsTcpServer
 from gslb.server.udp import UdpListener, UdpStats, open_udp
 from gslb.status import AnswerSampler, ShareHistory
 from gslb.steering import Steering
 from gslb.steering.base import RegionState
+from gslb.tables import TableCompiler
 
 log = logging.getLogger("gslb")
 
@@ -64,9 +82,18 @@ class RegionRuntime:
     last_probe_at: float | None = None
     transitions: int = 0
     probe_rtts: list[float] = field(default_factory=list)
+    since_wall: float = 0.0                 # wall-clock time of the last own up/down change (or the start)
+    probes: int = 0                         # own probe results
+    voted_up: bool | None = None            # the peers' vote (None: not voted yet, own view)
+    maintenance: bool = False               # admin state maintenance: down whatever the probes say
+
+    @property
+    def answer_up(self) -> bool:
+        """Up as answered: the vote (or our own view before it), and not in maintenance."""
+        return (self.health.up if self.voted_up is None else self.voted_up) and not self.maintenance
 
     def state(self) -> RegionState:
-        return RegionState(up=self.health.up, drained=self.drained_since is not None, degraded=self.degraded)
+        return RegionState(up=self.answer_up, drained=self.drained_since is not None, degraded=self.degraded)
 
 
 class GslbServer:
@@ -91,6 +118,13 @@ class GslbServer:
         self.rate_limiter: RateLimiter | None = None
         self.answer_sample = AnswerSampler()    # the status page's client networks
         self.shares = ShareHistory()            # the status page's share of answers
+        state_file = config.admin.state_file
+        self.admin_states = admin_state.load(state_file, config.regions) if state_file else AdminStates()
+        self.admin_saves = {"ok": 0, "failed": 0}
+        self.peer_node = PeerNode(config.peers, self.admin_states)
+        self.peer_sync: PeerSync | None = None
+        self._peer_tasks: list[asyncio.Task[None]] = []
+        self.tables = TableCompiler()           # compiled steering tables (gslb/tables.py)
         self._install(config)
 
     # -- building from a config --------------------------------------------------
@@ -100,12 +134,21 @@ class GslbServer:
         for name, rc in config.regions.items():
             keep = old.get(name)
             assume_up = rc.probe.assume_up if rc.probe else True
-            self.regions[name] = keep if keep is not None else RegionRuntime(Health.initial(assume_up=assume_up))
+            self.regions[name] = keep if keep is not None else \
+                RegionRuntime(Health.initial(assume_up=assume_up), since_wall=self.wall())
         self.config = config
+        self.admin_states.keep_only(config.regions)
+        for name in self.regions:
+            self._apply_admin(name)
+        self.peer_node.configure(config.peers)
+        if self.peer_sync is not None:
+            self.peer_sync.configure(config.peers)
+        self._vote()
         self.tcp.configure(idle_timeout=config.dns.tcp_idle_timeout, max_connections=config.dns.tcp_max_connections,
                            max_per_client=config.dns.tcp_max_per_client, max_unsent=config.dns.tcp_max_unsent)
         self.steering = Steering(config.region_models(), config.services, self.locator, self.latency)
         self.steering.update_region_states(self.region_states())
+        self.tables.install(self.steering, self.locator)    # known tables now, a compile for the rest
         self.responder = Responder(config.zones, self.steering, max_udp_size=config.dns.max_udp_size,
                                    stats=self.dns_stats, wall=self.wall, **config.dns.responder_options())
         self.responder.on_answer = self.answer_sample
@@ -148,6 +191,7 @@ class GslbServer:
         rt.last_probe_at = self.clock()
         key = (name, result.ok)
         self.probe_counts[key] = self.probe_counts.get(key, 0) + 1
+        rt.probes += 1
         if result.rtt is not None:
             rt.probe_rtts = [*rt.probe_rtts[-9:], result.rtt]
         fraction = healthy_fraction(result)
@@ -162,36 +206,126 @@ class GslbServer:
             return
         rt.health = health
         rt.transitions += 1
+        rt.since_wall = self.wall()
+        self._vote()
         self._publish()
 
-    # -- operator actions ------------------------------------------------------------
-    def drain(self, name: str) -> dict[str, Any]:
-        rt = self.regions[name]
-        if rt.drained_since is None:
-            rt.drained_since, rt.drained_wall = self.clock(), self.wall()
-            log.warning("region %s drained", name)
+    # -- the vote among peers (gslb/peers) ---------------------------------------------
+    def own_verdicts(self, now: float) -> dict[str, Verdict]:
+        """Our probes' verdict on every region; fresh when probed within three probe intervals."""
+        out: dict[str, Verdict] = {}
+        for name, rt in self.regions.items():
+            probe = self.config.regions[name].probe
+            fresh = probe is not None and rt.health.probed and rt.last_probe_at is not None \
+                and now - rt.last_probe_at <= 3 * max(probe.interval, probe.spec.timeout)
+            rtt = rt.last_result.rtt if rt.last_result is not None else None
+            out[name] = Verdict(rt.health.up, rt.since_wall, None if rtt is None else round(rtt * 1000, 3),
+                                rt.probes, fresh)
+        return out
+
+    def _vote(self) -> bool:
+        """Decide every region's state from the fresh verdicts; True if one changed (not yet published)."""
+        now = self.clock()
+        changed = self.peer_node.revote(self.own_verdicts(now), now)
+        for name, rt in self.regions.items():
+            rt.voted_up = self.peer_node.voted_up(name)
+        return changed
+
+    def revote(self) -> None:
+        """After a round of peer pulls: vote again and publish a change."""
+        if self._vote():
+            log.warning("voted region states now %s",
+                        {n: "up" if b.up else "down" for n, b in self.peer_node.ballots.items()})
             self._publish()
+
+    def on_peer_report(self, peer: Peer, payload: Any, received_at: float) -> None:
+        """A peer's verdicts reply (PeerSync): kept for the vote; its newer admin entries taken."""
+        self._admin_changed(self.peer_node.take_report(peer.name, payload, received_at, self.regions,
+                                                       self.wall() + admin_state.MAX_AHEAD))
+
+    def merge_admin(self, entries: dict[str, AdminEntry]) -> list[str]:
+        """Admin entries pushed by a peer: the later ones win (gslb/peers/admin_state.py)."""
+        changed = self.admin_states.merge_all(entries, self.regions, self.wall() + admin_state.MAX_AHEAD)
+        self._admin_changed(changed)
+        return changed
+
+    def _admin_changed(self, regions: list[str]) -> None:
+        if not regions:
+            return
+        for name in regions:
+            self._apply_admin(name)
+            log.warning("region %s is now %s (from a peer)", name, self.admin_states.state(name).value)
+        self.save_admin()
+        self._publish()
+
+    def _apply_admin(self, name: str) -> None:
+        """The runtime fields that follow the region's admin entry."""
+        rt = self.regions[name]
+        entry = self.admin_states.get(name)
+        state = AdminState.READY if entry is None else entry.state
+        rt.maintenance = state is AdminState.MAINTENANCE
+        if state is AdminState.DRAIN and entry is not None:
+            if rt.drained_since is None:
+                rt.drained_wall = entry.at
+                rt.drained_since = self.clock() - max(0.0, self.wall() - entry.at)
+        else:
+            rt.drained_since = rt.drained_wall = None
+
+    def save_admin(self) -> bool:
+        """Write the admin state file; a failure is logged and counted (the change still holds here)."""
+        path = self.config.admin.state_file
+        if path is None:
+            return False
+        try:
+            admin_state.save(path, self.admin_states)
+        except OSError as exc:
+            self.admin_saves["failed"] += 1
+            log.error("cannot write the admin state file %s: %s: drains will not survive a restart",
+                      path, exc.strerror or exc)
+            return False
+        self.admin_saves["ok"] += 1
+        return True
+
+    # -- operator actions ------------------------------------------------------------
+    def set_admin(self, name: str, state: AdminState) -> AdminEntry:
+        """An operator's drain / undrain (ready) / maintenance on this server: applied, saved, and
+        returned for the caller to push to the peers."""
+        before = self.admin_states.state(name)
+        entry = self.admin_states.set(name, state, self.wall(), self.config.peers.name)
+        self._apply_admin(name)
+        self.save_admin()
+        if before is not state:
+            log.warning("region %s: %s -> %s", name, before.value, state.value)
+            self._publish()
+        return entry
+
+    def drain(self, name: str) -> dict[str, Any]:
+        self.set_admin(name, AdminState.DRAIN)
         return self.region_info(name)
 
     def undrain(self, name: str) -> dict[str, Any]:
-        rt = self.regions[name]
-        if rt.drained_since is not None:
-            rt.drained_since = rt.drained_wall = None
-            log.warning("region %s undrained", name)
-            self._publish()
+        self.set_admin(name, AdminState.READY)
+        return self.region_info(name)
+
+    def maintenance(self, name: str) -> dict[str, Any]:
+        self.set_admin(name, AdminState.MAINTENANCE)
         return self.region_info(name)
 
     def region_info(self, name: str) -> dict[str, Any]:
         rt = self.regions[name]
         rc = self.config.regions[name]
         now = self.clock()
+        ballot = self.peer_node.ballots.get(name)
         info: dict[str, Any] = {
             "name": name,
-            "state": rt.health.status.value,
+            "state": "up" if rt.answer_up else "down",       # as answered: vote, maintenance
+            "own_state": rt.health.status.value,             # our own probes
             "probed": rt.health.probed,
-            "eligible": rt.health.up and rt.drained_since is None,
+            "eligible": rt.answer_up and rt.drained_since is None,
             "degraded": rt.degraded,
             "drained": rt.drained_since is not None,
+            "admin": self.admin_states.state(name).value,
+            "vote": None if ballot is None else ballot.to_json(),
             "location": [rc.region.lat, rc.region.lon],
             "addresses": [*rc.region.v4, *rc.region.v6],
             "capacity": rc.region.capacity,
@@ -244,6 +378,10 @@ class GslbServer:
         self._install(new)
         if running:
             await self.checker.start()
+            if not new.peers.servers and self.peer_sync is not None:
+                await self.peer_sync.stop()
+                self.peer_sync = None
+            await self._start_peers()
         self.reloads["ok"] += 1
         log.warning("config reloaded from %s", path)
 
@@ -257,12 +395,48 @@ class GslbServer:
             log.info("dns listening on %s (udp+tcp)", listen)
 
     async def start(self) -> None:
+        self.tables.start()
         await self.start_dns()
         await self.checker.start()
         self._checking = True
+        await self._start_peers()
+
+    async def _start_peers(self) -> None:
+        """Pull the peers' verdicts every peers.interval and their latency tables once."""
+        if self.peer_sync is not None or not self.config.peers.servers:
+            return
+        self.peer_sync = PeerSync(self.config.peers, on_report=self.on_peer_report, on_round=self.revote,
+                                  clock=self.clock)
+        await self.peer_sync.start()
+        self._peer_tasks.append(asyncio.create_task(self._pull_latency(self.peer_sync), name="latency pull"))
+
+    async def _pull_latency(self, sync: PeerSync) -> None:
+        """The peers' latency tables, once: retried each peer interval until one answers (LATENCY_PULL_TRIES)."""
+        for _ in range(LATENCY_PULL_TRIES):
+            taken = answered = 0
+            for peer, payload in await sync.pull_latency():
+                try:
+                    taken += self.latency.merge_export(payload, self.clock(), known_regions=self.regions)
+                    answered += 1
+                except ValueError as exc:
+                    log.warning("latency table from peer %s refused: %s", peer.name, exc)
+            if answered:
+                log.info("latency table: %d measurements from %d peers", taken, answered)
+                return
+            await asyncio.sleep(self.config.peers.interval)
 
     async def stop(self) -> None:
         self._checking = False
+        await self.tables.stop()
+        for task in self._peer_tasks:
+            task.cancel()
+        for task in self._peer_tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._peer_tasks = []
+        if self.peer_sync is not None:
+            await self.peer_sync.stop()
+            self.peer_sync = None
         await self.checker.stop()
         for listener in self.udp_listeners:
             listener.close()
@@ -341,6 +515,7 @@ async def serve(config: GslbConfig, *, shutdown_trigger: asyncio.Future[Any] | a
 
 
 FIRST_ROUND_LIMIT = 30.0     # seconds READY=1 waits for the first probe of every region
+LATENCY_PULL_TRIES = 10      # peer intervals a starting server tries to pull a peer's latency table
 
 
 async def _announce(server: GslbServer, notify: Notifier) -> None:

@@ -59,6 +59,9 @@ def main(argv: list[str] | None = None) -> int:
             config = load_config(args.file)
             from gslb.geoip import MaxMindLocator
             MaxMindLocator(config.geoip_database)
+            if config.admin.state_file is not None:      # a corrupt admin state file would stop `serve`
+                from gslb.peers import admin_state
+                admin_state.load(config.admin.state_file, config.regions)
             print(f"{args.file}: OK ({len(config.zones)} zones, {len(config.services)} services, "
                   f"{len(config.regions)} regions)")
             return 0

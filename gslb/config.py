@@ -25,7 +25,12 @@
               version (CHAOS TXT version.bind / version.server; default off: REFUSED)
               cache_max_entries (50000) and cache_max_bytes (64 MiB, estimated): the response cache,
                 emptied when either is reached
-    admin:    listen (host:port, loopback by default), token (bearer token for mutating calls)
+    admin:    listen (host:port, loopback by default), token (bearer token for mutating calls),
+              state_file (admin_state.json, relative to this file: drains and maintenance kept
+                across restarts and shared with peers; gslb/peers/admin_state.py)
+    peers:    the other GSLB servers of the NS set: name, servers {name: admin URL}, token,
+              interval (2s), timeout, policy (quorum | any_up | all_up), policies {region: policy},
+              max_response_bytes (gslb/peers/config.py; the vote: gslb/peers/vote.py)
     geoip:    database (path, relative to the config file; default: the bundled DB-IP database)
     latency:  max_age, max_networks (the client-network latency table)
     regions:  name -> location [lat, lon], addresses, capacity, probe {...}
@@ -53,6 +58,7 @@ from gslb.dns.cookies import SECRET_SIZE, ServerCookies, parse_secrets
 from gslb.dns.records import AAAA, CNAME, A
 from gslb.dns.rrl import RrlSettings
 from gslb.dns.zone import Zone, load_zones
+from gslb.peers.config import PeerSettings, load_peers
 from gslb.steering.base import Region
 from gslb.steering.config import ServiceConfig, load_services
 
@@ -103,6 +109,7 @@ class DnsSettings:
 class AdminSettings:
     listen: Listen
     token: str | None
+    state_file: Path | None = None      # drains and maintenance kept across restarts (gslb/peers/admin_state.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,6 +164,7 @@ class GslbConfig:
     regions: dict[str, RegionConfig]
     zones: tuple[Zone, ...]
     services: dict[str, ServiceConfig]
+    peers: PeerSettings = field(default_factory=lambda: PeerSettings("self"))
 
     def region_models(self) -> dict[str, Region]:
         return {name: rc.region for name, rc in self.regions.items()}
@@ -298,8 +306,9 @@ def _load_rrl(sect: Section) -> RrlSettings:
 def _load_admin(sect: Section) -> AdminSettings:
     (listen,) = _listen(sect, "listen", "127.0.0.1:8053", many=False)
     token = sect.take_token()        # None: mutating admin calls are refused
+    state_file = Path(sect.file).parent / sect.take("state_file", str, "admin_state.json")
     sect.done()
-    return AdminSettings(listen, token)
+    return AdminSettings(listen, token, state_file)
 
 
 def _load_probe(sect: Section, region: str) -> RegionProbe | None:
@@ -378,9 +387,11 @@ def load_config_section(root: Section, *, base_dir: Path) -> GslbConfig:
     regions = {name: _load_region(name, sect) for name, sect in root.named_sections("regions", required=True)}
     zones = load_zones(root.section("zones", required=True))
     services = load_services(root.section("services"), {n: r.region for n, r in regions.items()})
+    peers = load_peers(root.section("peers"), default_name=str(admin.listen), default_token=admin.token,
+                       regions=regions)
     root.done()
     _check_services_in_zones(root, zones, services)
-    return GslbConfig(root.file, dns, admin, database, latency, regions, zones, services)
+    return GslbConfig(root.file, dns, admin, database, latency, regions, zones, services, peers)
 
 
 def _check_services_in_zones(root: Section, zones: tuple[Zone, ...], services: dict[str, ServiceConfig]) -> None:

@@ -10,6 +10,8 @@ Regions (or RUM beacons) report RTTs per client network through the admin API; t
 Networks are normalised to /24 (IPv4) and /48 (IPv6) (`network_of`); a longer prefix is
 folded into its /24 or /48, a shorter one is refused (it would claim RTTs for networks that
 never reported). Entries older than `max_age` are not returned and are dropped by `expire`.
+`export(now)` / `merge_export(payload, now)` carry the table to another GSLB server (a server that
+starts pulls its peers' tables once: gslb/peers/sync.py); each measurement travels with its age.
 Memory is bounded: at most `max_networks` networks (the least recently *reported* is
 evicted first) and at most `max_regions` regions per network. `generation` counts changes.
 """
@@ -20,7 +22,7 @@ import ipaddress
 import math
 from collections import OrderedDict
 from collections.abc import Container
-from typing import Any
+from typing import Any, TypeGuard
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -101,32 +103,40 @@ class LatencyTable:
         unknown_keys = set(payload) - {"measurements"}
         if unknown_keys:
             raise ValueError(f"unknown key {sorted(unknown_keys)[0]!r}; expected only 'measurements'")
-        items: list[tuple[IPNetwork, str, float]] = []
-        for i, item in enumerate(payload["measurements"]):
-            where = f"measurements[{i}]"
-            if not isinstance(item, dict):
-                raise ValueError(f"{where}: expected an object, got {item!r}")
-            extra = set(item) - {"network", "region", "rtt_ms"}
-            if extra:
-                raise ValueError(f"{where}: unknown key {sorted(extra)[0]!r}")
-            net, region, rtt = item.get("network"), item.get("region"), item.get("rtt_ms")
-            if not isinstance(net, str):
-                raise ValueError(f"{where}.network: expected a CIDR string, got {net!r}")
-            try:
-                network = normalise(ipaddress.ip_network(net, strict=False))
-            except ValueError as exc:
-                raise ValueError(f"{where}.network: {exc}") from None
-            if not isinstance(region, str) or not region:
-                raise ValueError(f"{where}.region: expected a region name, got {region!r}")
-            if known_regions is not None and region not in known_regions:
-                raise ValueError(f"{where}.region: unknown region {region!r}")
-            if isinstance(rtt, bool) or not isinstance(rtt, int | float) or not math.isfinite(rtt) \
-                    or rtt < 0:
-                raise ValueError(f"{where}.rtt_ms: expected a finite number >= 0, got {rtt!r}")
-            items.append((network, region, float(rtt)))
+        items = [_parse_item(item, f"measurements[{i}]", known_regions, ("network", "region", "rtt_ms"))[:3]
+                 for i, item in enumerate(payload["measurements"])]
         for network, region, rtt in items:
             self.ingest(network, region, rtt, now)
         return len(items)
+
+    def export(self, now: float) -> dict[str, Any]:
+        """The fresh measurements, each with its age: what a starting peer pulls
+        (`{"measurements": [{network, region, rtt_ms, age_s}]}`; `merge_export` takes it in)."""
+        out = [{"network": str(net), "region": region, "rtt_ms": rtt, "age_s": round(max(0.0, now - at), 3)}
+               for net, regions in self._nets.items() for region, (rtt, at) in regions.items()
+               if now - at <= self.max_age]
+        return {"measurements": out}
+
+    def merge_export(self, payload: Any, now: float, known_regions: Container[str] | None = None) -> int:
+        """Take in another server's `export`: each measurement dated `now - age_s`, kept only when
+        fresh and newer than the one held (so edges' pushes that arrived meanwhile win). Validated
+        as a whole first, as `ingest_batch` is (ValueError naming the bad item); items for regions
+        not in `known_regions` are skipped. Returns the number taken."""
+        if not isinstance(payload, dict) or not isinstance(payload.get("measurements"), list):
+            raise ValueError('expected an object {"measurements": [...]}')
+        items = [_parse_item(item, f"measurements[{i}]", None, ("network", "region", "rtt_ms", "age_s"))
+                 for i, item in enumerate(payload["measurements"])]
+        taken = 0
+        for network, region, rtt, age in items:
+            at = now - age
+            if (known_regions is not None and region not in known_regions) or age > self.max_age:
+                continue
+            held = self._nets.get(network, {}).get(region)
+            if held is not None and held[1] >= at:
+                continue
+            self.ingest(network, region, rtt, at)
+            taken += 1
+        return taken
 
     def lookup(self, address: IPAddress, now: float, max_age: float | None = None) -> dict[str, float]:
         """Fresh RTTs (ms) by region for the network holding `address`."""
@@ -160,3 +170,34 @@ class LatencyTable:
         if dropped:
             self.generation += 1
         return dropped
+
+
+def _parse_item(item: Any, where: str, known_regions: Container[str] | None,
+                keys: tuple[str, ...]) -> tuple[IPNetwork, str, float, float]:
+    """(network, region, rtt_ms, age_s or 0) of one measurement; ValueError naming `where`."""
+    if not isinstance(item, dict):
+        raise ValueError(f"{where}: expected an object, got {item!r}")
+    extra = set(item) - set(keys)
+    if extra:
+        raise ValueError(f"{where}: unknown key {sorted(extra)[0]!r}")
+    net, region, rtt = item.get("network"), item.get("region"), item.get("rtt_ms")
+    if not isinstance(net, str):
+        raise ValueError(f"{where}.network: expected a CIDR string, got {net!r}")
+    try:
+        network = normalise(ipaddress.ip_network(net, strict=False))
+    except ValueError as exc:
+        raise ValueError(f"{where}.network: {exc}") from None
+    if not isinstance(region, str) or not region:
+        raise ValueError(f"{where}.region: expected a region name, got {region!r}")
+    if known_regions is not None and region not in known_regions:
+        raise ValueError(f"{where}.region: unknown region {region!r}")
+    if not _non_negative(rtt):
+        raise ValueError(f"{where}.rtt_ms: expected a finite number >= 0, got {rtt!r}")
+    age = item.get("age_s", 0.0)
+    if "age_s" in keys and not _non_negative(age):
+        raise ValueError(f"{where}.age_s: expected a finite number >= 0, got {age!r}")
+    return network, region, float(rtt), float(age)
+
+
+def _non_negative(value: Any) -> TypeGuard[float]:
+    return not isinstance(value, bool) and isinstance(value, int | float) and math.isfinite(value) and value >= 0

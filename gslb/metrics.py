@@ -23,6 +23,17 @@ when Prometheus scrapes, so serving pays nothing for metrics. The DNS families:
     gslb_dns_tcp_messages_total, gslb_dns_tcp_read_paused_total
     gslb_dns_rrl_*                        response rate limiting (gslb/dns/rrl.py)
 
+The peers (gslb/peers/):
+
+    gslb_peers_configured, gslb_peers_reachable   peers listed / whose last report is fresh (votes)
+    gslb_peers_alone                      1 when peers are configured and none is heard: this server
+                                          answers on its own view
+    gslb_peer_pulls_total{peer,result}    verdict pulls, ok / failed
+    gslb_region_vote_disagrees{region}    1 while our own probes' view of the region differs from the vote
+    gslb_regions_disagreeing              how many regions that is
+    gslb_region_own_up{region}            1 when our own probes say up (gslb_region_up: as answered)
+    gslb_admin_state_saves_total{result}  writes of the admin state file, ok / failed
+
 Counters a component has not got (yet) are left out rather than shown as zero.
 """
 
@@ -65,7 +76,8 @@ class GslbCollector(Collector):
             all_down.add_metric([service], count)
         yield all_down
 
-        up = GaugeMetricFamily("gslb_region_up", "1 when the region's probe says up", labels=["region"])
+        up = GaugeMetricFamily("gslb_region_up", "1 when the region is up as answered (vote, maintenance)",
+                               labels=["region"])
         drained = GaugeMetricFamily("gslb_region_drained", "1 while an operator drains the region",
                                     labels=["region"])
         degraded = GaugeMetricFamily("gslb_region_degraded", "1 while the region reports unhealthy backends",
@@ -74,7 +86,7 @@ class GslbCollector(Collector):
         probes = CounterMetricFamily("gslb_probe_results", "probe results", labels=["region", "result"])
         transitions = CounterMetricFamily("gslb_region_transitions", "region up/down changes", labels=["region"])
         for name, rt in server.regions.items():
-            up.add_metric([name], 1.0 if rt.health.up else 0.0)
+            up.add_metric([name], 1.0 if rt.answer_up else 0.0)
             drained.add_metric([name], 1.0 if rt.drained_since is not None else 0.0)
             degraded.add_metric([name], 1.0 if rt.degraded else 0.0)
             if rt.last_result is not None and rt.last_result.rtt is not None:
@@ -83,6 +95,7 @@ class GslbCollector(Collector):
         for (name, ok), count in sorted(server.probe_counts.items()):
             probes.add_metric([name, "ok" if ok else "fail"], count)
         yield from (up, drained, degraded, rtt, probes, transitions)
+        yield from _peer_families(server)
 
         table = GaugeMetricFamily("gslb_latency_networks", "client networks in the latency table")
         table.add_metric([], len(server.latency))
@@ -110,6 +123,40 @@ class GslbCollector(Collector):
         buckets = GaugeMetricFamily("gslb_dns_rrl_buckets", "rate-limit buckets held (0 when rate limiting is off)")
         buckets.add_metric([], len(server.rate_limiter) if server.rate_limiter is not None else 0)
         yield buckets
+
+
+def _peer_families(server: GslbServer) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+    node = server.peer_node
+    now = server.clock()
+    for name, doc, value in (
+            ("gslb_peers_configured", "peers listed in the config", len(server.config.peers.servers)),
+            ("gslb_peers_reachable", "peers whose last report is fresh (they vote)", len(node.reachable(now))),
+            ("gslb_peers_alone", "1 when no peer is heard: answers follow this server's own probes",
+             1 if node.alone(now) else 0),
+            ("gslb_regions_disagreeing", "regions where this server's own probes differ from the vote",
+             len(node.disagreeing()))):
+        gauge = GaugeMetricFamily(name, doc)
+        gauge.add_metric([], value)
+        yield gauge
+    disagrees = GaugeMetricFamily("gslb_region_vote_disagrees", "1 while our own view of the region differs "
+                                  "from the vote", labels=["region"])
+    own = GaugeMetricFamily("gslb_region_own_up", "1 when this server's own probes say up", labels=["region"])
+    for name, rt in server.regions.items():
+        ballot = node.ballots.get(name)
+        disagrees.add_metric([name], 1.0 if ballot is not None and ballot.disagrees else 0.0)
+        own.add_metric([name], 1.0 if rt.health.up else 0.0)
+    yield disagrees
+    yield own
+    pulls = CounterMetricFamily("gslb_peer_pulls", "pulls of a peer's verdicts", labels=["peer", "result"])
+    if server.peer_sync is not None:
+        for peer, status in sorted(server.peer_sync.status.items()):
+            pulls.add_metric([peer, "ok"], status.pulls_ok)
+            pulls.add_metric([peer, "failed"], status.pulls_failed)
+    yield pulls
+    saves = CounterMetricFamily("gslb_admin_state_saves", "writes of the admin state file", labels=["result"])
+    for result, count in server.admin_saves.items():
+        saves.add_metric([result], count)
+    yield saves
 
 
 def _dns_families(server: GslbServer) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
