@@ -5,6 +5,8 @@
     POST /api/pools/{pool}/backends/{id}/{drain|maintenance|ready}   (bearer token)
          drain takes an optional JSON body {"deadline": seconds-from-now}
     POST /api/reload                                          (bearer token) re-read the config file
+    GET  /api/workers                                         worker processes: id, pid, ready, restarts, config
+                                                              generation, requests proxied ([] with workers: 1)
     GET  /api/status/pools                                    /api/pools with each backend's requests and
                                                               5xx answers (Metrics.backend_counts), and the
                                                               routes using each pool: what the stats page shows
@@ -104,6 +106,11 @@ async def _metrics(request: web.Request) -> web.Response:
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
+async def _workers(request: web.Request) -> web.Response:
+    lb: AdminTarget = request.app[LB]
+    return web.json_response({"workers": await lb.workers_report()})
+
+
 async def _healthz(request: web.Request) -> web.Response:
     lb: AdminTarget = request.app[LB]
     status, body = lb.healthz_body()
@@ -119,6 +126,7 @@ def make_admin_app(lb: AdminTarget) -> web.Application:
     app.router.add_post("/api/pools/{pool}/backends/{backend}/{state}", _set_admin)
     app.router.add_post("/api/reload", _reload)
     app.router.add_get("/api/status/pools", _status_pools)
+    app.router.add_get("/api/workers", _workers)
     app.router.add_get(lb.config.health_endpoint.path, _healthz)
     if lb.config.health_endpoint.path not in ("/", "/static/{name}"):   # (a health path of "/" wins)
         add_status_page(app, STATUS_FILES)

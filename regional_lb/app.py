@@ -331,6 +331,10 @@ class LoadBalancer:
     async def refresh_metrics(self) -> None:
         """One process: the registry reads live counters at scrape time already."""
 
+    async def workers_report(self) -> list[dict[str, Any]]:
+        """One process, no workers."""
+        return []
+
     # -- reports -----------------------------------------------------------------------
     async def pools_report(self) -> dict[str, Any]:
         """Pools as the admin API shows them; deadlines as wall-clock epoch seconds."""

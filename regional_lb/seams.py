@@ -83,3 +83,6 @@ class AdminTarget(Protocol):
 
     async def refresh_metrics(self) -> None:
         """Bring `metrics.registry` up to date before a scrape (collect workers' counters)."""
+
+    async def workers_report(self) -> list[dict[str, Any]]:
+        """One row per worker process (id, pid, ready, restarts, requests); [] for one process."""

@@ -114,12 +114,14 @@ class WorkersMetrics:
 
     def __init__(self, sup: Supervisor, own: CollectorRegistry) -> None:
         self.snapshots: list[Wire] = []       # each ready worker's families at the last refresh
+        self.by_worker: dict[int, Wire] = {}
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(MergedCollector(own, lambda: self.snapshots))
         self.registry.register(_SupervisorCollector(sup))
 
-    def update(self, snapshots: list[Wire]) -> None:
+    def update(self, snapshots: list[Wire], workers: list[Any]) -> None:
         self.snapshots = snapshots
+        self.by_worker = {w: s for w, s in zip(workers, snapshots, strict=True) if isinstance(w, int)}
 
     def backend_counts(self) -> dict[tuple[str, str], tuple[int, int]]:
         return request_counts(families_to_wire(self.registry))
@@ -203,7 +205,19 @@ class Supervisor:
 
     async def refresh_metrics(self) -> None:
         replies = await self._ask_all({"t": "metrics"})
-        self.metrics.update([r["families"] for r in replies if isinstance(r.get("families"), list)])
+        self.metrics.update([r["families"] for r in replies if isinstance(r.get("families"), list)],
+                            [r.get("worker") for r in replies])
+
+    async def workers_report(self) -> list[dict[str, Any]]:
+        """GET /api/workers: each worker's process, restarts and proxied requests (fresh counts)."""
+        await self.refresh_metrics()
+        rows = []
+        for w in self.workers:
+            wire = self.metrics.by_worker.get(w.id)
+            requests = sum(r for r, _errors in request_counts(wire).values()) if wire is not None else None
+            rows.append({"id": w.id, "pid": w.pid, "ready": w.ready, "restarts": w.restarts,
+                         "generation": w.generation, "requests": requests})
+        return rows
 
     # -- lifecycle ---------------------------------------------------------------------------------
     async def start(self) -> None:

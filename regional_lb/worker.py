@@ -118,7 +118,7 @@ async def _serve_feed(lb: LoadBalancer, channel: Channel, stop: asyncio.Event) -
                 channel.send({"t": "reloaded", "id": message.get("id"), "generation": message.get("generation"),
                               "ok": ok, "message": text})
             elif kind == "metrics":
-                channel.send({"t": "metrics_reply", "id": message.get("id"),
+                channel.send({"t": "metrics_reply", "id": message.get("id"), "worker": lb.worker_id,
                               "families": families_to_wire(lb.metrics.registry)})
             elif kind == "stop":
                 break

@@ -121,6 +121,10 @@ async def test_two_workers_both_serve_and_metrics_add_up(tmp_path: Path, server:
                     if line.startswith("rlb_requests_total{"))
         assert total == 40
         assert "rlb_workers 2.0" in text
+        async with aiohttp.ClientSession() as s, s.get(admin(sup, "/api/workers")) as r:
+            rows = (await r.json())["workers"]
+        assert [(row["id"], row["pid"], row["ready"]) for row in rows] == [(w.id, w.pid, True) for w in sup.workers]
+        assert sum(row["requests"] for row in rows) == 40
 
 
 def admin(sup: Supervisor, path: str) -> str:

@@ -1,0 +1,251 @@
+"""Regional LB with 1 and 2 workers beside HAProxy with 1 and 2 threads, one run (issue 11).
+
+Three fixed-response backends (one HAProxy process, `http-request return`) on loopback. Each
+proxy serves the round-robin route `/rr/x` in front of them:
+
+  * regional-lb workers=1   `workers: 1`: one process does everything (the default)
+  * regional-lb workers=2   `workers: 2`: a supervisor and two worker processes on SO_REUSEPORT
+  * haproxy nbthread=1 / nbthread=2   the established tool, same backends, same route
+
+For each, wrk measures
+  1. CPU per request at the same bounded rate: `wrk -t1 -c100` with a Lua `delay()` of 50 ms
+     between a connection's requests (about 2,000 requests/s, well under one worker's capacity;
+     100 connections, so that the kernel's SO_REUSEPORT hash has enough of them to spread).
+     CPU = utime+stime of the proxy's whole process tree (/proc) over the run.
+  2. the spread of load across workers: during run 1, each worker's own CPU (/proc of its pid)
+     and the requests each proxied (the supervisor's GET /api/workers).
+  3. requests/s flat out: `wrk -t1 -c50` keep-alive, no delay; `--repeat` runs, the fastest
+     kept; and how much CPU the proxy got meanwhile (CPU s ÷ wall s: 100 % = one core).
+
+Nothing is pinned (two workers need both CPUs), so wrk, the backends and the proxy share this
+machine's CPUs: run 3's figures say what the proxy gets on a machine it shares with its load.
+
+Usage: python bench/http_workers.py [--duration 10] [--rate-connections 100] [--delay-ms 50] [--repeat 3]
+                                    [--no-readme]
+Results go to stdout and to the http-workers section of bench/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import (
+    BenchError,
+    CpuMeter,
+    Server,
+    command_line,
+    fmt,
+    free_port,
+    machine_lines,
+    markdown_table,
+    process_tree,
+    run,
+    started,
+    tool_version,
+)
+from common import write_section as write_readme_section
+from http_bench import N_BACKENDS, Result, haproxy_bin, parse_wrk, ready_tcp, render
+
+DELAY_LUA = "function delay()\n  return {delay}\nend\n"
+
+
+@dataclass
+class Measured:
+    name: str
+    bounded: Result
+    flat_out: Result
+    worker_cpu: dict[int, float] = field(default_factory=dict)       # pid -> CPU s during the bounded run
+    worker_requests: list[int] = field(default_factory=list)
+
+
+def start_backends(workdir: Path) -> tuple[list[int], contextlib.AbstractContextManager[Server]]:
+    ports = [free_port() for _ in range(N_BACKENDS)]
+    frontends = "\n".join(
+        f"frontend b{i}\n  bind 127.0.0.1:{port}\n"
+        f"  http-request return status 200 content-type text/plain string \"backend b{i}\\n\" "
+        f"hdr X-Backend b{i}\n"
+        for i, port in enumerate(ports, 1))
+    cfg = workdir / "backends.cfg"
+    cfg.write_text(render("haproxy-backends.cfg.tmpl", frontends=frontends))
+    return ports, started("backends", [haproxy_bin(), "-f", str(cfg), "-db"], workdir, ready=ready_tcp(ports[-1]))
+
+
+def start_haproxy(workdir: Path, backends: list[int], threads: int
+                  ) -> tuple[int, None, contextlib.AbstractContextManager[Server]]:
+    port = free_port()
+    sticky = "\n".join(f"  server b{i} 127.0.0.1:{p} cookie b{i}" for i, p in enumerate(backends, 1))
+    rr = "\n".join(f"  server b{i} 127.0.0.1:{p}" for i, p in enumerate(backends, 1))
+    cfg = workdir / f"haproxy-{threads}.cfg"
+    text = render("haproxy-proxy.cfg.tmpl", port=port, sticky_servers=sticky, rr_servers=rr)
+    cfg.write_text(text.replace("nbthread 1", f"nbthread {threads}"))
+    return port, None, started(f"haproxy nbthread={threads}", [haproxy_bin(), "-f", str(cfg), "-db"], workdir,
+                               ready=ready_tcp(port))
+
+
+def start_regional_lb(workdir: Path, backends: list[int], workers: int
+                      ) -> tuple[int, int, contextlib.AbstractContextManager[Server]]:
+    port, admin = free_port(), free_port()
+    lines = "\n".join(f'      - {{address: "127.0.0.1:{p}", id: b{i}}}' for i, p in enumerate(backends, 1))
+    cfg = workdir / f"regional-lb-{workers}.yaml"
+    cfg.write_text(render("regional_lb.yaml.tmpl", port=port, admin_port=admin, backends=lines)
+                   + f"workers: {workers}\n")
+    return port, admin, started(f"regional-lb workers={workers}",
+                                [sys.executable, "-m", "regional_lb", "serve", "-c", str(cfg), "--log-level",
+                                 "warning"], workdir, ready=ready_tcp(port))
+
+
+def workers_of(admin: int | None) -> list[dict[str, object]]:
+    if admin is None:
+        return []
+    with urllib.request.urlopen(f"http://127.0.0.1:{admin}/api/workers", timeout=10) as resp:
+        rows: list[dict[str, object]] = json.load(resp)["workers"]
+        return rows
+
+
+def wrk(server: Server, port: int, args: argparse.Namespace, *, connections: int, script: Path | None,
+        scenario: str) -> tuple[Result, dict[int, float]]:
+    argv = ["wrk", "-t1", f"-c{connections}", f"-d{args.duration:g}s", "--latency", "--timeout", "5s"]
+    if script is not None:
+        argv += ["-s", str(script)]
+    argv.append(f"http://127.0.0.1:{port}/rr/x")
+    meter = CpuMeter(server.pid)
+    children = {pid: CpuMeter(pid) for pid in process_tree(server.pid) if pid != server.pid}
+    meter.start()
+    for m in children.values():
+        m.start()
+    res = run(argv, timeout=args.duration + 60)
+    result = Result(server.name, scenario)
+    result.cpu = meter.stop()
+    per_child = {pid: m.stop() for pid, m in children.items()}
+    parse_wrk(res.stdout, result)
+    if server.proc.poll() is not None:
+        raise BenchError(f"{server.name} died during the run:\n{server.tail()}")
+    print(f"  {server.name} {scenario}: {result.rps:,.0f} req/s, {fmt(result.cpu_us, 1)} µs CPU/request",
+          flush=True)
+    return result, per_child
+
+
+def measure(name: str, port: int, admin: int | None, server: Server, args: argparse.Namespace,
+            script: Path) -> Measured:
+    warm = argparse.Namespace(**{**vars(args), "duration": 1.0})
+    wrk(server, port, warm, connections=args.connections, script=None, scenario="warm-up")
+    before = [int(str(w["requests"] or 0)) for w in workers_of(admin)]
+    bounded, per_child = wrk(server, port, args, connections=args.rate_connections, script=script,
+                             scenario=f"bounded rate ({args.rate_connections} connections, {args.delay_ms:g} ms apart)")
+    after = [int(str(w["requests"] or 0)) for w in workers_of(admin)]
+    flat = None
+    for _ in range(args.repeat):        # the round least disturbed by the machine's other work
+        result, _ = wrk(server, port, args, connections=args.connections, script=None,
+                        scenario=f"flat out ({args.connections} connections)")
+        if flat is None or result.rps > flat.rps:
+            flat = result
+    assert flat is not None
+    worker_pids = {int(str(w["pid"])) for w in workers_of(admin)}
+    return Measured(name, bounded, flat, {p: c for p, c in per_child.items() if p in worker_pids},
+                    [a - b for a, b in zip(after, before, strict=True)])
+
+
+def spread(values: list[float]) -> str:
+    if len(values) < 2 or not sum(values):
+        return "n/a"
+    even = sum(values) / len(values)
+    return f"{max(abs(v - even) / even for v in values) * 100:.1f} %"
+
+
+def report(args: argparse.Namespace, results: list[Measured]) -> str:
+    versions = {"HAProxy": tool_version([haproxy_bin(), "-v"], r"version ([\d.]+[\w.+~-]*)"),
+                "wrk": tool_version(["wrk", "-v"], r"wrk ([\w./+~-]+)")}
+    out = ["## HTTP: regional LB workers (issue 11), beside HAProxy threads", ""]
+    out += machine_lines(versions, command_line())
+    out += [f"- Backends: {N_BACKENDS} fixed-response servers (one HAProxy process, `http-request return`) on "
+            "127.0.0.1; route `/rr/x` round robin on every proxy (configs: bench/configs/, with `workers: N` / "
+            "`nbthread N`). Nothing pinned: the proxy, wrk and the backends share the machine's CPUs.",
+            f"- Bounded rate: `wrk -t1 -c{args.rate_connections} -d{args.duration:g}s -s delay.lua` "
+            f"(`delay()` = {args.delay_ms:g} ms between a connection's requests). Flat out: "
+            f"`wrk -t1 -c{args.connections} -d{args.duration:g}s`, {args.repeat} runs, the fastest kept; "
+            "flat-out proxy CPU = its CPU s ÷ wall s (100 % = one core). Keep-alive GETs; after a 1 s warm-up.",
+            "- CPU µs/request = utime+stime of the proxy's process tree (supervisor and workers) ÷ requests. "
+            "Spread = the largest distance of one worker from an even share, in % of the even share "
+            "(requests from the supervisor's `GET /api/workers`; CPU from /proc of each worker).", ""]
+    rows = []
+    for m in results:
+        reqs = m.worker_requests
+        cpus = list(m.worker_cpu.values())
+        rows.append([m.name, fmt(m.bounded.rps, 0), f"{m.bounded.requests:,}", fmt(m.bounded.cpu_us, 1),
+                     " / ".join(f"{r:,}" for r in reqs) or "-", spread([float(r) for r in reqs]),
+                     " / ".join(fmt(c, 2) for c in cpus) or "-", spread(cpus),
+                     fmt(m.flat_out.rps, 0), fmt(m.flat_out.cpu_us, 1),
+                     f"{m.flat_out.cpu / (m.flat_out.seconds or 1) * 100:.0f} %",
+                     m.bounded.errors + m.flat_out.errors])
+    out += [markdown_table(["proxy", "bounded req/s", "requests", "CPU µs/request", "requests per worker",
+                            "request spread", "CPU s per worker", "CPU spread", "flat-out req/s",
+                            "flat-out CPU µs/request", "flat-out proxy CPU", "errors"], rows), ""]
+    by = {m.name: m for m in results}
+    one, two = by.get("regional-lb workers=1"), by.get("regional-lb workers=2")
+    if one and two:
+        cpu_change = ((two.bounded.cpu_us or 0) / (one.bounded.cpu_us or 1) - 1) * 100
+        out.append(f"- Regional LB, CPU per request at the same rate, 2 workers vs 1: {cpu_change:+.1f} % "
+                   f"(goal: within ±10 %); requests/s flat out: {one.flat_out.rps:,.0f} -> "
+                   f"{two.flat_out.rps:,.0f} ({two.flat_out.rps / (one.flat_out.rps or 1):.2f}×).")
+    h1, h2 = by.get("haproxy nbthread=1"), by.get("haproxy nbthread=2")
+    if h1 and h2:
+        out.append(f"- HAProxy, same measurements, 2 threads vs 1: CPU per request "
+                   f"{((h2.bounded.cpu_us or 0) / (h1.bounded.cpu_us or 1) - 1) * 100:+.1f} %; requests/s "
+                   f"{h1.flat_out.rps:,.0f} -> {h2.flat_out.rps:,.0f} "
+                   f"({h2.flat_out.rps / (h1.flat_out.rps or 1):.2f}×).")
+    out.append("")
+    return "\n".join(out)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--duration", type=float, default=10.0)
+    p.add_argument("--connections", type=int, default=50, help="flat-out wrk connections (default 50)")
+    p.add_argument("--rate-connections", type=int, default=100, help="bounded-rate wrk connections (default 100)")
+    p.add_argument("--delay-ms", type=float, default=50.0, help="ms between one connection's requests (default 50)")
+    p.add_argument("--repeat", type=int, default=3, help="flat-out runs per proxy; the fastest is kept (default 3)")
+    p.add_argument("--no-readme", action="store_true")
+    args = p.parse_args()
+    results: list[Measured] = []
+    with tempfile.TemporaryDirectory(prefix="http-workers-") as tmp:
+        workdir = Path(tmp)
+        script = workdir / "delay.lua"
+        script.write_text(DELAY_LUA.format(delay=int(args.delay_ms)))
+        ports, backend_ctx = start_backends(workdir)
+        with backend_ctx:
+            for name, starter, n in (("regional-lb workers=1", start_regional_lb, 1),
+                                     ("regional-lb workers=2", start_regional_lb, 2),
+                                     ("haproxy nbthread=1", start_haproxy, 1),
+                                     ("haproxy nbthread=2", start_haproxy, 2)):
+                port, admin, ctx = starter(workdir, ports, n)
+                with ctx as server:
+                    if admin is not None and n > 1:
+                        deadline = time.monotonic() + 30
+                        while not ((rows := workers_of(admin)) and all(r["ready"] for r in rows)):
+                            if time.monotonic() > deadline:
+                                raise BenchError(f"{name}: workers not ready: {rows}")
+                            time.sleep(0.1)
+                    results.append(measure(name, port, admin if n > 1 else None, server, args, script))
+    text = report(args, results)
+    print(text)
+    if not args.no_readme:
+        write_readme_section("http-workers", text)
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except BenchError as exc:
+        print(f"bench failed: {exc}", file=sys.stderr)
+        sys.exit(1)
