@@ -20,7 +20,7 @@ from typing import Any
 
 from gslb.peers.admin_state import AdminStates, entries_from_json
 from gslb.peers.config import PeerSettings
-from gslb.peers.vote import Ballot, PeerReport, Verdict, parse_report, vote
+from gslb.peers.vote import Ballot, PeerReport, ReportError, Verdict, parse_report, vote
 
 
 class PeerNode:
@@ -45,6 +45,9 @@ class PeerNode:
         """A peer's verdicts reply: kept for the vote, its admin entries merged. ValueError (ReportError)
         if malformed; nothing is kept then. Returns the regions whose admin state changed."""
         report = parse_report(payload, received_at, known)
+        if report.server == self.settings.name:
+            raise ReportError(f"this is this server itself (it says it is {report.server!r}): its own verdict "
+                              "would count twice; remove it from peers.servers or list it under its own name")
         admin = entries_from_json(payload.get("admin", {}), known)
         if report.server != peer:
             self.mismatched[peer] = report.server

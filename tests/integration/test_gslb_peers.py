@@ -355,14 +355,28 @@ async def test_a_server_whose_peers_are_all_unreachable_answers_on_its_own_view(
         assert all(p["last_error"] for p in peers["peers"])
         assert await metric(c, "a", "gslb_peers_alone") == 1
         assert await metric(c, "a", "gslb_peers_reachable") == 0
+        out = await ctl(c.nodes["a"], "peers")
+        assert "ALONE (no peer heard)" in out
+        assert "ClientConnectorError" in out
         assert await c.frankfurt_gets_eu("a")
         c.regions[EU].status = 503
         await wait_for(lambda: _not(c.frankfurt_gets_eu("a")), within=PROBE_INTERVAL * (FALL + 1) + SLACK)
         info = await c.region("a", EU)
         assert info["vote"]["alone"] is True
         assert info["state"] == "down"
+        table = await ctl(c.nodes["a"], "regions")
+        assert "0 up / 1 down (quorum) alone" in next(line for line in table.splitlines() if line.startswith(EU))
         c.regions[EU].status = 200
         await wait_for(lambda: c.frankfurt_gets_eu("a"), within=PROBE_INTERVAL * 2 + SLACK)
+
+
+async def ctl(node: Node, *args: str) -> str:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "gslb", "ctl", "--url", node.admin, "--token", TOKEN, *args, cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 0, err.decode()
+    return out.decode()
 
 
 async def _pulls_failed(c: Cluster, node: str) -> bool:

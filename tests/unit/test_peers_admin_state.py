@@ -162,6 +162,9 @@ def test_node_takes_reports_merges_admin_entries_and_votes(tmp_path: Path) -> No
     assert view[1]["says_it_is"] == "not-c"
     with pytest.raises(ReportError):
         node.take_report("b", {"server": "b"}, 11.0, regions)
+    with pytest.raises(ReportError, match="this server itself"):       # our own URL under another name
+        node.take_report("b", {"server": "a", "regions": {"us-east": up}}, 11.0, regions)
+    assert node.reports["b"].received_at == 10.0
     assert node.report(own)["admin"]["eu-central"]["state"] == "drain"
     node.configure(_settings(tmp_path, {"name": "a", "servers": {"b": "http://127.0.0.1:2"}}).peers)
     assert list(node.reports) == ["b"]
