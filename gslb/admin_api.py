@@ -5,7 +5,8 @@
     GET  /api/status                       version, config file, GeoIP attribution, generation,
                                            DNS listeners (UDP reply source) and TCP connections/limits
     GET  /api/regions                      every region: state, last probe, RTT, drain
-    GET  /api/regions                      ... and each region's admin state (ready / drain /
+    GET  /api/regions                      ... `peers`: configured, reachable, alone (answers follow
+                                           our own probes); each region's admin state (ready / drain /
                                            maintenance), own probe state and the vote (`vote`:
                                            voters, up/down votes, policy, alone)
     POST /api/regions/{name}/drain         (token) no new answers; says when it is safe to stop
@@ -103,7 +104,11 @@ async def status(request: web.Request) -> web.Response:
 
 async def regions(request: web.Request) -> web.Response:
     server = _server(request)
-    return web.json_response({"regions": [server.region_info(n) for n in server.regions]})
+    now = server.clock()
+    node = server.peer_node
+    return web.json_response({"regions": [server.region_info(n) for n in server.regions],
+                              "peers": {"configured": len(server.config.peers.servers),
+                                        "reachable": len(node.reachable(now)), "alone": node.alone(now)}})
 
 
 ACTIONS = {"drain": AdminState.DRAIN, "undrain": AdminState.READY, "maintenance": AdminState.MAINTENANCE}

@@ -361,6 +361,7 @@ async def test_a_server_whose_peers_are_all_unreachable_answers_on_its_own_view(
         assert await c.frankfurt_gets_eu("a")
         c.regions[EU].status = 503
         await wait_for(lambda: _not(c.frankfurt_gets_eu("a")), within=PROBE_INTERVAL * (FALL + 1) + SLACK)
+        assert (await c.get("a", "/api/regions"))["peers"] == {"configured": 2, "reachable": 0, "alone": True}
         info = await c.region("a", EU)
         assert info["vote"]["alone"] is True
         assert info["state"] == "down"
