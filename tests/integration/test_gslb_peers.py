@@ -427,3 +427,28 @@ async def test_a_corrupt_state_file_stops_the_start_naming_file_and_reason(tmp_p
         _out, err = await asyncio.wait_for(proc.communicate(), 30)
         assert proc.returncode == 1
         assert f"{state}: regions.eu-central.state: must be one of ready, drain, maintenance" in err.decode()
+
+
+async def test_a_reload_starts_and_stops_the_peer_pulls(tmp_path: Path) -> None:
+    from tests.gslb_helpers import running_gslb
+
+    async with running_gslb(tmp_path) as g, aiohttp.ClientSession() as session:
+        assert g.server.peer_sync is None
+        data = yaml.safe_load(g.config_path.read_text())
+        data["peers"] = {"name": "a", "interval": "50ms", "servers": {"b": f"http://127.0.0.1:{free_port()}"}}
+        g.write_config(data)
+        await g.server.reload()
+        assert g.server.peer_sync is not None
+
+        async def failing() -> bool:
+            async with session.get(f"{g.admin}/api/peers") as resp:
+                peers = (await resp.json())["peers"]
+            return peers[0].get("pulls_failed", 0) >= 1
+
+        await wait_for(failing, within=5)
+        del data["peers"]
+        g.write_config(data)
+        await g.server.reload()
+        assert g.server.peer_sync is None
+        async with session.get(f"{g.admin}/api/peers") as resp:
+            assert (await resp.json())["peers"] == []

@@ -9,6 +9,8 @@ from typing import Any
 
 import pytest
 import yaml
+from hypothesis import given
+from hypothesis import strategies as st
 
 from gslb.common.configload import ConfigError
 from gslb.config import load_config
@@ -217,3 +219,20 @@ def test_a_node_without_peers_is_not_alone(tmp_path: Path) -> None:
     assert not node.alone(0.0)
     assert node.reachable(0.0) == []
     assert node.peers_view(0.0, {}) == []
+
+
+@given(st.lists(st.tuples(st.sampled_from(list(AdminState)), st.integers(0, 5), st.sampled_from("abc")),
+                min_size=1, max_size=8), st.randoms())
+def test_every_order_of_merging_ends_with_the_latest_entry(items: list[tuple[AdminState, int, str]],
+                                                         rng: Any) -> None:
+    """Servers that saw the same entries in any order hold the same one: the latest (at, origin)."""
+    entries = [AdminEntry(state, float(at), origin) for state, at, origin in items]
+    shuffled = list(entries)
+    rng.shuffle(shuffled)
+    held = [AdminStates(), AdminStates()]
+    for states, order in zip(held, (entries, shuffled), strict=True):
+        for entry in order:
+            states.merge("eu", entry)
+    latest = max(entries, key=lambda e: (e.at, e.origin))
+    assert held[0].get("eu").at == held[1].get("eu").at == latest.at
+    assert held[0].get("eu").origin == held[1].get("eu").origin == latest.origin
