@@ -64,6 +64,9 @@ def load_peers(sect: Section, *, default_name: str, default_token: str | None,
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
             raise listed.error(peer_name, f"expected the peer's admin URL (http://host:port), got {url!r}")
+        same = [p.name for p in servers if p.url == url.rstrip("/")]
+        if same:
+            raise listed.error(peer_name, f"same URL as {same[0]!r}: one server would vote twice")
         if peer_name != name:
             servers.append(Peer(peer_name, url.rstrip("/")))
     listed.done()

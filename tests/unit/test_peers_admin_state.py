@@ -174,6 +174,8 @@ def test_node_takes_reports_merges_admin_entries_and_votes(tmp_path: Path) -> No
 
 @pytest.mark.parametrize(("peers", "message"), [
     ({"servers": {"b": "ftp://x"}}, "peers.servers.b: expected the peer's admin URL"),
+    ({"servers": {"b": "http://x:1", "c": "http://x:1/"}}, "peers.servers.c: same URL as 'b'"),
+    ({"servers": ["http://x:1"]}, "peers.servers: expected a mapping"),
     ({"servers": {"b": "http://x:1"}, "policy": "most"}, "peers.policy: must be one of"),
     ({"policies": {"mars": "any_up"}}, "peers.policies.mars: no region named 'mars'"),
     ({"policies": {"us-east": "some"}}, "peers.policies.us-east: must be one of"),
