@@ -160,9 +160,26 @@ class Limits:
 
 @dataclass(frozen=True, slots=True)
 class StateConfig:
+    """`state:` -- where the stick table and shared in-flight counts live (regional_lb/state).
+
+    backend           memory (default: this process only) | redis (shared by replicas)
+    url               redis://, rediss://, unix://, redis+sentinel://h1,h2/SERVICE[/db], redis+cluster://h1,h2
+    key_prefix        "rlb:"
+    budget            20ms: the longest a request waits for Redis; past it the local copy answers
+    pool_size         64: Redis connections (a blocking pool: a burst waits, within the budget)
+    lease             3s: how long a replica's published in-flight counts outlive its last renewal
+    publish_interval  100ms: how often a replica publishes its counts and reads the others'
+    local_entries     100000: stick-table entries each replica keeps in its local copy
+    """
+
     backend: str = "memory"
     url: str | None = None
     key_prefix: str = "rlb:"
+    budget: float = 0.02
+    pool_size: int = 64
+    lease: float = 3.0
+    publish_interval: float = 0.1
+    local_entries: int = 100_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -406,9 +423,24 @@ def _build(root: Section, base_dir: Path) -> Config:
 
     st = root.section("state")
     backend = st.take_choice("backend", STATE_BACKENDS, "memory")
-    state = StateConfig(backend, st.take("url", str, None), st.take("key_prefix", str, "rlb:"))
+    state = StateConfig(backend, st.take("url", str, None), st.take("key_prefix", str, "rlb:"),
+                        budget=st.take_duration("budget", 0.02, minimum=0.001),
+                        pool_size=st.take_number("pool_size", 64, minimum=1, maximum=10_000, integer=True),
+                        lease=st.take_duration("lease", 3.0, minimum=0.2),
+                        publish_interval=st.take_duration("publish_interval", 0.1, minimum=0.01),
+                        local_entries=st.take_number("local_entries", 100_000, minimum=1, maximum=100_000_000,
+                                                     integer=True))
     if backend == "redis" and not state.url:
         raise st.error("url", "is required for the redis state backend")
+    if state.url:
+        from regional_lb.state.urls import RedisUrlError, parse_redis_url
+        try:
+            parse_redis_url(state.url)
+        except RedisUrlError as exc:
+            raise st.error("url", str(exc)) from None
+    if state.publish_interval * 3 > state.lease:
+        raise st.error("lease", f"must be at least 3 x publish_interval ({state.publish_interval}s): "
+                       "a live replica renews its lease every publish_interval")
     st.done()
 
     lb_headers = root.take("lb_headers", bool, True)

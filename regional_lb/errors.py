@@ -14,8 +14,9 @@
                 MethodNotAllowed      405: CONNECT on a route without allow_connect
                 NotImplementedCoding  501: a transfer coding other than chunked
                 VersionNotSupported   505: not HTTP/1.0 or HTTP/1.1
-        StoreError           the shared state store (Redis) failed or overran its time budget; never
-                             reaches a client: the store answers from its local copy instead
+        StoreError           the shared state store (Redis) failed; never reaches a client: the store
+                             answers from its local copy instead
+            StoreTimeout     ... or did not answer within the request's time budget
 
 aiohttp, httptools and OS exceptions are translated into these where they enter (regional_lb/proxy/upstream.py);
 every exception redis-py raises becomes a StoreError at the store's edge (regional_lb/state/redis_client.py).
@@ -110,6 +111,10 @@ class StoreError(RegionalLBError):
     """the state store failed"""
 
 
+class StoreTimeout(StoreError):
+    """the state store did not answer in time"""
+
+
 __all__ = ["BackendConnectError", "BackendError", "BackendTimeout", "BadRequest", "BodyTooLarge", "ConfigError",
            "InvalidResponse", "MethodNotAllowed", "NoBackend", "NoRoute", "NotImplementedCoding", "ProxyError",
-           "RegionalLBError", "StoreError", "VersionNotSupported"]
+           "RegionalLBError", "StoreError", "StoreTimeout", "VersionNotSupported"]

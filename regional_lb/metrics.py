@@ -4,7 +4,9 @@ Per-request metrics (requests, latency, sticky pick reasons) are plain int count
 request path, turned into Prometheus families at scrape time by `_RequestCollector`; the rare
 ones (retries, proxy errors, invalid backend responses) are prometheus_client Counters. Counts
 the pure core keeps itself (policy.stats: sticky hits/misses/resticks, bounded-load spills; pool.stats: panics) and
-in-flight counts are read at scrape time by `CoreCollector`, so they cost nothing per request.
+in-flight counts are read at scrape time by `CoreCollector`, so they cost nothing per request;
+the state store's (Redis up, fallbacks, round trips, write-back conflicts, local copy size) by
+`StoreCollector`.
 Each `Metrics` has its own CollectorRegistry (tests build as many as they like).
 """
 
@@ -70,6 +72,55 @@ class CoreCollector(Collector):
         yield policy
 
 
+class StoreCollector(Collector):
+    """The state store's health when Prometheus scrapes (regional_lb/state): Redis up or down,
+    requests answered from the local copy, Redis round-trip times, write-back conflicts, the
+    local copy's size.  Reads counters the store keeps; changes nothing."""
+
+    def __init__(self, snapshot: Callable[[], Any]) -> None:
+        self._snapshot = snapshot      # () -> the LoadBalancer's store (or None)
+
+    def collect(self) -> Iterator[Metric]:
+        store = self._snapshot()
+        if store is None:
+            return
+        local = getattr(store, "local", None)
+        if local is not None:
+            size = GaugeMetricFamily("rlb_state_local_entries", "Stick-table entries in this process's "
+                                     "local copy")
+            size.add_metric([], float(len(local)))
+            yield size
+        edge = getattr(store, "edge", None)
+        stats = getattr(store, "stats", None)
+        if edge is None or not isinstance(stats, dict):
+            return
+        up = GaugeMetricFamily("rlb_state_redis_up", "1 while Redis answers within its budget, 0 while the "
+                               "local copy answers")
+        up.add_metric([], 1.0 if store.available else 0.0)
+        yield up
+        for name, key, text in (
+                ("rlb_state_fallbacks", "fallbacks", "Stick-table reads answered by the local copy (Redis "
+                 "down or over budget)"),
+                ("rlb_state_redis_errors", "redis_errors", "Redis calls that failed or overran their budget"),
+                ("rlb_state_outages", "outages", "Times Redis became unavailable"),
+                ("rlb_state_writeback_conflicts", "conflicts", "Entries learnt during an outage that Redis "
+                 "held differently when it returned (Redis won)"),
+                ("rlb_state_written_back", "written_back", "Entries learnt during an outage written back to "
+                 "Redis")):
+            family = CounterMetricFamily(name, text)
+            family.add_metric([], float(stats.get(key, 0)))
+            yield family
+        hist = HistogramMetricFamily("rlb_state_redis_roundtrip_seconds", "Redis round trips (commands and "
+                                     "pipelines), failed ones included")
+        cumulative = 0.0
+        buckets = []
+        for bound, count in zip((*edge.rtt_bounds, float("inf")), edge.rtt_buckets, strict=True):
+            cumulative += count
+            buckets.append(("+Inf" if bound == float("inf") else repr(bound), cumulative))
+        hist.add_metric([], buckets, edge.rtt_sum)
+        yield hist
+
+
 class _RequestCollector(Collector):
     def __init__(self, metrics: Metrics) -> None:
         self._m = metrics
@@ -120,6 +171,9 @@ class Metrics:
 
     def add_core(self, snapshot: Callable[[], Any]) -> None:
         self.registry.register(CoreCollector(snapshot))
+
+    def add_store(self, snapshot: Callable[[], Any]) -> None:
+        self.registry.register(StoreCollector(snapshot))
 
     def observe(self, route: str, pool: str, backend: str, status: int, seconds: float) -> None:
         key = (route, pool, backend, status // 100)

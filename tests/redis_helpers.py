@@ -408,3 +408,39 @@ def cluster_topology() -> Iterator[ClusterTopology]:
         yield topo
     finally:
         topo.close()
+
+
+class LoopLag:
+    """How late the event loop runs a 1 ms timer (the machine's other load, not the code under
+    test): timing assertions allow for the lag measured over the same window."""
+
+    def __init__(self) -> None:
+        self.samples: list[tuple[float, float]] = []       # (when, lateness in seconds)
+        self._task: Any = None
+
+    async def _run(self) -> None:
+        import asyncio
+
+        while True:
+            t0 = time.monotonic()
+            await asyncio.sleep(0.001)
+            self.samples.append((t0, max(0.0, time.monotonic() - t0 - 0.001)))
+
+    def start(self) -> None:
+        import asyncio
+
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def stop(self) -> None:
+        import asyncio
+
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+
+    def worst(self, since: float = 0.0, until: float = float("inf")) -> float:
+        return max((lag for t, lag in self.samples if since <= t < until), default=0.0)
+
+    def quantile(self, q: float, since: float = 0.0, until: float = float("inf")) -> float:
+        xs = sorted(lag for t, lag in self.samples if since <= t < until)
+        return xs[min(len(xs) - 1, int(len(xs) * q))] if xs else 0.0

@@ -286,7 +286,7 @@ class ProxyHandler:
             for attempt in range(attempts):
                 now = clock()
                 if lb.shared_inflight:
-                    counts = await lb.store.inflight(prt.name, [b.id for b in pool.backends])
+                    counts = lb.store.inflight(prt.name, [b.id for b in pool.backends])
                     cands = pool.candidates(now, counts)
                 else:
                     cands = pool.candidates(now, load=policy.uses_load)
@@ -299,7 +299,7 @@ class ProxyHandler:
                 backend = pick.backend
                 pool.request_started(backend.id)
                 if lb.shared_inflight:
-                    await lb.store.incr_inflight(prt.name, backend.id)
+                    lb.store.incr_inflight(prt.name, backend.id)
                 sent_at = clock()
                 try:
                     up = await lb.upstream.send(backend, method, info.path, out_headers, body,
@@ -309,7 +309,7 @@ class ProxyHandler:
                     if isinstance(exc, InvalidResponse):
                         self._invalid(rr, backend.id, exc)
                     if lb.shared_inflight:
-                        await lb.store.decr_inflight(prt.name, backend.id)
+                        lb.store.decr_inflight(prt.name, backend.id)
                     if body_state.get("too_large"):
                         return await _send_and_close(request, self._error(
                             request, rr, 413, "request body too large\n", t0, backend.id, pick.reason,
@@ -430,7 +430,7 @@ class ProxyHandler:
         if latency is not None:
             rr.pool.pool.request_finished(backend_id, ok=ok, latency=latency, now=lb.clock())
         if lb.shared_inflight:
-            await lb.store.decr_inflight(rr.pool.name, backend_id)
+            lb.store.decr_inflight(rr.pool.name, backend_id)
         up.release()
         self._account(request, rr, status, t0, backend_id, pick.reason)
 

@@ -27,8 +27,11 @@ Round trips per request (the hot path)
 The local copy (regional_lb/state/local.py, `local_entries` entries, each with its TTL) holds
 every entry this replica read or wrote.  Redis unreachable, or slower than `budget`: the
 request is answered from the local copy, so every session this replica has seen stays on its
-backend; Redis is then skipped (no request pays the budget again) and probed in the background
-after a back-off (`backoff_initial` doubling to `backoff_max`) until it answers.  Entries learnt
+backend.  An error, or `TIMEOUTS_DOWN` (3) budget overruns in a row, make Redis count as down:
+it is skipped (no request pays the budget again) and probed in the background -- at once after
+overruns (a stalled event loop is over quickly), else after a back-off (`backoff_initial`
+doubling to `backoff_max`) -- until it answers.  A command past its budget is not cancelled: it
+finishes in the background (regional_lb/state/redis_client.py says why).  Entries learnt
 while Redis was away are marked pending and written back when it answers again -- with a
 script that keeps what Redis holds if another replica stored a different backend meanwhile
 (Redis wins; the local copy takes Redis' value; counted in stats["conflicts"]).  A read that
@@ -68,10 +71,10 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from regional_lb.errors import StoreError
+from regional_lb.errors import StoreError, StoreTimeout
 from regional_lb.state.counters import ReplicaCounters
 from regional_lb.state.local import LocalStickTable
-from regional_lb.state.redis_client import RedisEdge, make_client
+from regional_lb.state.redis_client import RedisEdge, close_client, cluster_nodes, make_client
 from regional_lb.state.urls import RedisTarget, RedisUrlError, parse_redis_url
 
 __all__ = ["RedisStore", "RedisTarget", "RedisUrlError", "make_client", "parse_redis_url"]
@@ -81,6 +84,7 @@ log = logging.getLogger("regional_lb.state.redis")
 DEFAULT_TTL = 1800.0            # a table's TTL until this replica has written to it
 MAX_KEY = 200                   # longer stick keys are stored as their SHA-256
 BATCH = 512                     # entries per write-behind / write-back pipeline
+TIMEOUTS_DOWN = 3               # budget overruns in a row that make Redis count as down
 
 # KEYS[1] the stick key; ARGV: backend, ttl ms, the value to store.  Stores unless Redis holds another backend;
 # returns what Redis holds then (a conflict), or false.
@@ -162,7 +166,7 @@ class RedisStore:
         self.replica_id = replica_id or _replica_id()
         self._own_client = client is None
         self.client = client if client is not None else make_client(url, timeout=op_timeout, pool_size=pool_size)
-        self.edge = RedisEdge(self.client, pool_size=pool_size, clock=clock)
+        self.edge = RedisEdge(self.client, pool_size=pool_size, hard_timeout=op_timeout, clock=clock)
         self.local = LocalStickTable(max_entries=local_entries)
         self.counters = ReplicaCounters(lease=lease)
         self._clock = clock
@@ -172,14 +176,18 @@ class RedisStore:
         self._backoff = backoff_initial
         self._retry_at = 0.0
         self._down_since: float | None = None
+        self._timeouts = 0                                          # budget overruns in a row
         self.available = True
         self.stats: dict[str, int] = {"redis_errors": 0, "fallbacks": 0, "outages": 0, "conflicts": 0,
-                                      "written_back": 0, "publish_errors": 0}
+                                      "written_back": 0, "publish_errors": 0,
+                                      "fallback_misses": 0, "redis_misses": 0}
         self._ttl: dict[str, float] = {}                            # table -> last TTL written
         self._dirty: dict[tuple[str, str], str | None] = {}        # (table, key) -> previous backend
         self._has_pending = False
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
+        self._tick_lock = asyncio.Lock()
+        self._nodes_seen: dict[str, Any] = {}                      # cluster nodes, closed at the end
         self._next_publish = 0.0
         self._closed = False
         self.published = 0                                          # successful publications
@@ -218,12 +226,17 @@ class RedisStore:
     # -- outage handling -------------------------------------------------------------------
     def _failed(self, exc: BaseException, now: float) -> None:
         self.stats["redis_errors"] += 1
+        if isinstance(exc, StoreTimeout):
+            self._timeouts += 1
+            if self._timeouts < TIMEOUTS_DOWN:
+                return                  # one slow answer (a stalled event loop?) is not an outage yet
         if self.available:
             self.available = False
             self.stats["outages"] += 1
             self._down_since = now
             self._backoff = self._backoff_initial
-            self._retry_at = now + self._backoff
+            # slow rather than refusing: probe at once (a probe has op_timeout, no request waits on it)
+            self._retry_at = now if isinstance(exc, StoreTimeout) else now + self._backoff
             log.warning("Redis %s unavailable (%s): using the local copy, probing in %.2fs",
                         self.url, exc, self._backoff)
             self._wake.set()
@@ -233,9 +246,22 @@ class RedisStore:
         down = now - self._down_since if self._down_since is not None else 0.0
         self._down_since = None
         self._backoff = self._backoff_initial
+        self._timeouts = 0
         self._has_pending = True
         self._next_publish = 0.0
         log.warning("Redis %s reachable again after %.1fs: shared state in use, writing back", self.url, down)
+
+    async def start(self, *, warm: int = 8) -> None:
+        """Connect before the first request: `warm` concurrent PINGs open that many pooled
+        connections (a Sentinel look-up or a cluster slot map included), then the background task
+        starts.  Redis unreachable: the store starts down (local state) and the task probes."""
+        self._ensure_task()
+        n = max(1, min(warm, self.edge.pool_size))
+        results = await asyncio.gather(*(self.edge.call(self.op_timeout, self.client.ping) for _ in range(n)),
+                                       return_exceptions=True)
+        errors = [r for r in results if isinstance(r, BaseException)]
+        if errors:
+            self._failed(errors[0], self._clock())
 
     def _ensure_task(self) -> None:
         if self._task is None and not self._closed:
@@ -249,14 +275,21 @@ class RedisStore:
         entry = self.local.get(table, key, now)
         if not self.available:
             self.stats["fallbacks"] += 1
+            if entry is None:
+                self.stats["fallback_misses"] += 1
             return entry.backend if entry is not None else None
         try:
             value = _text(await self.edge.call(self.budget, self.client.get, self._stick_key(table, key)))
         except StoreError as exc:
             self._failed(exc, self._clock())
             self.stats["fallbacks"] += 1
+            if entry is None:
+                self.stats["fallback_misses"] += 1
             return entry.backend if entry is not None else None
+        self._timeouts = 0
         if value is None:
+            if entry is None:
+                self.stats["redis_misses"] += 1
             if entry is not None and not entry.pending:
                 entry.pending = True                        # Redis lost it: write it back
                 self._has_pending = True
@@ -370,13 +403,20 @@ class RedisStore:
                 log.exception("Redis store background work failed")
 
     async def tick(self) -> None:
-        """One round of background work (the task runs it every publish_interval or when woken)."""
+        """One round of background work (the task runs it every publish_interval or when woken;
+        rounds never overlap)."""
+        async with self._tick_lock:
+            await self._tick()
+
+    async def _tick(self) -> None:
+        for node in cluster_nodes(self.client):
+            self._nodes_seen.setdefault(node.name, node)
         now = self._clock()
         if not self.available:
             if now < self._retry_at:
                 return
             try:
-                await self.edge.call(self.op_timeout, self.client.ping)
+                await self.edge.call(self.op_timeout, self._probe)
             except StoreError as exc:
                 self.stats["redis_errors"] += 1
                 self._backoff = min(self._backoff * 2, self._backoff_max)
@@ -392,6 +432,14 @@ class RedisStore:
         if now >= self._next_publish and self.available:
             self._next_publish = now + self.publish_interval * 0.9
             await self._publish(now)
+
+    async def _probe(self) -> Any:
+        """PING -- on a cluster every master, so a master that died counts until its replica
+        has taken over (else the store would flap between up and down meanwhile)."""
+        primaries = getattr(self.client, "PRIMARIES", None)
+        if primaries is not None:
+            return await self.client.ping(target_nodes=primaries)
+        return await self.client.ping()
 
     async def _flush(self) -> None:
         """Write behind: refreshed TTLs and the count_sticky index, one pipeline per BATCH keys."""
@@ -505,7 +553,10 @@ class RedisStore:
                 if zeros:
                     await self._send_counts(zeros, self._clock())
         finally:
+            await self.edge.drain()
             if self._own_client:
+                for node in cluster_nodes(self.client):
+                    self._nodes_seen.pop(node.name, None)
                 with contextlib.suppress(Exception):
-                    await self.client.aclose()
+                    await close_client(self.client, self._nodes_seen.values())
             self.local.clear()

@@ -30,15 +30,17 @@ of the caller is not an error and passes through.  Each call's duration goes int
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from bisect import bisect_left
 from collections.abc import Callable
 from typing import Any
 
-from regional_lb.errors import StoreError
+from regional_lb.errors import StoreError, StoreTimeout
 from regional_lb.state.urls import RedisTarget, RedisUrlError, parse_redis_url
 
-__all__ = ["RTT_BOUNDS", "RedisEdge", "RedisTarget", "RedisUrlError", "make_client", "parse_redis_url"]
+__all__ = ["RTT_BOUNDS", "RedisEdge", "RedisTarget", "RedisUrlError", "close_client", "cluster_nodes", "make_client",
+           "parse_redis_url"]
 
 RTT_BOUNDS = (0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0)
 
@@ -88,38 +90,90 @@ def make_client(url: str, *, timeout: float = 1.0, pool_size: int = 64) -> Any:
                         max_connections=pool_size + 8, retry=Retry(NoBackoff(), 0), **common, **auth)
 
 
-class RedisEdge:
-    """Runs one Redis call (a command or a pipeline) within a time budget; StoreError otherwise."""
+def cluster_nodes(client: Any) -> list[Any]:
+    """A RedisCluster's current nodes (none for other clients)."""
+    manager = getattr(client, "nodes_manager", None)
+    return list(getattr(manager, "nodes_cache", {}).values())
 
-    def __init__(self, client: Any, *, pool_size: int = 64, clock: Callable[[], float] = time.monotonic) -> None:
+
+async def close_client(client: Any, extra_nodes: Any = ()) -> None:
+    """Close a client made by `make_client`, with the Sentinel clients behind a Sentinel pool and,
+    for a cluster, `extra_nodes`: nodes it dropped from its map after a fail-over, whose
+    connections redis-py leaves open when a command was under way on them at the time."""
+    try:
+        await client.aclose()
+    finally:
+        manager = getattr(getattr(client, "connection_pool", None), "sentinel_manager", None)
+        for sentinel in getattr(manager, "sentinels", ()):
+            await sentinel.aclose()
+        for node in extra_nodes:
+            with contextlib.suppress(Exception):
+                await node.disconnect()
+
+
+class RedisEdge:
+    """Runs one Redis call (a command or a pipeline) within a time budget; StoreError otherwise.
+
+    Past the caller's budget the caller gets StoreTimeout at once, but the command itself is not
+    cancelled: it finishes (or fails) in the background within `hard_timeout`, so its connection
+    goes back to the pool in a known state.  Cancelling redis-py mid-command closes the connection,
+    and every reconnection (a Sentinel look-up, a cluster slot refresh) then makes the next calls
+    slow too: a brief stall of the event loop would snowball into an outage."""
+
+    rtt_bounds = RTT_BOUNDS
+
+    def __init__(self, client: Any, *, pool_size: int = 64, hard_timeout: float = 1.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.client = client
         self.pool_size = pool_size
+        self.hard_timeout = hard_timeout
         self._sem = asyncio.Semaphore(pool_size)
         self._clock = clock
         self.rtt_buckets = [0] * (len(RTT_BOUNDS) + 1)      # the last one: +Inf
         self.rtt_sum = 0.0
-        self.waiting = 0
+        self.late = 0                                        # calls still running past their budget
+        self._late: set[asyncio.Task[Any]] = set()
 
     def __repr__(self) -> str:
         busy = self.pool_size - self._sem._value
-        return f"<RedisEdge [{busy}/{self.pool_size} busy, {self.waiting} waiting]>"
+        return f"<RedisEdge [{busy}/{self.pool_size} busy, {self.late} past their budget]>"
+
+    async def _run(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        async with asyncio.timeout(self.hard_timeout):
+            async with self._sem:
+                return await fn(*args, **kwargs)
+
+    def _late_done(self, task: asyncio.Task[Any]) -> None:
+        self.late -= 1
+        self._late.discard(task)
+        if not task.cancelled():
+            task.exception()                # retrieved: a late failure is not "never retrieved"
+
+    async def drain(self) -> None:
+        """Wait (at most hard_timeout) for the calls still running past their budget."""
+        if self._late:
+            await asyncio.wait(list(self._late), timeout=self.hard_timeout)
 
     async def call(self, budget: float, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         clock = self._clock
         t0 = clock()
+        task = asyncio.get_running_loop().create_task(self._run(fn, args, kwargs))
         try:
             async with asyncio.timeout(budget):
-                self.waiting += 1
-                try:
-                    await self._sem.acquire()
-                finally:
-                    self.waiting -= 1
-                try:
-                    return await fn(*args, **kwargs)
-                finally:
-                    self._sem.release()
+                return await asyncio.shield(task)
         except TimeoutError as exc:
-            raise StoreError(f"Redis did not answer within {budget * 1000:.0f} ms") from exc
+            if not task.done():
+                self.late += 1
+                self._late.add(task)
+                task.add_done_callback(self._late_done)
+                raise StoreTimeout(f"Redis did not answer within {budget * 1000:.0f} ms") from None
+            raise StoreError(f"Redis did not answer within {self.hard_timeout:.1f} s") from exc
+        except asyncio.CancelledError:
+            if not task.done():             # the caller went away: let the command finish quietly
+                self.late += 1
+                self._late.add(task)
+                task.add_done_callback(self._late_done)
+            raise
         except StoreError:
             raise
         except Exception as exc:        # the point: nothing redis-py raises gets past here

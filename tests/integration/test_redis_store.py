@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from regional_lb.errors import StoreError
 from regional_lb.state.redis import RedisStore, RedisUrlError, make_client, parse_redis_url
 from regional_lb.state.redis_client import RedisEdge
-from tests.redis_helpers import CuttableClient, RedisServer, free_port, redis_server
+from tests.redis_helpers import CuttableClient, LoopLag, RedisServer, free_port, redis_server
 
 __all__ = ["redis_server"]  # the fixture, re-exported for pytest
 
@@ -207,6 +207,7 @@ async def test_outage_uses_the_local_copy_then_writes_back(redis_server: RedisSe
     b = RedisStore(redis_server.url, budget=0.5)
     try:
         await a.set_sticky("auth", "before", "app-1", ttl=60)
+        await a.tick()                                                   # its index written behind
         link.cut = True
         assert await a.get_sticky("auth", "before") == "app-1"          # fails: the local copy answers
         assert not a.available
@@ -258,8 +259,10 @@ async def test_a_redis_that_forgot_gets_the_local_copy_back(stores: Callable[...
 async def test_a_hung_redis_costs_a_request_at_most_the_budget(redis_server: RedisServer) -> None:
     budget = 0.02
     store = RedisStore(redis_server.url, budget=budget, backoff_initial=0.2)
+    lag = LoopLag()
     try:
         await store.set_sticky("auth", "s", "app-1", ttl=60)
+        lag.start()
         redis_server.pause()
         worst = 0.0
         for _ in range(30):
@@ -268,12 +271,14 @@ async def test_a_hung_redis_costs_a_request_at_most_the_budget(redis_server: Red
             worst = max(worst, time.perf_counter() - t0)
         concurrent = await asyncio.gather(*(store.get_sticky("auth", "s") for _ in range(50)))
         assert concurrent == ["app-1"] * 50
-        assert worst <= budget + 0.005, worst
+        # the event loop's own lateness (other processes on the machine) is not Redis' doing
+        assert worst <= budget + 0.005 + lag.worst(), (worst, lag.worst())
         assert not store.available
         redis_server.resume()
         await eventually(lambda: store.available, 5)                     # the background probe finds it back
         assert await store.get_sticky("auth", "s") == "app-1"
     finally:
+        await lag.stop()
         if redis_server.paused:
             redis_server.resume()
         await store.close()
@@ -372,3 +377,25 @@ def test_parse_redis_url_never_fails_otherwise(url: str) -> None:
         return
     assert target.kind in ("url", "sentinel", "cluster")
     assert target.kind == "url" or target.nodes
+
+
+async def test_metrics_show_redis_state(stores: Callable[..., RedisStore]) -> None:
+    from prometheus_client import generate_latest
+
+    from regional_lb.metrics import Metrics
+
+    store = stores()
+    metrics = Metrics()
+    metrics.add_store(lambda: store)
+    await store.set_sticky("t", "k", "a", ttl=60)
+    assert await store.get_sticky("t", "k") == "a"
+    text = generate_latest(metrics.registry).decode()
+    assert "rlb_state_redis_up 1.0" in text
+    assert "rlb_state_local_entries 1.0" in text
+    assert 'rlb_state_redis_roundtrip_seconds_bucket{le="+Inf"}' in text
+    assert "rlb_state_writeback_conflicts_total 0.0" in text
+    store.available = False                                          # as after a failure
+    assert await store.get_sticky("t", "k") == "a"
+    text = generate_latest(metrics.registry).decode()
+    assert "rlb_state_redis_up 0.0" in text
+    assert "rlb_state_fallbacks_total 1.0" in text
