@@ -242,6 +242,7 @@ class MaxMindLocator:
 
         self.path = Path(path)
         try:
+            self.source = database_source(self.path)    # what a compiled table must have been built from
             self._reader = maxminddb.open_database(
                 str(self.path), maxminddb.MODE_AUTO if mode is None else mode)
         except (OSError, ValueError, maxminddb.InvalidDatabaseError) as exc:
@@ -346,7 +347,7 @@ class TreeRecords:
     `source` identifies the file (path, size, mtime) so that a table is only used with its database.
     """
 
-    v4_start: Any           # numpy uint64 arrays (numpy is imported only to read and compile)
+    v4_start: Any           # numpy arrays: uint32 starts (numpy is imported only to read and compile)
     v4_prefix: Any
     v4_place: Any
     v6_start: Any           # numpy uint64 arrays: the high and low 64 bits
@@ -395,7 +396,7 @@ def read_tree(path: str | Path) -> TreeRecords:
         raw = np.frombuffer(data, dtype=np.uint8, count=n * width).reshape(n, width)
 
         def col(k: int) -> Any:
-            return raw[:, k].astype(np.int64)
+            return raw[:, k].astype(np.uint32)
 
         if size == 24:
             left = (col(0) << 16) | (col(1) << 8) | col(2)
@@ -416,29 +417,31 @@ def read_tree(path: str | Path) -> TreeRecords:
         # IPv4: level by level
         starts, prefixes, pointers = [], [], []
         if v4_root > n:
-            starts.append(np.zeros(1, np.uint64))
+            starts.append(np.zeros(1, np.uint32))
             prefixes.append(np.zeros(1, np.uint8))
-            pointers.append(np.array([v4_root], np.int64))
-        nodes = np.array([v4_root] if v4_root < n else [], np.int64)
-        values = np.zeros(len(nodes), np.uint64)
+            pointers.append(np.array([v4_root], np.uint32))
+        nodes = np.array([v4_root] if v4_root < n else [], np.uint32)
+        values = np.zeros(len(nodes), np.uint32)
+        one = np.uint32(1)
         for depth in range(1, 33):
             if not len(nodes):
                 break
             child = np.concatenate([left[nodes], right[nodes]])
-            vals = np.concatenate([values << np.uint64(1), (values << np.uint64(1)) | np.uint64(1)])
+            vals = np.concatenate([values << one, (values << one) | one])
             found = child > n
-            starts.append(vals[found] << np.uint64(32 - depth))
+            starts.append(vals[found] << np.uint32(32 - depth))
             prefixes.append(np.full(int(found.sum()), depth, np.uint8))
             pointers.append(child[found])
             inner = child < n
             nodes, values = child[inner], vals[inner]
         if len(nodes):
             raise GeoIPError(f"cannot read GeoIP database {path}: the IPv4 tree is deeper than 32 bits")
-        v4_start = np.concatenate(starts) if starts else np.zeros(0, np.uint64)
+        v4_start = np.concatenate(starts) if starts else np.zeros(0, np.uint32)
         order = np.argsort(v4_start, kind="stable")
         v4_start = v4_start[order]
         v4_prefix = (np.concatenate(prefixes) if prefixes else np.zeros(0, np.uint8))[order]
-        v4_ptr = (np.concatenate(pointers) if pointers else np.zeros(0, np.int64))[order]
+        v4_ptr = (np.concatenate(pointers) if pointers else np.zeros(0, np.uint32))[order]
+        del starts, prefixes, pointers, order
         # IPv6: node by node (depth first, low half first: sorted by start), the IPv4 subtree as ALIAS
         v6: list[tuple[int, int, int]] = []         # (start, prefix, pointer or ALIAS)
         if ip_version == 6:

@@ -479,7 +479,7 @@ class Responder:
             if hit is not None and now < hit[2] and hit[1].generation == self._steering.generation:
                 self._count_hit(hit[1])
                 return data[:2] + hit[0]
-            reply = self._fast_miss(data, client, now)
+            reply = self._fast_miss(data, raw, client, now)
             if reply is not None:
                 return reply
         scanned = _cache_key(data, self.max_udp_size)
@@ -507,7 +507,7 @@ class Responder:
         self._count_hit(entry)
         return reply
 
-    def _fast_miss(self, data: bytes, client: IPAddress, now: float) -> bytes | None:
+    def _fast_miss(self, data: bytes, raw: bytes, client: IPAddress, now: float) -> bytes | None:
         """A miss answered from the steering's compiled table (UDP, a known ECS shape whose question
         is a service name): the table's answer object picks a template made by the reference path
         the first time, the query's ID and ECS address go around it. None: take the usual path."""
@@ -576,7 +576,7 @@ class Responder:
         fast_raw = self._fast_raw
         if len(fast_raw) >= FAST_RAW_SIZE:
             fast_raw.clear()
-        fast_raw[data[2:]] = (template.rest + address, template, now + answer.cache_for)
+        fast_raw[raw] = (reply[2:], template, now + answer.cache_for)
         return reply
 
     def _fast_shape(self, shape: _Shape) -> _FastShape | bool:

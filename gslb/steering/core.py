@@ -55,6 +55,7 @@ region states change; `decide` and `explain` use none of them (the reference pat
 
 from __future__ import annotations
 
+import bisect
 import functools
 import ipaddress
 import math
@@ -274,7 +275,21 @@ class Steering:
         compiled = self._compiled.get(name)
         if compiled is None:
             return None
-        if version == 6 and value >> 32 == 0xFFFF:      # ::ffff:a.b.c.d is a.b.c.d (as `unmap`)
+        if version == 4 and compiled.generation == self._own_generation:
+            # GeoTable.find for IPv4, inline (the miss path's one lookup)
+            table = compiled.table
+            records = table.records4
+            starts, idx16 = records.starts, records.idx16
+            h = value >> 16
+            i = bisect.bisect_right(starts, value, idx16[h], idx16[h + 1]) - 1     # type: ignore[index]
+            if i >= 0:
+                prefix = records.prefix[i]
+                if not (value - starts[i]) >> (32 - prefix):
+                    found = compiled.answers.get((table.chain_ids4[i] << 8) | prefix)
+                    if found is not None:
+                        self.compiled_answers += 1
+                        return found
+        elif version == 6 and value >> 32 == 0xFFFF:    # ::ffff:a.b.c.d is a.b.c.d (as `unmap`)
             version, value = 4, value & 0xFFFFFFFF
         return self._compiled_answer(compiled, version, value, source_prefix)
 
