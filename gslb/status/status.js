@@ -28,7 +28,18 @@
     const p = r.last_probe;
     if (!p) return r.probe ? "not probed yet" : "no probe (always up)";
     const rtt = p.rtt_ms === null ? "" : ` ${fmt(p.rtt_ms, 1)} ms`;
-    return `${p.ok ? "ok" : "failed"}${rtt}, ${fmt(p.seconds_ago, 0)} s ago${p.detail ? " — " + p.detail : ""}`;
+    return `${p.ok ? "ok" : "failed"}${rtt}, ${fmt(p.seconds_ago, 0)} s ago${p.detail ? " — " + p.detail : ""}` +
+      voteText(r);
+  }
+
+  // Peers (gslb/peers): what the servers' vote made of our own probes, when they differ or we are alone.
+  function voteText(r) {
+    const v = r.vote;
+    const admin = r.admin === "maintenance" ? "; maintenance: down whatever the probes say" : "";
+    if (!v || v.voters.length < 2) return admin;
+    const tally = `${v.up_votes} up / ${v.down_votes} down, ${v.policy}`;
+    return (v.up === v.own_up ? `; servers agree (${tally})` : `; our probes say ${v.own_up ? "up" : "down"}, ` +
+      `the servers' vote says ${v.up ? "up" : "down"} (${tally})`) + admin;
   }
 
   async function act(region, action) {
