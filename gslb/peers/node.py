@@ -6,7 +6,8 @@
     node.revote(own_verdicts, now)     -> True when a region's voted state changed
     node.ballots                       {region: Ballot}
     node.report(own_verdicts)          what GET /api/peers/verdicts publishes
-    node.peers_view(now)               what GET /api/peers shows
+    node.peers_view(now, own_verdicts) what GET /api/peers shows per peer
+    node.reachable(now), node.alone(now), node.disagreeing()     for /api/peers and the metrics
 
 It holds no socket and reads no clock (`now` is passed in), so the same object can later live
 in a supervisor process that runs the vote for several DNS workers; the I/O is `PeerSync`

@@ -1,9 +1,11 @@
 """Talking to the peers: pull their verdicts, push drains, pull latency tables once  [edge].
 
-    PeerSync(settings, on_report=..., on_failure=..., on_round=..., clock=...)
+    PeerSync(settings, on_report=..., on_round=..., clock=...)
       .start() / .stop()        the pull loop: every `interval`, GET {peer}/api/peers/verdicts from
-                                every peer at once; each reply parsed (vote.parse_report and the
-                                admin entries it carries) and handed to `on_report(peer, payload)`;
+                                every peer at once; each reply's JSON handed to
+                                `on_report(peer, payload, received_at)`, which parses it (node.py:
+                                vote.parse_report and the admin entries it carries) and raises
+                                ValueError if it is malformed (counted as a failed pull);
                                 `on_round()` after each round, whether peers answered or not
       .push_admin(body)         POST {peer}/api/peers/admin to every peer at once; {peer: "ok" | why}
       .pull_latency()           GET {peer}/api/peers/latency from every peer; [(peer, payload)]
