@@ -6,15 +6,21 @@ Before measuring, both are asked for www with each ECS subnet and their answers 
 
 Then, for each server, dnsperf (UDP, 1 client, 100 outstanding queries, -v to get every latency) runs:
   * once per ECS /24 subnet (the "ECS mix": six continents, one run each, `--duration` seconds each),
-  * once with a query file of `--wide` queries, each from a different random /24 (dnsperf -B),
+  * once through a query file of `--wide` IPv4 /24s plus `--wide6` IPv6 /56s, every query from a
+    different random network, none repeating during the run (dnsperf -B -n 1): the cache-miss path,
+  * the same at a bounded rate (`--wide-rate`, another file of distinct networks): its p99,
   * once without ECS,
   * once with ECS at a bounded rate (`-Q --rate`) so that CPU is compared at equal load.
+After the runs: each server's RSS, and the share of 20,000 random networks of the wide files whose
+answer is the nearest region by a brute-force haversine on the database's own coordinates.
+The GSLB is measured once its steering tables are compiled (it logs that; the compile's time and the
+worker's CPU time are reported).
 The server's CPU time (utime+stime of its process tree from /proc) over each run, divided by the queries
 answered, gives CPU µs per query: it holds even when dnsperf, not the server, is the bottleneck.
 dnsperf is pinned to CPU 0 and the server to CPU 1 (taskset) when there are two CPUs.
 
-Usage: python bench/dns_bench.py [--duration 10] [--rate 2000] [--only gdnsd|gslb] [--no-readme]
-                                 [--wide-only]
+Usage: python bench/dns_bench.py [--duration 10] [--rate 2000] [--wide 1000000] [--wide6 250000]
+                                 [--wide-rate 20000] [--only gdnsd|gslb] [--no-readme] [--wide-only]
 Results go to stdout and to the dns section of bench/README.md.
 """
 
@@ -55,6 +61,9 @@ from common import (
 QNAME = "www.example.test"
 SERVER_CPU, CLIENT_CPU = "1", "0"
 REGION_OF = {"127.0.1.1": "us-east", "127.0.2.1": "eu-central", "127.0.3.1": "ap-northeast"}
+# the regions' coordinates in both configs (configs/gslb.yaml.tmpl, configs/gdnsd.config.tmpl)
+REGION_AT = {"us-east": (39.04, -77.49), "eu-central": (50.11, 8.68), "ap-northeast": (37.57, 126.98)}
+NEAREST_SAMPLE = 20_000
 
 
 @dataclass(frozen=True)
@@ -114,9 +123,30 @@ def choose_geoip(arg: str | None, workdir: Path) -> tuple[Path, str]:
                   "one location per bench subnet")
 
 
-def build_wide_queries(path: Path, count: int, seed: int = 20261124) -> None:
-    """`count` queries for www, each with ECS from a different random public /24, in dnsperf's -B format
-    (2-byte length + wire message): a query stream that no response cache keyed by subnet can hold whole."""
+def _v6_networks(geoip: Path, count: int, rng, taken: set[int]) -> list[int]:
+    """`count` distinct random /56s inside the database's IPv6 record networks (real clients come from
+    allocated space; a random /56 of 2000::/3 is mostly in no record at all)."""
+    from gslb.geoip import ALIAS, NO_PLACE, read_tree
+
+    tree = read_tree(geoip)
+    records = [((h << 64) | lo, p) for h, lo, p, place in zip(
+        tree.v6_start.tolist(), tree.v6_start_low.tolist(), tree.v6_prefix.tolist(), tree.v6_place.tolist(),
+        strict=True) if place not in (NO_PLACE, ALIAS) and ((h << 64) | lo) >> 125 == 1 and p <= 56]
+    out: list[int] = []
+    while len(out) < count:
+        start, prefix = records[rng.randrange(len(records))]
+        net = (start >> 72) + rng.randrange(1 << (56 - prefix))
+        if net not in taken:
+            taken.add(net)
+            out.append(net)
+    return out
+
+
+def build_wide_queries(path: Path, count: int, count6: int = 0, seed: int = 20261124,
+                       geoip: Path | None = None) -> list[tuple[int, int]]:
+    """`count` queries for www with ECS from distinct random public /24s and `count6` from distinct /56s
+    (shuffled), in dnsperf's -B format (2-byte length + wire message): a query stream that no response
+    cache keyed by subnet can hold. Returns the networks as (4, /24 number) or (6, /56 number)."""
     import random
     import struct
 
@@ -125,17 +155,135 @@ def build_wide_queries(path: Path, count: int, seed: int = 20261124) -> None:
 
     rng = random.Random(seed)
     seen: set[int] = set()
+    nets: list[tuple[int, int]] = []
+    while len(seen) < count:
+        net = rng.randrange(1 << 24)
+        if net in seen or not ipaddress.IPv4Address(net << 8).is_global:
+            continue
+        seen.add(net)
+        nets.append((4, net))
+    if count6:
+        assert geoip is not None
+        nets += [(6, n) for n in _v6_networks(geoip, count6, rng, set())]
+    rng.shuffle(nets)
+    query = dns.message.make_query(QNAME, "A", use_edns=0, options=[dns.edns.ECSOption("1.2.3.0", 24)])
+    query.id = 0
+    head4 = query.to_wire()[:-3]
+    query = dns.message.make_query(QNAME, "A", use_edns=0, options=[dns.edns.ECSOption("2001:db8::", 56)])
+    query.id = 0
+    head6 = query.to_wire()[:-7]
     with open(path, "wb") as fh:
-        while len(seen) < count:
-            net = rng.randrange(1 << 24)
-            addr = ipaddress.IPv4Address(net << 8)
-            if net in seen or not addr.is_global:
-                continue
-            seen.add(net)
-            query = dns.message.make_query(QNAME, "A", use_edns=0, options=[dns.edns.ECSOption(str(addr), 24)])
-            query.id = 0
-            wire = query.to_wire()
+        for family, net in nets:
+            wire = head4 + net.to_bytes(3, "big") if family == 4 else head6 + net.to_bytes(7, "big")
             fh.write(struct.pack("!H", len(wire)) + wire)
+    return nets
+
+
+def _haversine_km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
+    import math
+
+    p1, p2 = math.radians(lat1), math.radians(lat2)
+    h = math.sin((p2 - p1) / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(math.radians(lon2 - lon1) / 2) ** 2
+    return 2 * 6371.0088 * math.asin(min(1.0, math.sqrt(h)))
+
+
+def nearest_regions(geoip: Path, nets: list[tuple[int, int]]) -> dict[tuple[int, int], str]:
+    """Brute force: each network's coordinates from the database (maxminddb, no gslb code), the region
+    at the smallest haversine distance. Networks without coordinates are left out."""
+    import maxminddb
+
+    out = {}
+    with maxminddb.open_database(str(geoip)) as reader:
+        for family, net in nets:
+            address = ipaddress.IPv4Address(net << 8) if family == 4 else ipaddress.IPv6Address(net << 72)
+            record = reader.get(address)
+            loc = record.get("location") if isinstance(record, dict) else None
+            if not isinstance(loc, dict) or "latitude" not in loc or "longitude" not in loc:
+                continue
+            lat, lon = float(loc["latitude"]), float(loc["longitude"])
+            out[(family, net)] = min(REGION_AT, key=lambda r: (_haversine_km(lat, lon, *REGION_AT[r]), r))
+    return out
+
+
+def answered_regions(port: int, nets: list[tuple[int, int]]) -> dict[tuple[int, int], str]:
+    """The region each network gets from the server on `port` (200 queries outstanding, UDP)."""
+    import socket
+
+    import dns.edns
+    import dns.message
+
+    out: dict[tuple[int, int], str] = {}
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(2.0)
+        for start in range(0, len(nets), 200):
+            batch = nets[start:start + 200]
+            for i, (family, net) in enumerate(batch):
+                address = str(ipaddress.IPv4Address(net << 8)) if family == 4 else str(ipaddress.IPv6Address(net << 72))
+                query = dns.message.make_query(QNAME, "A", use_edns=0, options=[
+                    dns.edns.ECSOption(address, 24 if family == 4 else 56)])
+                query.id = i
+                sock.sendto(query.to_wire(), ("127.0.0.1", port))
+            pending = len(batch)
+            try:
+                while pending:
+                    reply = dns.message.from_wire(sock.recv(4096))
+                    pending -= 1
+                    addrs = [rr.address for rrset in reply.answer for rr in rrset if rrset.rdtype == 1]
+                    if addrs and reply.id < len(batch):
+                        out[batch[reply.id]] = REGION_OF.get(addrs[0], "?")
+            except TimeoutError:
+                pass
+    return out
+
+
+TABLE_COST = r"""
+import asyncio, json, sys, time
+from pathlib import Path
+from gslb.common.configload import Section
+from gslb.geoip import MaxMindLocator
+from gslb.latency_table import LatencyTable
+from gslb.steering import Steering
+from gslb.steering.base import Region
+from gslb.steering.config import load_services
+from gslb.tables import TableCompiler
+
+def rss():
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+
+regions = {n: Region(n, lat, lon, ("127.0.0.1",)) for n, (lat, lon) in json.loads(sys.argv[2]).items()}
+maps = ["{policy: geo}", "{policy: geo_map, map: {continent: {EU: [eu-central, us-east], AS: [ap-northeast]},"
+        " default: [us-east, eu-central]}}", "{policy: geo, regions: [us-east, eu-central]}"]
+count = int(sys.argv[3])
+locator = MaxMindLocator(sys.argv[1])
+text = "services:\n" + "".join(f"  s{i}.test: {m}\n" for i, m in enumerate(maps[:count]))
+services = load_services(Section.from_yaml_text(text, file="b").section("services"), regions)
+steering = Steering(regions, services, locator, LatencyTable())
+compiler = TableCompiler()
+before = rss()
+started = time.monotonic()
+compiler.install(steering, locator)
+asyncio.run(compiler.ready())
+print(json.dumps({"maps": count, "seconds": time.monotonic() - started, "rss_mb": rss() - before,
+                  "worker": compiler.worker_report, "services": len(steering.compiled_services)}))
+"""
+
+
+def table_cost(geoip: Path) -> list[dict]:
+    """The compiled tables' cost in a fresh process that only loads them (numpy is imported by the worker,
+    never here): RSS added by 1, 2 and 3 distinct maps of the bench's regions, and the compile's time."""
+    import json
+
+    out = []
+    for count in (1, 2, 3):         # a fresh process each: nothing freed by an earlier load is reused
+        res = subprocess.run([sys.executable, "-c", TABLE_COST, str(geoip), json.dumps(REGION_AT), str(count)],
+                             capture_output=True, text=True, cwd=REPO_DIR,
+                             env={**__import__("os").environ, "PYTHONPATH": str(REPO_DIR)}, timeout=600, check=False)
+        if res.returncode != 0:
+            raise BenchError(f"table cost: {res.stderr[-1500:]}")
+        out.append(json.loads(res.stdout.strip().splitlines()[-1]))
+    return out
 
 
 # ---------------------------------------------------------------- servers
@@ -187,8 +335,27 @@ def start_gslb(workdir: Path, geoip: Path):
                            text=True, cwd=REPO_DIR, check=False)
     if check.returncode != 0:
         raise BenchError(f"gslb check-config failed: {(check.stderr or check.stdout).strip()[-1500:]}")
-    return port, started("gslb", [sys.executable, "-m", "gslb", "serve", "-c", str(cfg), "--log-level", "warning"],
-                         workdir, cpus=SERVER_CPU, ready=dns_ready(port), env={"PYTHONPATH": str(REPO_DIR)})
+    answering = dns_ready(port)
+
+    def ready(server: Server) -> None:
+        """Answering, and the steering tables compiled (the server logs it; until then misses take the
+        reference path)."""
+        answering(server)
+        deadline = time.monotonic() + 180
+        while "steering tables compiled" not in server.log.read_text(errors="replace"):
+            if server.proc.poll() is not None or time.monotonic() > deadline:
+                raise BenchError("no 'steering tables compiled' line in the log")
+            time.sleep(0.2)
+
+    return port, started("gslb", [sys.executable, "-m", "gslb", "serve", "-c", str(cfg), "--log-level", "info"],
+                         workdir, cpus=SERVER_CPU, ready=ready, env={"PYTHONPATH": str(REPO_DIR)})
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
 
 
 # ---------------------------------------------------------------- answers
@@ -242,8 +409,11 @@ class Run:
 
 
 def dnsperf(server: Server, port: int, qfile: Path, duration: float, scenario: str, *,
-            subnet: Subnet | None, rate: int | None = None, measure: bool = True, binary: bool = False) -> Run:
-    argv = ["dnsperf", "-s", "127.0.0.1", "-p", str(port), "-d", str(qfile), "-l", str(duration),
+            subnet: Subnet | None, rate: int | None = None, measure: bool = True, binary: bool = False,
+            once: bool = False) -> Run:
+    """One dnsperf run: `duration` seconds, or with `once` one pass through the file (`-n 1`)."""
+    limit = ["-n", "1"] if once else ["-l", str(duration)]
+    argv = ["dnsperf", "-s", "127.0.0.1", "-p", str(port), "-d", str(qfile), *limit,
             "-c", "1", "-q", "100", "-t", "2", "-v"]
     if binary:
         argv.append("-B")
@@ -265,7 +435,7 @@ def dnsperf(server: Server, port: int, qfile: Path, duration: float, scenario: s
                 run.latencies.append(float(line.rsplit(None, 1)[1]))
         else:
             stats.append(line)
-    proc.wait(duration + 30)
+    proc.wait(duration + 30 if not once else 1800)
     run.cpu = meter.stop()
     if proc.returncode != 0:
         raise BenchError(f"dnsperf exited {proc.returncode}: {proc.stderr.read()[-1500:] if proc.stderr else ''}")
@@ -285,18 +455,24 @@ def dnsperf(server: Server, port: int, qfile: Path, duration: float, scenario: s
     return run
 
 
-def measure_server(name: str, starter, workdir: Path, geoip: Path, qfile: Path, wide: Path,
-                   args) -> tuple[list[Run], dict]:
+def measure_server(name: str, starter, workdir: Path, geoip: Path, qfile: Path, wide: Path, wide_bounded: Path,
+                   sample: list[tuple[int, int]], args) -> tuple[list[Run], dict, dict]:
     port, ctx = starter(workdir, geoip)
+    extra: dict = {}
     with ctx as server:
+        if name == "gslb":
+            extra["compile"] = next((line.split("gslb.tables: ", 1)[-1] for line in server.log.read_text(
+                errors="replace").splitlines() if "steering tables compiled" in line), "")
+            extra["rss_start"] = rss_mb(server.pid)
         answers = {s.label: ask(port, s) for s in SUBNETS}
         answers["(no ECS)"] = ask(port, None)
         dnsperf(server, port, qfile, 1, "warm-up", subnet=SUBNETS[0], measure=False)
+        wide_name = f"ECS wide mix ({args.wide:,} /24s + {args.wide6:,} /56s, each once)"
         if args.wide_only:
-            r = dnsperf(server, port, wide, args.duration, f"ECS wide mix ({args.wide:,} random /24s)",
-                        subnet=None, binary=True)
+            r = dnsperf(server, port, wide, args.duration, wide_name, subnet=None, binary=True, once=True)
             print(f"  {name} {r.scenario}: {r.qps:,.0f} q/s, {fmt(r.cpu_us, 2)} µs CPU/query", flush=True)
-            return [r], answers
+            extra["rss_end"] = rss_mb(server.pid)
+            return [r], answers, extra
         runs = []
         mix = Run(name, f"ECS mix ({len(SUBNETS)} subnets × {args.duration:g} s)")
         for s in SUBNETS:
@@ -305,10 +481,13 @@ def measure_server(name: str, starter, workdir: Path, geoip: Path, qfile: Path, 
             runs.append(r)
             mix.merge(r)
         runs.insert(0, mix)
-        r = dnsperf(server, port, wide, args.duration, f"ECS wide mix ({args.wide:,} random /24s)", subnet=None,
-                    binary=True)
+        r = dnsperf(server, port, wide, args.duration, wide_name, subnet=None, binary=True, once=True)
         print(f"  {name} {r.scenario}: {r.qps:,.0f} q/s, {fmt(r.cpu_us, 2)} µs CPU/query", flush=True)
         runs.insert(1, r)
+        r = dnsperf(server, port, wide_bounded, args.duration, f"ECS wide mix, bounded -Q {args.wide_rate}",
+                    subnet=None, binary=True, rate=args.wide_rate)
+        print(f"  {name} {r.scenario}: {r.qps:,.0f} q/s, {fmt(r.cpu_us, 2)} µs CPU/query", flush=True)
+        runs.insert(2, r)
         r = dnsperf(server, port, qfile, args.duration, "no ECS", subnet=None)
         print(f"  {name} {r.scenario}: {r.qps:,.0f} q/s, {fmt(r.cpu_us, 2)} µs CPU/query", flush=True)
         runs.append(r)
@@ -317,9 +496,11 @@ def measure_server(name: str, starter, workdir: Path, geoip: Path, qfile: Path, 
                     subnet=london, rate=args.rate)
         print(f"  {name} {r.scenario}: {r.qps:,.0f} q/s, {fmt(r.cpu_us, 2)} µs CPU/query", flush=True)
         runs.append(r)
+        extra["rss_end"] = rss_mb(server.pid)
+        extra["answered"] = answered_regions(port, sample)
         if server.proc.poll() is not None:
             raise BenchError(f"{name} died during the run:\n{server.tail()}")
-    return runs, answers
+    return runs, answers, extra
 
 
 def row(r: Run) -> list[object]:
@@ -346,8 +527,13 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--duration", type=float, default=10.0, help="seconds per dnsperf run (default 10)")
     p.add_argument("--rate", type=int, default=2000, help="queries/s for the bounded-rate run (default 2000)")
-    p.add_argument("--wide", type=int, default=100_000,
-                   help="distinct random /24 ECS subnets in the wide-mix query file (default 100000)")
+    p.add_argument("--wide", type=int, default=1_000_000,
+                   help="distinct random /24 ECS subnets in the wide-mix query file (default 1000000)")
+    p.add_argument("--wide6", type=int, default=250_000,
+                   help="distinct random IPv6 /56 ECS subnets added to it (default 250000)")
+    p.add_argument("--wide-rate", type=int, default=20_000,
+                   help="queries/s for the bounded wide-mix run (default 20000); its file holds "
+                        "rate × duration × 1.2 other distinct networks")
     p.add_argument("--geoip", help="GeoIP2/DB-IP City .mmdb for both servers (default: geo_data/*.mmdb, "
                                    "else a synthetic one)")
     p.add_argument("--only", choices=["gdnsd", "gslb"], help="measure one server only")
@@ -361,25 +547,46 @@ def main() -> int:
 
     results: dict[str, list[Run]] = {}
     answers: dict[str, dict] = {}
+    extras: dict[str, dict] = {}
     notes: dict[str, str] = {}
+    extras_tables: list[dict] = []
     with tempfile.TemporaryDirectory(prefix="dns-bench-") as tmp:
         workdir = Path(tmp)
         geoip, geoip_text = choose_geoip(args.geoip, workdir)
         qfile = workdir / "queries.txt"
         qfile.write_text(f"{QNAME} A\n")
-        wide = workdir / "wide.bin"
-        build_wide_queries(wide, args.wide)
+        wide, wide_bounded = workdir / "wide.bin", workdir / "wide-bounded.bin"
+        print("building the wide query files ...", flush=True)
+        nets = build_wide_queries(wide, args.wide, args.wide6, geoip=geoip)
+        bounded = int(args.wide_rate * args.duration * 1.2)
+        build_wide_queries(wide_bounded, bounded * args.wide // (args.wide + args.wide6),
+                           bounded * args.wide6 // (args.wide + args.wide6), seed=20261201, geoip=geoip)
+        import random
+        sample = random.Random(7).sample(nets, min(NEAREST_SAMPLE, len(nets)))
+        if not args.wide_only:
+            print("measuring the compiled tables' memory ...", flush=True)
+            try:
+                extras_tables = table_cost(geoip)
+            except BenchError as exc:
+                extras_tables = []
+                notes["tables"] = str(exc)
+        nearest = nearest_regions(geoip, sample)
         for name, starter in (("gdnsd", start_gdnsd), ("gslb", start_gslb)):
             if args.only and args.only != name:
                 continue
             print(f"measuring {name} ...", flush=True)
             try:
-                results[name], answers[name] = measure_server(name, starter, workdir, geoip, qfile, wide, args)
+                results[name], answers[name], extras[name] = measure_server(
+                    name, starter, workdir, geoip, qfile, wide, wide_bounded, sample, args)
             except BenchError as exc:
                 notes[name] = str(exc).strip()
                 print(f"  {name}: not measured: {notes[name]}", file=sys.stderr, flush=True)
+    for extra in extras.values():
+        got = extra.pop("answered", {})
+        same = sum(1 for net, region in nearest.items() if got.get(net) == region)
+        extra["nearest"] = (same, len(nearest), sum(1 for net in nearest if net in got))
 
-    body = report(args, results, answers, notes, geoip_text)
+    body = report(args, results, answers, notes, geoip_text, extras, extras_tables)
     print(body)
     if not args.no_readme:
         write_section("dns", body)
@@ -387,7 +594,7 @@ def main() -> int:
 
 
 def report(args, results: dict[str, list[Run]], answers: dict[str, dict], notes: dict[str, str],
-           geoip_text: str) -> str:
+           geoip_text: str, extras: dict[str, dict] | None = None, tables: list[dict] | None = None) -> str:
     versions = {"gdnsd": tool_version(["gdnsd", "-h"]), "dnsperf": tool_version(["dnsperf", "-h"])}
     out = ["## DNS: GSLB vs gdnsd", ""]
     out += machine_lines(versions, command_line())
@@ -396,13 +603,16 @@ def report(args, results: dict[str, list[Run]], answers: dict[str, dict], notes:
             f"the {len(SUBNETS)} per-subnet runs); ECS sent with `-E 8:<hex>` (/24 source prefix); "
             "dnsperf pinned to CPU 0 and the server to CPU 1 with taskset. "
             "Percentiles come from every query's latency (`-v`), which costs dnsperf some throughput.",
-            f"- ECS wide mix: a dnsperf `-B` (binary) query file of {args.wide:,} queries for www, each with ECS "
-            "from a different random public /24 (fixed seed), looped for the run: a stream that defeats "
-            "per-subnet response caches far more than the six-subnet mix, where every query of a run is identical. "
-            "It measures the GSLB's cache-miss path: parse (or a known query shape), GeoIP lookup, policy, ECS scope "
-            "widening, packing. Once dnsperf has sent the whole file, queries repeat; the steering's decision cache "
-            "(16,384 record networks in two generations, bounded for memory since issue 8) holds only the recently "
-            "used part of them, the response cache (50,000 entries, emptied when full) none.",
+            f"- ECS wide mix: a dnsperf `-B` (binary) query file of {args.wide:,} queries for www with ECS from "
+            f"distinct random public IPv4 /24s and {args.wide6:,} from distinct random IPv6 /56s inside the "
+            "database's IPv6 record networks (shuffled, fixed seed), sent once (`-n 1`): no query repeats during "
+            "the run, so no response cache and no per-network memo can answer; every query is a miss. The GSLB "
+            "answers it from its compiled decision table (gslb/steering/table.py: one bisect, health applied to "
+            "the record's ordered regions, the ECS scope from its widening chain, a reply template per answer). "
+            f"The bounded row sends another file of distinct networks at `-Q {args.wide_rate}`.",
+            "- The six-subnet ECS mix is the cached path: every query of a run is identical.",
+            "- The GSLB is measured after it logged that its steering tables were compiled (in a worker "
+            "process, while it already answered from the reference path).",
             "- CPU µs/query = server utime+stime (/proc/PID/stat, whole process tree) over the run ÷ queries "
             "answered. gdnsd runs one UDP thread (`udp_threads => 1`).", ""]
     if answers:
@@ -426,21 +636,53 @@ def report(args, results: dict[str, list[Run]], answers: dict[str, dict], notes:
         out += ["### Throughput, latency and CPU", ""]
         rows = [row(r) for name in results for r in results[name]]
         out += [markdown_table(HEADERS, rows), ""]
+    extras = extras or {}
     if "gdnsd" in results and "gslb" in results and not args.wide_only:
         g, o = results["gdnsd"], results["gslb"]
         mix_ratio = (o[0].cpu_us or 0) / (g[0].cpu_us or 1)
         eq_ratio = (o[-1].cpu_us or 0) / (g[-1].cpu_us or 1)
         wide_ratio = (o[1].cpu_us or 0) / (g[1].cpu_us or 1)
-        verdict = "meets" if mix_ratio <= 4 else "MISSES"
+        p99 = [percentile(sorted(r.latencies), 99) or 0.0 for r in (g[2], o[2])]
+        p99_ratio = p99[1] / (p99[0] or 1)
+        p99c = [percentile(sorted(r.latencies), 99) or 0.0 for r in (g[-1], o[-1])]
         out += ["### Ratio", "",
-                f"- GSLB CPU per query ÷ gdnsd CPU per query, www with ECS (mix): **{mix_ratio:.2f}×** "
-                f"(target ≤ 4×: {verdict})",
-                f"- Same, wide ECS mix ({args.wide:,} distinct /24s, response caches miss more): "
-                f"**{wide_ratio:.2f}×**",
-                f"- At equal load (`-Q {args.rate}`): {eq_ratio:.2f}× "
-                "(CPU per query at a low rate includes each server's fixed per-wakeup cost)",
+                f"- CPU per query, wide ECS mix (the miss path, {args.wide:,} /24s + {args.wide6:,} /56s, none "
+                f"repeating): GSLB ÷ gdnsd **{wide_ratio:.2f}×** (target ≤ 3×: "
+                f"{'meets' if wide_ratio <= 3 else 'MISSES'}; moonshot 2×)",
+                f"- p99 latency, wide ECS mix at `-Q {args.wide_rate}`: GSLB {p99[1] * 1e3:.3f} ms ÷ gdnsd "
+                f"{p99[0] * 1e3:.3f} ms = **{p99_ratio:.2f}×** "
+                f"(target ≤ 2×: {'meets' if p99_ratio <= 2 else 'MISSES'})",
+                f"- CPU per query, cached path (the six-subnet ECS mix): **{mix_ratio:.2f}×** (target ≤ 2.3×: "
+                f"{'meets' if mix_ratio <= 2.3 else 'MISSES'})",
+                f"- At equal load (`-Q {args.rate}`, one subnet): CPU {eq_ratio:.2f}× (includes each server's fixed "
+                f"per-wakeup cost); p99 {p99c[1] * 1e3:.3f} ms vs {p99c[0] * 1e3:.3f} ms",
                 f"- Throughput with ECS (mix): GSLB {o[0].qps:,.0f} q/s vs gdnsd {g[0].qps:,.0f} q/s "
                 "(gdnsd's figure is bounded by dnsperf on one CPU)", ""]
+    if extras:
+        out += ["### Memory, steering, table compile", ""]
+        for name, extra in extras.items():
+            same, total, answered = extra.get("nearest", (0, 0, 0))
+            share = same / total * 100 if total else 0.0
+            line = f"- {name}: RSS after the runs **{extra.get('rss_end', 0):.1f} MB**"
+            if name == "gslb":
+                line += f" (goal ≤ 120; {extra.get('rss_start', 0):.1f} MB once the table was installed)"
+            line += (f"; nearest region by brute-force haversine on the database's coordinates: **{share:.2f} %** "
+                     f"of {total:,} located networks of a {NEAREST_SAMPLE:,}-network sample of the wide file "
+                     f"({answered:,} answered)")
+            if name == "gslb":
+                line += " (goal ≥ 99.9 %)"
+            out.append(line)
+        compile_line = extras.get("gslb", {}).get("compile")
+        if compile_line:
+            out.append(f"- GSLB table compile (its log): {compile_line}")
+        out.append("")
+    if tables:
+        out += ["Compiled tables alone (a fresh process that loads them; numpy stays in the worker): RSS added and "
+                "compile time for 1, 2 and 3 distinct maps (geo over the 3 regions; + a geo_map; + geo over 2 "
+                "regions). Goal: compile ≤ 5 s, ≤ 50 MB per distinct map.", "",
+                markdown_table(["distinct maps", "RSS added MB", "MB per map", "compile wall s", "worker"],
+                               [[t["maps"], fmt(t["rss_mb"], 1), fmt(t["rss_mb"] / t["maps"], 1),
+                                 fmt(t["seconds"], 2), t["worker"]] for t in tables]), ""]
     for name, why in notes.items():
         out += [f"**{name}: not yet measured**: {why.splitlines()[0][:500]}", ""]
         detail = "\n".join(why.splitlines()[1:])[-1500:]

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import logging
 import os
 import pickle
@@ -145,6 +146,8 @@ class TableCompiler:
                 log.warning("steering tables not used: %s (reload with a new path, or restart)", self.last_error)
                 return
             self._tables.update(tables)
+            del tables
+            _trim()                         # the worker's reply (tens of MB) was read and dropped
             current = self._steering
             if current is not None:
                 used = current.install_tables(self._tables)
@@ -176,6 +179,12 @@ class TableCompiler:
         if not isinstance(tables, dict):
             raise RuntimeError("the compile worker returned no tables")
         return tables
+
+
+def _trim() -> None:
+    """Give memory freed by the unpickling back to the system (glibc keeps large freed blocks in its heap)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 def _worker() -> int:
