@@ -1,6 +1,6 @@
-"""The regional LB process: listeners, admin, health checks, discovery, reload  [edge].
+"""The regional LB process: wiring of its parts  [edge].
 
-    lb = LoadBalancer(config)            # seams: store, resolver, clock, wall, rng, upstream;
+    lb = LoadBalancer(config)            # seams: store, resolver, clock, wall, rng, upstream, probe;
                                          # server="aiohttp" to serve every request through aiohttp
                                          # (default: the config's `server` option, "fast")
     await lb.start()                     # binds listeners (port 0 allowed) and the admin API
@@ -8,13 +8,25 @@
     await lb.reload(new_config)          # validated config in; keeps pool state of pools it keeps
     await lb.stop()                      # stops accepting, lets in-flight requests finish
 
-`Runtime` is one config generation: the route table, pools, policies and forwarding
-settings. A request reads `lb.rt` once when it starts, so a reload never changes the rules
-under a request in flight; pools and policies whose definition did not change are carried
-over (their health, load, outlier state and round-robin position survive a reload); a pool
-rebuilt because its settings changed starts from the old one's health when its health check
-settings are the same. A restarted health checker (reload, discovery change) starts from the
-pool's current health, so a backend known DOWN comes back as soon as `rise` probes pass.
+LoadBalancer owns the current config generation (`rt`) and wires the parts, each with one job:
+
+    regional_lb/runtime.py     Runtime: one config generation (routes, pools, policies) [pure]
+    regional_lb/listeners.py   Listeners: the HTTP listeners, either server kind
+    regional_lb/proxy/         a request, seen through regional_lb.seams.ProxyContext
+    regional_lb/checks.py      PoolChecks: active health checks per pool
+    regional_lb/discovery.py   DNS discovery (regional_lb.seams.DiscoveryTarget)
+    regional_lb/admin_api.py   the admin API (regional_lb.seams.AdminTarget)
+    regional_lb/feed.py        state changes for worker processes (`feed` hook)
+
+`role` (ROLES): "all" (one process does everything: `workers: 1`, and most tests),
+"supervisor" (checks, discovery, admin API, reloads; no listeners) or "worker" (listeners only;
+health, drains and discovery are applied from its supervisor's feed): regional_lb/supervisor.py
+and regional_lb/worker.py run the last two.
+
+A request reads `lb.rt` once when it starts, so a reload never changes the rules under a
+request in flight (regional_lb/runtime.py says what a reload carries over). A restarted health
+checker (reload, discovery change) starts from the pool's current health, so a backend known
+DOWN comes back as soon as `rise` probes pass.
 
 Two clocks, both injected: `clock` (default `time.monotonic`) for every interval, timeout and
 timer -- pool drain deadlines, ejections, slow start, EWMA decay, health check intervals, the
@@ -32,7 +44,6 @@ import json
 import logging
 import os
 import random
-import ssl
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -40,14 +51,15 @@ from typing import Any
 
 from aiohttp import web
 
-from gslb.common.checker import CheckTarget, HealthChecker
 from gslb.common.configload import ConfigError
 from gslb.common.health import Health
-from gslb.common.probe import ProbeResult, ProbeSpec
+from gslb.common.probe import ProbeResult
 from regional_lb import feed as state_feed
 from regional_lb.balancing.base import Backend
-from regional_lb.config import Config, Listener, load_config
+from regional_lb.checks import PoolChecks
+from regional_lb.config import Config, load_config
 from regional_lb.discovery import Discovery, Resolver
+from regional_lb.listeners import SERVER_KINDS, Listeners
 from regional_lb.metrics import Metrics
 from regional_lb.runtime import PoolRuntime, Runtime, build_runtime
 from regional_lb.seams import AdminTarget
@@ -58,15 +70,6 @@ log = logging.getLogger("regional_lb")
 # discovery, the admin API and reloads, no listeners; "worker": the listeners only, told health,
 # drains and discovery by its supervisor (regional_lb/supervisor.py, regional_lb/worker.py).
 ROLES = ("all", "supervisor", "worker")
-
-
-def ssl_context(listener: Listener) -> ssl.SSLContext | None:
-    if listener.tls is None:
-        return None
-    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ctx.load_cert_chain(str(listener.tls.cert), str(listener.tls.key))
-    ctx.set_alpn_protocols(["http/1.1"])
-    return ctx
 
 
 class LoadBalancer:
@@ -90,7 +93,6 @@ class LoadBalancer:
         self._store = store
         self._resolver = resolver
         self._upstream = upstream
-        self._probe = probe
         self.store: Any = None
         self.upstream: Any = None
         self.discovery: Discovery | None = None
@@ -107,10 +109,10 @@ class LoadBalancer:
         # None: the config's `server` option (default "fast"); read at start, not on reload.
         if server is None:
             server = config.server
-        if server not in ("fast", "aiohttp"):
+        if server not in SERVER_KINDS:
             raise ValueError(f"server must be 'fast' or 'aiohttp', not {server!r}")
         self.server_kind = server
-        self._fast: list[tuple[asyncio.AbstractServer, Any]] = []
+        self.listeners: Listeners | None = None      # the HTTP listeners (not in the supervisor)
         if role not in ROLES:
             raise ValueError(f"role must be one of {', '.join(ROLES)}, not {role!r}")
         self.role = role                       # see ROLES
@@ -118,6 +120,9 @@ class LoadBalancer:
         self.worker_id = worker_id             # shown in /lb/healthz (which worker answered)
         self._feed = feed                      # supervisor: state changes for the workers (regional_lb/feed.py)
         self._admin_target = admin_target      # supervisor: the admin API's view of all the workers
+        # active health checks: run where health is owned (one process, or the supervisor), not in a worker
+        self.checks = None if role == "worker" else PoolChecks(clock=clock, probe=probe, on_result=self._on_probe,
+                                                               on_change=self._on_health_change)
 
     def __repr__(self) -> str:
         return f"<LoadBalancer {self.config.region} {self.rt!r}>"
@@ -125,16 +130,16 @@ class LoadBalancer:
     # -- lifecycle ---------------------------------------------------------------------
     async def start(self) -> None:
         from regional_lb.admin_api import make_admin_app
-        from regional_lb.proxy.handler import ProxyHandler
-        from regional_lb.proxy.server import ProxyServer, listen_backlog
         from regional_lb.proxy.upstream import Upstream
 
         cfg = self.config
         self.store = self._store if self._store is not None else _default_store(cfg, self.clock)
-        self.upstream = self._upstream or Upstream(connect_timeout=cfg.timeouts.connect,
-                                                   read_timeout=cfg.timeouts.backend_read,
-                                                   max_header_size=max(cfg.limits.max_header_size, 65536))
-        if cfg.latency_push is not None:
+        serves = self.role != "supervisor"     # the supervisor proxies nothing: no upstream client, no RTTs
+        if serves:
+            self.upstream = self._upstream or Upstream(connect_timeout=cfg.timeouts.connect,
+                                                       read_timeout=cfg.timeouts.backend_read,
+                                                       max_header_size=max(cfg.limits.max_header_size, 65536))
+        if cfg.latency_push is not None and serves:
             from regional_lb.latency_push import LatencyPusher
             seams: dict[str, Any] = {"clock": self.clock}
             if self._rtt_source is not None:
@@ -143,25 +148,11 @@ class LoadBalancer:
             self.pusher.start()
         observe = self.pusher.observe if self.pusher is not None else None
         try:
-            for listener in (cfg.listeners if self.role != "supervisor" else ()):
-                server = ProxyServer(ProxyHandler(self, listener), header_timeout=cfg.timeouts.header_read,
-                                     observe_rtt=observe,
-                                     keepalive_timeout=cfg.timeouts.client_idle,
-                                     max_line_size=cfg.limits.max_header_size,
-                                     max_field_size=cfg.limits.max_header_size,
-                                     max_headers=cfg.limits.max_headers, access_log=None,
-                                     auto_decompress=False)
-                if self.server_kind == "fast":
-                    await self._start_fast(listener, server, observe)
-                    continue
-                runner = web.ServerRunner(server, handle_signals=False, shutdown_timeout=5.0)
-                await runner.setup()
-                self._runners.append(runner)
-                site = web.TCPSite(runner, listener.host, listener.port, ssl_context=ssl_context(listener),
-                                   reuse_address=True, reuse_port=self.reuse_port or None,
-                                   backlog=listen_backlog(listener.backlog))
-                await site.start()
-                self.listen_addresses.append(_bound(runner))
+            if serves:
+                self.listeners = Listeners(self, cfg, server_kind=self.server_kind, reuse_port=self.reuse_port,
+                                           observe_rtt=observe)
+                await self.listeners.start()
+                self.listen_addresses = self.listeners.addresses
             if cfg.admin.enabled and self.role != "worker":
                 admin = web.AppRunner(make_admin_app(self._admin_target or self), handle_signals=False,
                                       access_log=None)
@@ -170,8 +161,8 @@ class LoadBalancer:
                 site = web.TCPSite(admin, cfg.admin.host, cfg.admin.port, reuse_address=True)
                 await site.start()
                 self.admin_address = _bound(admin)
-            if self.role != "worker":           # a worker is told health and discovery by its supervisor
-                await self._start_checkers(self.rt)
+            if self.checks is not None:         # a worker is told health and discovery by its supervisor
+                await self.checks.start_all(self.rt)
                 self.discovery = Discovery(self, resolver=self._resolver)
                 await self.discovery.start()
         except BaseException:
@@ -185,14 +176,11 @@ class LoadBalancer:
         if self.discovery is not None:
             await self.discovery.stop()
             self.discovery = None
-        for pr in self.rt.pools.values():
-            await self._stop_checker(pr)
-        for srv, _ in self._fast:
-            srv.close()                     # stop accepting
-        for srv, fast in self._fast:
-            await fast.shutdown(5.0)        # in-flight requests finish, then connections close
-            await srv.wait_closed()
-        self._fast = []
+        if self.checks is not None:
+            await self.checks.stop_all(self.rt)
+        if self.listeners is not None:
+            await self.listeners.stop(5.0)  # stops accepting; in-flight requests finish
+            self.listeners = None
         for runner in reversed(self._runners):
             await runner.cleanup()          # stops accepting, waits for in-flight handlers
         self._runners = []
@@ -207,67 +195,20 @@ class LoadBalancer:
         self.store = None
         self.started = False
 
-    async def _start_fast(self, listener: Listener, server: Any, observe: Any) -> None:
-        from regional_lb.proxy.fast import FastHandler, FastServer
-        from regional_lb.proxy.server import listen_backlog
-
-        cfg = self.config
-        fast = FastServer(FastHandler(self, listener), server, header_timeout=cfg.timeouts.header_read,
-                          idle_timeout=cfg.timeouts.client_idle, max_line=cfg.limits.max_header_size,
-                          max_headers=cfg.limits.max_headers, observe_rtt=observe)
-        srv = await asyncio.get_running_loop().create_server(
-            fast, listener.host, listener.port, ssl=ssl_context(listener), reuse_address=True,
-            reuse_port=self.reuse_port or None,
-            backlog=listen_backlog(listener.backlog))
-        self._fast.append((srv, fast))
-        addr = srv.sockets[-1].getsockname()
-        self.listen_addresses.append((str(addr[0]), int(addr[1])))
-
-    # -- health checks -------------------------------------------------------------------
-    def _targets(self, pr: PoolRuntime) -> list[CheckTarget]:
-        hc = pr.config.settings.health
-        if hc.type == "none":
-            return []
-        targets = []
-        for b in pr.backends():
-            spec = ProbeSpec(hc.type, b.host, b.port, hc.path, "http", tuple(hc.expect_status), hc.timeout,
-                             host_header=hc.host_header)
-            targets.append(CheckTarget(b.id, spec, hc.interval, hc.thresholds, assume_up=hc.assume_up))
-        return targets
-
-    async def _start_checkers(self, rt: Runtime) -> None:
-        for pr in rt.pools.values():
-            await self._restart_checker(pr)
-
     async def _restart_checker(self, pr: PoolRuntime) -> None:
-        await self._stop_checker(pr)
-        if self.role == "worker":
-            return
-        targets = self._targets(pr)
-        if not targets:
-            return
-
-        pool = pr.pool
-
-        def on_result(backend_id: str, health: Health, result: ProbeResult) -> None:
-            pool.set_health(backend_id, health, self.clock(), probe_ok=result.ok)
-            if self._feed is not None:
-                self._feed(state_feed.health_message(pr.name, backend_id, health, result.ok))
-
-        def on_change(backend_id: str, health: Health, result: ProbeResult, name: str = pr.name) -> None:
-            self.metrics.health_transitions.labels(name, backend_id, health.status.value).inc()
-
-        # start from what the pool knows, not from `assume`: a backend known DOWN must come back
-        # through `rise` passing probes, which the new checker then reports
-        initial = {t.name: h for t in targets if (h := pool.health(t.name)) is not None}
-        pr.checker = HealthChecker(targets, on_change=on_change, on_result=on_result, probe=self._probe,
-                                   clock=self.clock, initial=initial)
-        await pr.checker.start()
+        if self.checks is not None:
+            await self.checks.restart(pr)
 
     async def _stop_checker(self, pr: PoolRuntime) -> None:
-        if pr.checker is not None:
-            await pr.checker.stop()
-            pr.checker = None
+        if self.checks is not None:
+            await self.checks.stop(pr)
+
+    def _on_probe(self, pool: str, backend_id: str, health: Health, result: ProbeResult) -> None:
+        if self._feed is not None:
+            self._feed(state_feed.health_message(pool, backend_id, health, result.ok))
+
+    def _on_health_change(self, pool: str, backend_id: str, health: Health, _result: ProbeResult) -> None:
+        self.metrics.health_transitions.labels(pool, backend_id, health.status.value).inc()
 
     async def set_discovered(self, pool_name: str, key: Any, backends: tuple[Backend, ...]) -> None:
         """Discovery found `backends` for `key` (a DnsBackends) of `pool_name`."""
