@@ -90,6 +90,7 @@ class LoadBalancer:
         self.metrics = Metrics()
         self.rt: Runtime = build_runtime(config, previous=None, now=clock(), clock=clock)
         self.metrics.add_core(lambda: self.rt)
+        self.metrics.add_store(lambda: getattr(self, "store", None))
         self._store = store
         self._resolver = resolver
         self._upstream = upstream
@@ -134,6 +135,8 @@ class LoadBalancer:
 
         cfg = self.config
         self.store = self._store if self._store is not None else _default_store(cfg, self.clock)
+        if hasattr(self.store, "start"):
+            await self.store.start()          # connected before the first request (RedisStore)
         serves = self.role != "supervisor"     # the supervisor proxies nothing: no upstream client, no RTTs
         if serves:
             self.upstream = self._upstream or Upstream(connect_timeout=cfg.timeouts.connect,
@@ -315,8 +318,7 @@ class LoadBalancer:
 def _default_store(config: Config, clock: Callable[[], float]) -> Any:
     if config.state.backend == "redis":
         from regional_lb.state.redis import RedisStore
-        assert config.state.url is not None             # the config loader requires it for redis
-        return RedisStore.from_url(config.state.url, key_prefix=config.state.key_prefix, clock=clock)
+        return RedisStore.from_settings(config.state, clock=clock)
     try:
         from regional_lb.state.memory import MemoryStore
     except ImportError:                      # CORE's module not there yet

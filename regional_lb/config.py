@@ -170,6 +170,8 @@ class StateConfig:
     lease             3s: how long a replica's published in-flight counts outlive its last renewal
     publish_interval  100ms: how often a replica publishes its counts and reads the others'
     local_entries     100000: stick-table entries each replica keeps in its local copy
+    local_fresh       0s: trust a local entry Redis confirmed less than this long ago without asking
+                      again (0: one GET per sticky request; 1s: one per session per second per replica)
     """
 
     backend: str = "memory"
@@ -180,6 +182,7 @@ class StateConfig:
     lease: float = 3.0
     publish_interval: float = 0.1
     local_entries: int = 100_000
+    local_fresh: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -429,7 +432,8 @@ def _build(root: Section, base_dir: Path) -> Config:
                         lease=st.take_duration("lease", 3.0, minimum=0.2),
                         publish_interval=st.take_duration("publish_interval", 0.1, minimum=0.01),
                         local_entries=st.take_number("local_entries", 100_000, minimum=1, maximum=100_000_000,
-                                                     integer=True))
+                                                     integer=True),
+                        local_fresh=st.take_duration("local_fresh", 0.0, minimum=0.0))
     if backend == "redis" and not state.url:
         raise st.error("url", "is required for the redis state backend")
     if state.url:

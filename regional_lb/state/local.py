@@ -15,7 +15,8 @@ An entry is live while `now < deadline`; expired entries are dropped when read a
 re-inserts, so the order is by last write). `pending` marks an entry learnt while Redis was
 unreachable: the store writes it back when Redis returns unless Redis holds another backend
 for that key (Redis wins). `written` is when this value last reached Redis (the store skips
-re-writing an unchanged entry more often than its refresh interval). Time is passed in.
+re-writing an unchanged entry more often than its refresh interval); `checked` when Redis last
+confirmed it (the store trusts a recently confirmed entry without asking). Time is passed in.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ class StickEntry:
     deadline: float                     # live while now < deadline
     pending: bool = False               # learnt while Redis was unreachable: to write back
     written: float = float("-inf")      # when this value last reached Redis (-inf: never)
+    checked: float = float("-inf")      # when Redis last confirmed this value (read or written)
 
 
 class LocalStickTable:
@@ -59,7 +61,7 @@ class LocalStickTable:
         return entry
 
     def put(self, table: str, key: str, backend: str, *, deadline: float, now: float, pending: bool = False,
-            written: float = float("-inf")) -> StickEntry:
+            written: float = float("-inf"), checked: float = float("-inf")) -> StickEntry:
         """Store (or replace) an entry; returns it."""
         self._writes += 1
         entries = self._entries
@@ -69,7 +71,7 @@ class LocalStickTable:
         if entries.pop(k, None) is None and len(entries) >= self.max_entries:
             del entries[next(iter(entries))]                     # written longest ago
             self.evicted += 1
-        entry = entries[k] = StickEntry(backend, deadline, pending, written)
+        entry = entries[k] = StickEntry(backend, deadline, pending, written, checked)
         return entry
 
     def delete(self, table: str, key: str) -> None:

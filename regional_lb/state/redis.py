@@ -11,7 +11,10 @@ URLs, pools and the exception edge: regional_lb/state/redis_client.py (plain, Se
 every redis-py exception becomes a StoreError there; bounded blocking pools of `pool_size`).
 
 Round trips per request (the hot path)
-  * sticky_learn: one GET of the session's key (within `budget`); a hit's TTL refresh is written
+  * sticky_learn: one GET of the session's key (within `budget`) -- none when Redis confirmed
+    this replica's copy of the entry less than `fresh` seconds ago (`state.local_fresh`, default
+    0: always ask; with 1 s a session's burst of requests costs one GET per second per replica,
+    and a session another replica re-sticks is followed within 1 s); a hit's TTL refresh is written
     behind, batched in a pipeline by the store's background task, at most once per `refresh`
     per key.  A *new or changed* entry (a session's first response, a re-stick) is written with
     one SET before the response goes out, so the next request of that session -- on any
@@ -155,10 +158,12 @@ class RedisStore:
                  clock: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time,
                  budget: float = 0.02, pool_size: int = 64, lease: float = 3.0, publish_interval: float = 0.1,
                  local_entries: int = 100_000, refresh: float = 60.0, op_timeout: float = 1.0,
-                 backoff_initial: float = 0.25, backoff_max: float = 2.0, replica_id: str | None = None) -> None:
+                 backoff_initial: float = 0.25, backoff_max: float = 2.0, replica_id: str | None = None,
+                 fresh: float = 0.0) -> None:
         self.url = url
         self.key_prefix = key_prefix
         self.budget = budget
+        self.fresh = fresh
         self.lease = lease
         self.publish_interval = publish_interval
         self.refresh = refresh
@@ -180,7 +185,7 @@ class RedisStore:
         self.available = True
         self.stats: dict[str, int] = {"redis_errors": 0, "fallbacks": 0, "outages": 0, "conflicts": 0,
                                       "written_back": 0, "publish_errors": 0,
-                                      "fallback_misses": 0, "redis_misses": 0}
+                                      "fallback_misses": 0, "redis_misses": 0, "fresh_hits": 0}
         self._ttl: dict[str, float] = {}                            # table -> last TTL written
         self._dirty: dict[tuple[str, str], str | None] = {}        # (table, key) -> previous backend
         self._has_pending = False
@@ -204,7 +209,7 @@ class RedisStore:
             raise ValueError("the redis state backend needs a url")
         return cls(settings.url, key_prefix=settings.key_prefix, budget=settings.budget,
                    pool_size=settings.pool_size, lease=settings.lease, publish_interval=settings.publish_interval,
-                   local_entries=settings.local_entries, **kwargs)
+                   local_entries=settings.local_entries, fresh=settings.local_fresh, **kwargs)
 
     def __repr__(self) -> str:
         state = "up" if self.available else "down, using the local copy"
@@ -273,6 +278,9 @@ class RedisStore:
             self._ensure_task()
         now = self._clock()
         entry = self.local.get(table, key, now)
+        if entry is not None and now - entry.checked < self.fresh:
+            self.stats["fresh_hits"] += 1
+            return entry.backend                            # Redis confirmed it a moment ago
         if not self.available:
             self.stats["fallbacks"] += 1
             if entry is None:
@@ -300,9 +308,10 @@ class RedisStore:
             if entry is not None and entry.pending:
                 self.stats["conflicts"] += 1                # learnt here while away; Redis wins
             left = expiry - self._wall() if expiry is not None else self._ttl.get(table, DEFAULT_TTL)
-            self.local.put(table, key, backend, deadline=now + left, now=now, written=now)
-        elif entry.pending:
+            self.local.put(table, key, backend, deadline=now + left, now=now, written=now, checked=now)
+        else:
             entry.pending = False
+            entry.checked = now
         return backend
 
     async def set_sticky(self, table: str, key: str, backend_id: str, ttl: float) -> None:
@@ -329,7 +338,7 @@ class RedisStore:
             entry.pending = True
             self._has_pending = True
             return
-        entry.written = now
+        entry.written = entry.checked = now
         self._mark_dirty(table, key, old)                   # the index sets, written behind
 
     def _value(self, backend: str, ttl: float) -> str:

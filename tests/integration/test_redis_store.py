@@ -399,3 +399,26 @@ async def test_metrics_show_redis_state(stores: Callable[..., RedisStore]) -> No
     text = generate_latest(metrics.registry).decode()
     assert "rlb_state_redis_up 0.0" in text
     assert "rlb_state_fallbacks_total 1.0" in text
+
+
+async def test_a_recently_confirmed_entry_is_trusted_without_a_round_trip(redis_server: RedisServer) -> None:
+    clock = FakeClock()
+    link = CuttableClient(make_client(redis_server.url))
+    a = RedisStore(redis_server.url, client=link, clock=clock, budget=0.5, fresh=1.0)
+    b = RedisStore(redis_server.url, budget=0.5)
+    try:
+        await b.set_sticky("t", "k", "app-1", ttl=60)
+        assert await a.get_sticky("t", "k") == "app-1"               # asks Redis
+        calls = link.calls
+        clock.now += 0.5
+        assert await a.get_sticky("t", "k") == "app-1"               # confirmed 0.5 s ago: no round trip
+        assert link.calls == calls
+        await b.set_sticky("t", "k", "app-2", ttl=60)                # re-stuck by another replica
+        clock.now += 0.6
+        assert await a.get_sticky("t", "k") == "app-2"               # followed once the window has passed
+        assert link.calls == calls + 1
+        assert a.stats["fresh_hits"] == 1
+    finally:
+        await a.close()
+        await link._client.aclose()
+        await b.close()
