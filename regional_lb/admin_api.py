@@ -2,6 +2,8 @@
 
     GET  /metrics                                             Prometheus text
     GET  /api/pools                                           backends: health, admin, in-flight, sticky
+                                                              (with workers: summed over them, and
+                                                              `ejected_in_workers`: regional_lb/supervisor.py)
     POST /api/pools/{pool}/backends/{id}/{drain|maintenance|ready}   (bearer token)
          drain takes an optional JSON body {"deadline": seconds-from-now}
     POST /api/reload                                          (bearer token) re-read the config file

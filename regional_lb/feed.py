@@ -15,14 +15,17 @@ applies what the supervisor tells it. A message is a JSON object with a "t" (typ
     discovered  {"t": "discovered", "pool": "api", "key": {...DnsBackends...},
                  "backends": [["10.0.0.1:80", "10.0.0.1", 80, 1], ...]}
     metrics     {"t": "metrics", "id": 7}               worker -> supervisor answer: "metrics_reply"
+    pools       {"t": "pools", "id": 8}                 answer: "pools_reply" (in flight, sessions, ejections)
     stop        {"t": "stop"}                           drain and exit (as SIGTERM)
 
 and from a worker to the supervisor
 
     ready          {"t": "ready", "worker": 0, "pid": 1234, "listen": [["127.0.0.1", 8080]]}
     reloaded       {"t": "reloaded", "generation": 3, "ok": true, "message": "reloaded"}
-    metrics_reply  {"t": "metrics_reply", "id": 7, "families": [...]}  (regional_lb/metrics.py
+    metrics_reply  {"t": "metrics_reply", "id": 7, "families": [...]}  (regional_lb/metrics_merge.py
                    `families_to_wire`)
+    pools_reply    {"t": "pools_reply", "id": 8, "pools": {pool: {backend: {"inflight": 2,
+                   "sessions": {route: 5}, "ejected": false}}}}  (regional_lb/worker.py `pools_view`)
 
 `snapshot(rt, now)` is what a newly started (or restarted) worker gets after its config: the
 health, admin state and discovered backends of every pool, as the messages above, so it

@@ -29,7 +29,10 @@ others keep serving meanwhile. Connections accepted by the dead worker are lost 
 requests in flight on it, and any still in its accept queue); new ones go to the others.
 
 /metrics: the supervisor asks every worker for its counters and sums them with its own
-(regional_lb/metrics_merge.py); `rlb_workers` and `rlb_worker_restarts` are its own.
+(regional_lb/metrics_merge.py); `rlb_workers` and `rlb_worker_restarts` are its own. The pool
+report (/api/pools, `ctl pools`) is the supervisor's health and admin state with each backend's
+requests in flight and sticky-cookie sessions summed over the workers, and the workers whose
+passive outlier detection has it ejected (`ejected_in_workers`): each worker ejects on its own.
 
 Signals (regional_lb/cli.py `serve`): SIGTERM/SIGINT stop (workers drain, then exit); SIGHUP
 reloads; listener changes, as in one process, need a restart.
@@ -195,7 +198,25 @@ class Supervisor:
         return self.lb.admin_address
 
     async def pools_report(self) -> dict[str, Any]:
-        return await self.lb.pools_report()
+        """The supervisor's pools (health, admin state) with what the workers know added: requests in
+        flight and sticky-cookie sessions summed over the workers (a session that reached two
+        workers counts twice), and the workers that have the backend ejected (passive outlier
+        detection runs in each worker)."""
+        report = await self.lb.pools_report()
+        views = [(r.get("worker"), r["pools"]) for r in await self._ask_all({"t": "pools"}, reply="pools_reply")
+                 if isinstance(r.get("pools"), dict)]
+        for name, pool in report.items():
+            for row in pool["backends"]:
+                bid = str(row["id"])
+                seen = [(w, s) for w, v in views if isinstance(s := v.get(name, {}).get(bid), dict)]
+                row["inflight"] = int(row.get("inflight", 0)) + sum(int(s.get("inflight", 0)) for _, s in seen)
+                sticky = dict(row.get("sticky_sessions") or {})
+                for _, s in seen:
+                    for route, n in (s.get("sessions") or {}).items():
+                        sticky[route] = sticky.get(route, 0) + int(n)
+                row["sticky_sessions"] = sticky
+                row["ejected_in_workers"] = [i for i, s in seen if s.get("ejected")]
+        return report
 
     def healthz_body(self) -> tuple[int, bytes]:
         return self.lb.healthz_body()
@@ -384,7 +405,7 @@ class Supervisor:
                 w.run_ready.set()
                 w.ready_event.set()
                 log.info("worker %d ready (pid %s)", w.id, message.get("pid"))
-            elif kind in ("metrics_reply", "reloaded"):
+            elif kind in ("metrics_reply", "pools_reply", "reloaded"):
                 rid = message.get("id")
                 fut = w.replies.get(rid) if isinstance(rid, int) else None
                 if fut is not None and not fut.done():

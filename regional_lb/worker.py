@@ -76,6 +76,22 @@ async def apply(lb: LoadBalancer, message: dict[str, Any]) -> None:
         log.warning("worker: unexpected %r message ignored", kind)
 
 
+def pools_view(lb: LoadBalancer) -> dict[str, dict[str, dict[str, Any]]]:
+    """What only this worker knows of each backend: requests in flight, sticky-cookie sessions seen
+    per route, passive ejection (the supervisor adds these up in its pool report)."""
+    now = lb.clock()
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for name, pr in lb.rt.pools.items():
+        rows = out[name] = {}
+        for row in pr.status_rows(now):
+            bid = str(row["id"])
+            sessions = {rr.route.name: rr.sessions.count(bid, now) for rr in lb.rt.routes.values()
+                        if rr.pool is pr and rr.sessions is not None}
+            rows[bid] = {"inflight": int(row.get("inflight", 0)), "sessions": sessions,
+                         "ejected": bool(row.get("ejected"))}
+    return out
+
+
 async def run(fd: int, worker_id: int) -> int:
     channel = await Channel.open(socket.socket(fileno=fd))
     first = await channel.recv()
@@ -120,6 +136,9 @@ async def _serve_feed(lb: LoadBalancer, channel: Channel, stop: asyncio.Event) -
             elif kind == "metrics":
                 channel.send({"t": "metrics_reply", "id": message.get("id"), "worker": lb.worker_id,
                               "families": families_to_wire(lb.metrics.registry)})
+            elif kind == "pools":
+                channel.send({"t": "pools_reply", "id": message.get("id"), "worker": lb.worker_id,
+                              "pools": pools_view(lb)})
             elif kind == "stop":
                 break
             else:

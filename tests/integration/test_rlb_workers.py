@@ -159,6 +159,24 @@ async def test_sticky_cookie_and_hash_pick_the_same_backend_whichever_worker_ser
         hashes = per_worker_requests(sup, "hashed")
         assert all(hashes), hashes
         assert {b for c in hashes for b in c} == hashed
+        # the drain report counts the session the workers saw (the supervisor proxies nothing itself)
+        report = await sup.pools_report()
+        row = next(r for r in report["app"]["backends"] if r["id"] == first)
+        assert row["sticky_sessions"]["sticky"] >= 1
+
+
+async def test_the_pool_report_shows_the_workers_requests_in_flight(tmp_path: Path) -> None:
+    async with backend_servers(["a"]) as (a,), supervised(write_config(tmp_path / "edge.yaml", [a])) as sup:
+        async with fresh_connections() as s:
+            a.hit.clear()
+            slow = asyncio.create_task(s.get(url(sup, "/slow?s=1")))
+            await asyncio.wait_for(a.hit.wait(), 10)
+            report = await sup.pools_report()
+            assert report["app"]["backends"][0]["inflight"] == 1
+            assert report["app"]["backends"][0]["ejected_in_workers"] == []
+            (await slow).release()
+        report = await sup.pools_report()
+        assert report["app"]["backends"][0]["inflight"] == 0
 
 
 async def test_a_health_change_and_a_drain_reach_both_workers(tmp_path: Path) -> None:
