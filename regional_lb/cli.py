@@ -157,10 +157,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("regional_lb.access").setLevel(logging.INFO if args.access_log else logging.WARNING)
     gc.set_threshold(*GC_THRESHOLDS)
+    from regional_lb.supervisor import WorkerStartError
     try:
         return _run(serve(args.config, notifier=Notifier.from_environ(), freeze_heap=True,
                           log_level=args.log_level, access_log=args.access_log))
     except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    except WorkerStartError as exc:      # a worker could not start (its own log line says why)
         print(exc, file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -73,6 +73,10 @@ STOP_TIMEOUT = 30.0                 # SIGTERM -> SIGKILL for a worker still drai
 REPLY_TIMEOUT = 5.0                 # reload acknowledgements and metrics replies
 
 
+class WorkerStartError(RuntimeError):
+    """a worker process could not start (bind failed, crashed): the supervisor does not start either"""
+
+
 class WorkerProcess:
     """One worker slot: its current process, channel and what it has answered."""
 
@@ -178,6 +182,7 @@ class Supervisor:
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
         self._ids = itertools.count(1)
+        self._first_exit = asyncio.Event()
         self.listen_addresses: list[tuple[str, int]] = []
 
     def __repr__(self) -> str:
@@ -248,12 +253,26 @@ class Supervisor:
             await self.lb.start()
             for w in self.workers:
                 self._tasks.append(asyncio.get_running_loop().create_task(self._keep_running(w)))
-            await asyncio.wait_for(asyncio.gather(*(w.ready_event.wait() for w in self.workers)), READY_TIMEOUT)
+            self._first_exit = asyncio.Event()
+            waits = [asyncio.ensure_future(self._all_ready()), asyncio.ensure_future(self._first_exit.wait())]
+            _done, pending = await asyncio.wait(waits, timeout=READY_TIMEOUT, return_when=asyncio.FIRST_COMPLETED)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+            if not all(w.ready_event.is_set() for w in self.workers):
+                dead = [w.id for w in self.workers if w.restarts or (w.proc and w.proc.returncode is not None)]
+                why = f"worker {dead[0]} exited before it was ready (its log says why)" if dead else \
+                    f"the workers were not ready after {READY_TIMEOUT:.0f} s"
+                raise WorkerStartError(f"regional LB {self.config.region}: {why}")
         except BaseException:
             await self.stop()
             raise
         log.info("regional LB %s: %d workers serving %s", self.config.region, self.count,
                  ", ".join(f"{h}:{p}" for h, p in self._ports))
+
+    async def _all_ready(self) -> None:
+        for w in self.workers:
+            await w.ready_event.wait()
 
     async def stop(self) -> None:
         """SIGTERM every worker (each finishes its requests in flight), wait, then stop the rest."""
@@ -346,6 +365,8 @@ class Supervisor:
                 code = None
             if self._stopping:
                 return
+            if not w.ready_event.is_set():
+                self._first_exit.set()          # start() gives up: a worker that cannot start once won't later
             if self.clock() - w.started_at >= STABLE_AFTER:
                 delay = RESTART_BACKOFF[0]
             log.error("worker %d (pid %s) exited with %s; starting it again in %.1f s", w.id, w.pid, code, delay)

@@ -359,3 +359,57 @@ async def test_serve_sigterm_drains_every_worker_and_sighup_reloads(tmp_path: Pa
             if proc.returncode is None:
                 proc.kill()
                 await proc.wait()
+
+
+async def test_a_worker_that_cannot_bind_fails_the_start_with_a_clear_error(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as taken:                  # no SO_REUSEPORT: the workers cannot join it
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        async with backend_servers(["a"]) as backends:
+            path = write_config(tmp_path / "edge.yaml", backends, listen=[{"address": f"127.0.0.1:{port}"}])
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "regional_lb", "serve", "-c", str(path), "--log-level", "error",
+                stderr=asyncio.subprocess.PIPE)
+            _out, err = await asyncio.wait_for(proc.communicate(), 40)
+    assert proc.returncode == 1
+    assert b"exited before it was ready" in err
+    assert b"Traceback" not in err.split(b"exited before it was ready")[-1]
+
+
+async def test_workers_stop_when_their_supervisor_is_killed(tmp_path: Path) -> None:
+    from tests.rlb_helpers import free_port
+
+    async with backend_servers(["a"]) as backends:
+        port = free_port()
+        path = write_config(tmp_path / "edge.yaml", backends, listen=[{"address": f"127.0.0.1:{port}"}])
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "regional_lb", "serve", "-c", str(path), "--log-level", "warning")
+        try:
+            pids: set[int] = set()
+            deadline = time.monotonic() + 30
+            async with fresh_connections() as s:
+                while len(pids) < 2:
+                    assert time.monotonic() < deadline, "two workers never answered"
+                    try:
+                        async with s.get(f"http://127.0.0.1:{port}/lb/healthz") as r:
+                            pids.add(json.loads(await r.read())["pid"])
+                    except aiohttp.ClientError:
+                        await asyncio.sleep(0.05)
+            proc.kill()
+            await proc.wait()
+            deadline = time.monotonic() + 15
+            while pids:                     # each sees its channel close, drains, exits
+                assert time.monotonic() < deadline, f"workers {pids} outlived their supervisor"
+                for pid in list(pids):
+                    try:
+                        os.kill(pid, 0)
+                    except ProcessLookupError:
+                        pids.discard(pid)
+                await asyncio.sleep(0.05)
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
