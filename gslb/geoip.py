@@ -6,6 +6,9 @@
                             exactly that size (ECS scope widening; no Location built otherwise)
         FakeLocator         a dict of CIDR -> Place, for tests
 
+    read_tree(path) -> TreeRecords   every record network of an .mmdb and its place, read from the
+                            search tree with numpy (for the compiled steering tables, gslb/tables.py)
+
     GeoIPError              the database cannot be opened or read (the only exception raised here)
 
 A `Location` carries the coordinates, the country and continent codes, the city name and

@@ -40,6 +40,14 @@ Two paths give the same bytes:
   address is new (its trailing bits are checked as the parser would). A shape
   is learnt only after a second parse with every address bit flipped proved
   that the tail is the ECS address and nothing else.
+  A UDP miss of a known shape whose question is a service name the steering has
+  a compiled table for (`steering.fast_answer`, gslb/steering/table.py) skips
+  the parser, the zone walk and packing: the steering returns its interned
+  ServiceAnswer, and the reply is the query's ID, a template made once per
+  (shape, answer object) by the reference path, and the query's ECS address.
+  Such replies are remembered by the query's bytes (FAST_RAW_SIZE entries,
+  emptied when full) while the steering's generation and the answer's
+  `cache_for` last; they never enter the response cache.
 
 EDNS (RFC 6891, 7873, 9018, 5001): every reply to a query whose OPT record
 could be read carries OPT (FORMERR, NOTIMP, BADVERS, REFUSED, SERVFAIL too);

@@ -7,6 +7,7 @@
     spill.py     capacity spill (weighted rendezvous on the client network)
     distance.py  great-circle distance
     memo.py      Memo: the bounded two-generation memo behind every per-network cache
+    table.py     the decision table compiled from the GeoIP database (geo, geo_map misses)
 """
 
 from gslb.steering.core import Steering, SteeringError

@@ -4,6 +4,8 @@
         .answer(name, client, source_prefix, now) -> ServiceAnswer     (the DNS core's call)
         .explain(name, client, source_prefix, now) -> Decision          (`gslb explain`)
         .update_region_states({region: RegionState})                    (probes, drain)
+        .install_tables({TableSpec: GeoTable}), .table_specs()         (compiled tables, table.py)
+        .fast_answer(name, version, value, source_prefix)               (the compiled path, integers)
         .generation                                                     (caches key on it)
         .data_generation           (latency data; answers of latency services carry the value they used)
 
@@ -43,6 +45,18 @@ record of exactly that size whose answer is the same (at most MAX_WIDEN steps; c
 per cache entry). Scope 0 when the answer does not depend on the client: failover, weighted,
 a one-region service, an all-down answer that is not fail_open. Unlocated clients get their
 own SOURCE prefix back (we cannot tell how far the "unknown" block reaches).
+
+Compiled tables (table.py): `install_tables` gives geo and geo_map services (more than one region)
+a table compiled from the GeoIP database; `answer` then serves them from it: one bisect gives the
+record's chain (its ordered regions and the orders of the siblings ECS widening would merge with),
+the choice for each order under the current region states is memoised per order, the merges per
+chain, and one ServiceAnswer per (chain, record prefix), interned by content, until the states
+change (`generation`). The answers are exactly `decide`'s, except the Decision's `location` and
+`lines` (explain uses the reference path). Cases the table leaves to the path below: a spill (the
+nearest region of an order in the chain is not eligible: the hash needs the client network), an
+unlocated client of a geo_map with CIDR entries, a record a CIDR entry splits, the IPv4 subtree
+seen from IPv6 (::/96 and the builder's aliases). `fast_answer(name, version, value, source)` is
+the same for a client given as integers (the responder's compiled miss path).
 
 The miss path (a network not in the decision cache) is designed, not hoped for: network math
 on integers (no ipaddress parsing or formatting unless a spill hash or an explanation needs the

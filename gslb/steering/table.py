@@ -26,10 +26,12 @@ answers the default order with the client's own SOURCE prefix as scope) and SLOW
 the reference path: the IPv4 subtree seen from IPv6 (::/96 and the builder's aliases), and for
 geo_map a record that a CIDR entry splits). Real chains are CHAIN_BASE and up.
 
-Memory: per record network 4 (start) + 1 (prefix) bytes shared, plus 2 or 4 bytes of chain id per
-table; the bundled database has 3.0 M IPv4 and 0.24 M IPv6 record networks (bench/README.md
-has the measured RSS). Compiling reads only the tree (geoip.read_tree) and ranks each distinct
-place once; the chains are computed for all records at once with numpy (imported here only).
+Memory: per record network 4 (start) + 1 (prefix) bytes shared (IPv6 starts as Python ints), plus 2
+or 4 bytes of chain id per table; the bundled database has 3.0 M IPv4 and 0.24 M IPv6 record
+networks: loading one table added 33 MB of RSS, each further distinct map about 6 MB
+(bench/dns_bench.py measures it; bench/README.md). Compiling reads only the tree (geoip.read_tree)
+and ranks each distinct place once; the chains are computed for all records at once with numpy
+(imported here only), IPv4 in 32-bit arithmetic: ~3 s of CPU and ~420 MB peak in the worker.
 """
 
 from __future__ import annotations
@@ -235,24 +237,23 @@ def _chains(np: Any, bits: int, hi: Any, lo: Any, prefix: Any, rec: Any) -> Any:
     out = np.full((n, 1 + MAX_WIDEN), -1, np.int16 if small else np.int32)
     out[:, 0] = rec
     mergeable = rec >= 0
-    prefix64 = prefix.astype(np.int64)
     # the records still widening (shrinks every step), with their merged block so far
-    idx = np.nonzero(mergeable & (prefix64 > 0))[0]
-    first, last, q = idx.copy(), idx.copy(), prefix64[idx]
-    v_hi, v_lo = hi[idx], lo[idx]
-    one = np.uint64(1)
-    if bits == 32:          # IPv4: the high word is 0, the bit is plain
-        starts = lo.astype(np.int64)
+    idx = np.nonzero(mergeable & (prefix > 0))[0]
+    if bits == 32:          # IPv4: the high word is 0; 32-bit arithmetic (3 M records: memory matters)
+        starts = lo.astype(np.uint32)
+        prefix16 = prefix.astype(np.int16)
+        idx = idx.astype(np.int32)
+        first, last, q = idx.copy(), idx.copy(), prefix16[idx]
         value = starts[idx]
         for k in range(1, 1 + MAX_WIDEN):
             if not len(idx):
                 break
-            bit = np.left_shift(1, 32 - q)
+            bit = np.left_shift(np.uint32(1), (32 - q).astype(np.uint32))
             upper = (value & bit) != 0
             sibling = value ^ bit
             j = np.where(upper, first - 1, last + 1)
             jj = np.clip(j, 0, max(n - 1, 0))
-            ok = (j >= 0) & (j < n) & (starts[jj] == sibling) & (prefix64[jj] == q) & mergeable[jj]
+            ok = (j >= 0) & (j < n) & (starts[jj] == sibling) & (prefix16[jj] == q) & mergeable[jj]
             idx, jj, upper = idx[ok], jj[ok], upper[ok]
             out[idx, k] = rec[jj]
             first = np.where(upper, jj, first[ok])
@@ -262,6 +263,10 @@ def _chains(np: Any, bits: int, hi: Any, lo: Any, prefix: Any, rec: Any) -> Any:
             keep = q > 0
             idx, first, last, q, value = idx[keep], first[keep], last[keep], q[keep], value[keep]
         return out
+    prefix64 = prefix.astype(np.int64)
+    first, last, q = idx.copy(), idx.copy(), prefix64[idx]
+    v_hi, v_lo = hi[idx], lo[idx]
+    one = np.uint64(1)
     for k in range(1, 1 + MAX_WIDEN):
         if not len(idx):
             break
@@ -342,7 +347,7 @@ def compile_tables(tree: TreeRecords, specs: Iterable[TableSpec]) -> dict[TableS
     records4 = RecordIndex(32, starts4, array.array("B", v4_prefix.tobytes()), idx16)
     starts6 = [(h << 64) | lo for h, lo in zip(v6_hi.tolist(), v6_lo.tolist(), strict=True)]
     records6 = RecordIndex(128, starts6, array.array("B", v6_prefix.tobytes()), None)
-    zeros4 = np.zeros(len(v4_start), np.uint64)
+    zeros4 = np.zeros(1, np.uint64)         # the high words of IPv4 starts (broadcast)
     out: dict[TableSpec, GeoTable] = {}
     for spec in dict.fromkeys(specs):
         per_place, orders = _place_orders(spec, tree.places)
