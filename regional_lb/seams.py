@@ -22,6 +22,7 @@ from typing import Any, Protocol
 from regional_lb.balancing.base import Backend
 from regional_lb.config import Config, DnsBackends
 from regional_lb.runtime import Runtime
+from regional_lb.state.base import StateStore
 
 
 class ProxyMetrics(Protocol):
@@ -36,18 +37,32 @@ class ProxyMetrics(Protocol):
     def pick_reason(self, route: str, reason: str) -> None: ...
 
 
+class UpstreamClient(Protocol):
+    """The HTTP client to backends (regional_lb.proxy.upstream.Upstream)."""
+
+    async def send(self, backend: Backend, method: str, path: str, headers: Any, body: Any,
+                   interim: Any = None) -> Any: ...
+
+    @property
+    def session(self) -> Any: ...           # an aiohttp.ClientSession (the WebSocket path)
+
+    async def close(self) -> None: ...
+
+
 class ProxyContext(Protocol):
-    """What serving a request needs."""
+    """What serving a request needs. `store` and `upstream` are set by `start()`."""
 
     rt: Runtime
     config: Config
     clock: Callable[[], float]             # monotonic
     wall: Callable[[], float]              # wall clock: sticky cookie times
     rng: random.Random
-    store: Any                             # regional_lb.state.base.Store (or None before start)
-    upstream: Any                          # regional_lb.proxy.upstream.Upstream (or None before start)
-    metrics: Any                           # regional_lb.metrics.Metrics (ProxyMetrics and more)
+    store: StateStore
+    upstream: UpstreamClient
     shared_inflight: bool                  # in-flight counts from the store (state: redis)
+
+    @property
+    def metrics(self) -> ProxyMetrics: ...
 
     def healthz_body(self) -> tuple[int, bytes]: ...
 
