@@ -138,3 +138,13 @@ def test_a_state_change_is_seen_by_the_next_query(pair: tuple[Responder, Respond
         reference.update_region_states(states)
         for _ in range(3):
             assert fast.respond(data, RESOLVER, 9.0) == slow.respond_uncached(data, RESOLVER, 9.0)
+
+
+@given(st.integers(0, 2**32 - 1))
+def test_the_unchecked_ipv4_address_equals_the_checked_one(value: int) -> None:
+    from gslb.dns.responder import _v4_address
+
+    fast, checked = _v4_address(value), ipaddress.IPv4Address(value)
+    assert (fast, hash(fast), str(fast), repr(fast), fast.packed) == \
+        (checked, hash(checked), str(checked), repr(checked), checked.packed)
+    assert ipaddress.ip_network(f"{fast}/24", strict=False) == ipaddress.ip_network(f"{checked}/24", strict=False)
