@@ -8,19 +8,24 @@ proxy serves the round-robin route `/rr/x` in front of them:
   * haproxy nbthread=1 / nbthread=2   the established tool, same backends, same route
 
 For each, wrk measures
-  1. CPU per request at the same bounded rate: `wrk -t1 -c100` with a Lua `delay()` of 50 ms
+  1. CPU per request at the same bounded rate: `wrk -t1 -c400` with a Lua `delay()` of 200 ms
      between a connection's requests (about 2,000 requests/s, well under one worker's capacity;
-     100 connections, so that the kernel's SO_REUSEPORT hash has enough of them to spread).
+     400 connections, so that the kernel's SO_REUSEPORT hash of each connection has enough of
+     them to spread evenly: with n connections one worker's share varies by about 1/sqrt(n)).
      CPU = utime+stime of the proxy's whole process tree (/proc) over the run.
   2. the spread of load across workers: during run 1, each worker's own CPU (/proc of its pid)
      and the requests each proxied (the supervisor's GET /api/workers).
-  3. requests/s flat out: `wrk -t1 -c50` keep-alive, no delay; `--repeat` runs, the fastest
-     kept; and how much CPU the proxy got meanwhile (CPU s ÷ wall s: 100 % = one core).
+  3. requests/s flat out: `wrk -t1 -c50` keep-alive, no delay; and how much CPU the proxy got
+     meanwhile (CPU s ÷ wall s: 100 % = one core).
+
+Every proxy is started and warmed up first; then `--repeat` rounds go over all of them in turn
+(interleaved, so a burst of other work on the machine does not decide one proxy's figures), and
+per proxy the bounded run with the least CPU per request and the fastest flat-out run are kept.
 
 Nothing is pinned (two workers need both CPUs), so wrk, the backends and the proxy share this
 machine's CPUs: run 3's figures say what the proxy gets on a machine it shares with its load.
 
-Usage: python bench/http_workers.py [--duration 10] [--rate-connections 100] [--delay-ms 50] [--repeat 3]
+Usage: python bench/http_workers.py [--duration 10] [--rate-connections 400] [--delay-ms 200] [--repeat 3]
                                     [--no-readme]
 Results go to stdout and to the http-workers section of bench/README.md.
 """
@@ -135,24 +140,28 @@ def wrk(server: Server, port: int, args: argparse.Namespace, *, connections: int
     return result, per_child
 
 
-def measure(name: str, port: int, admin: int | None, server: Server, args: argparse.Namespace,
-            script: Path) -> Measured:
-    warm = argparse.Namespace(**{**vars(args), "duration": 1.0})
-    wrk(server, port, warm, connections=args.connections, script=None, scenario="warm-up")
+def measure_round(name: str, port: int, admin: int | None, server: Server, args: argparse.Namespace,
+                  script: Path) -> Measured:
+    """One bounded-rate run and one flat-out run of one proxy."""
     before = [int(str(w["requests"] or 0)) for w in workers_of(admin)]
     bounded, per_child = wrk(server, port, args, connections=args.rate_connections, script=script,
                              scenario=f"bounded rate ({args.rate_connections} connections, {args.delay_ms:g} ms apart)")
     after = [int(str(w["requests"] or 0)) for w in workers_of(admin)]
-    flat = None
-    for _ in range(args.repeat):        # the round least disturbed by the machine's other work
-        result, _ = wrk(server, port, args, connections=args.connections, script=None,
-                        scenario=f"flat out ({args.connections} connections)")
-        if flat is None or result.rps > flat.rps:
-            flat = result
-    assert flat is not None
-    worker_pids = {int(str(w["pid"])) for w in workers_of(admin)}
-    return Measured(name, bounded, flat, {p: c for p, c in per_child.items() if p in worker_pids},
+    flat, _ = wrk(server, port, args, connections=args.connections, script=None,
+                  scenario=f"flat out ({args.connections} connections)")
+    worker_pids = [int(str(w["pid"])) for w in workers_of(admin)]          # in worker id order
+    return Measured(name, bounded, flat, {p: per_child.get(p, 0.0) for p in worker_pids},
                     [a - b for a, b in zip(after, before, strict=True)])
+
+
+def best(old: Measured | None, new: Measured) -> Measured:
+    """The bounded run with the least CPU per request and the fastest flat-out run over the rounds:
+    each the one least disturbed by the machine's other work."""
+    if old is None:
+        return new
+    keep = old if (old.bounded.cpu_us or float("inf")) <= (new.bounded.cpu_us or float("inf")) else new
+    flat = old.flat_out if old.flat_out.rps >= new.flat_out.rps else new.flat_out
+    return Measured(keep.name, keep.bounded, flat, keep.worker_cpu, keep.worker_requests)
 
 
 def spread(values: list[float]) -> str:
@@ -172,8 +181,10 @@ def report(args: argparse.Namespace, results: list[Measured]) -> str:
             "`nbthread N`). Nothing pinned: the proxy, wrk and the backends share the machine's CPUs.",
             f"- Bounded rate: `wrk -t1 -c{args.rate_connections} -d{args.duration:g}s -s delay.lua` "
             f"(`delay()` = {args.delay_ms:g} ms between a connection's requests). Flat out: "
-            f"`wrk -t1 -c{args.connections} -d{args.duration:g}s`, {args.repeat} runs, the fastest kept; "
-            "flat-out proxy CPU = its CPU s ÷ wall s (100 % = one core). Keep-alive GETs; after a 1 s warm-up.",
+            f"`wrk -t1 -c{args.connections} -d{args.duration:g}s`. {args.repeat} rounds over all four proxies "
+            "(interleaved, each started and warmed up for 1 s first); per proxy the bounded run with the least "
+            "CPU per request and the fastest flat-out run are kept. Flat-out proxy CPU = its CPU s ÷ wall s "
+            "(100 % = one core). Keep-alive GETs.",
             "- CPU µs/request = utime+stime of the proxy's process tree (supervisor and workers) ÷ requests. "
             "Spread = the largest distance of one worker from an even share, in % of the even share "
             "(requests from the supervisor's `GET /api/workers`; CPU from /proc of each worker).", ""]
@@ -211,31 +222,41 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--duration", type=float, default=10.0)
     p.add_argument("--connections", type=int, default=50, help="flat-out wrk connections (default 50)")
-    p.add_argument("--rate-connections", type=int, default=100, help="bounded-rate wrk connections (default 100)")
-    p.add_argument("--delay-ms", type=float, default=50.0, help="ms between one connection's requests (default 50)")
-    p.add_argument("--repeat", type=int, default=3, help="flat-out runs per proxy; the fastest is kept (default 3)")
+    p.add_argument("--rate-connections", type=int, default=400, help="bounded-rate wrk connections (default 400)")
+    p.add_argument("--delay-ms", type=float, default=200.0,
+                   help="ms between one connection's requests (default 200)")
+    p.add_argument("--repeat", type=int, default=3,
+                   help="rounds over every proxy; per proxy the least disturbed runs are kept (default 3)")
     p.add_argument("--no-readme", action="store_true")
     args = p.parse_args()
-    results: list[Measured] = []
     with tempfile.TemporaryDirectory(prefix="http-workers-") as tmp:
         workdir = Path(tmp)
         script = workdir / "delay.lua"
         script.write_text(DELAY_LUA.format(delay=int(args.delay_ms)))
         ports, backend_ctx = start_backends(workdir)
-        with backend_ctx:
+        with backend_ctx, contextlib.ExitStack() as stack:
+            running = []
             for name, starter, n in (("regional-lb workers=1", start_regional_lb, 1),
                                      ("regional-lb workers=2", start_regional_lb, 2),
                                      ("haproxy nbthread=1", start_haproxy, 1),
                                      ("haproxy nbthread=2", start_haproxy, 2)):
                 port, admin, ctx = starter(workdir, ports, n)
-                with ctx as server:
-                    if admin is not None and n > 1:
-                        deadline = time.monotonic() + 30
-                        while not ((rows := workers_of(admin)) and all(r["ready"] for r in rows)):
-                            if time.monotonic() > deadline:
-                                raise BenchError(f"{name}: workers not ready: {rows}")
-                            time.sleep(0.1)
-                    results.append(measure(name, port, admin if n > 1 else None, server, args, script))
+                server = stack.enter_context(ctx)
+                if admin is not None and n > 1:
+                    deadline = time.monotonic() + 30
+                    while not ((rows := workers_of(admin)) and all(r["ready"] for r in rows)):
+                        if time.monotonic() > deadline:
+                            raise BenchError(f"{name}: workers not ready: {rows}")
+                        time.sleep(0.1)
+                warm = argparse.Namespace(**{**vars(args), "duration": 1.0})
+                wrk(server, port, warm, connections=args.connections, script=None, scenario="warm-up")
+                running.append((name, port, admin if n > 1 else None, server))
+            kept: dict[str, Measured] = {}
+            for i in range(args.repeat):       # rounds over every proxy, interleaved
+                print(f"round {i + 1} of {args.repeat}", flush=True)
+                for name, port, admin, server in running:
+                    kept[name] = best(kept.get(name), measure_round(name, port, admin, server, args, script))
+            results = [kept[name] for name, *_ in running]
     text = report(args, results)
     print(text)
     if not args.no_readme:
