@@ -241,7 +241,7 @@ class MaxMindLocator:
                  memo_size: int = MEMO_SIZE) -> None:
         import maxminddb
 
-        from gslb.steering.memo import Memo  # here: gslb.steering imports this module
+        from gslb.common.memo import Memo
 
         self.path = Path(path)
         try:
