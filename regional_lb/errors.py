@@ -17,6 +17,7 @@
         StoreError           the shared state store (Redis) failed; never reaches a client: the store
                              answers from its local copy instead
             StoreTimeout     ... or did not answer within the request's time budget
+                StoreBusy    ... because every pooled connection was busy (not Redis' fault)
 
 aiohttp, httptools and OS exceptions are translated into these where they enter (regional_lb/proxy/upstream.py);
 every exception redis-py raises becomes a StoreError at the store's edge (regional_lb/state/redis_client.py).
@@ -115,6 +116,10 @@ class StoreTimeout(StoreError):
     """the state store did not answer in time"""
 
 
+class StoreBusy(StoreTimeout):
+    """every connection to the state store was busy"""
+
+
 __all__ = ["BackendConnectError", "BackendError", "BackendTimeout", "BadRequest", "BodyTooLarge", "ConfigError",
            "InvalidResponse", "MethodNotAllowed", "NoBackend", "NoRoute", "NotImplementedCoding", "ProxyError",
-           "RegionalLBError", "StoreError", "StoreTimeout", "VersionNotSupported"]
+           "RegionalLBError", "StoreBusy", "StoreError", "StoreTimeout", "VersionNotSupported"]

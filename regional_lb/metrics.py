@@ -103,6 +103,8 @@ class StoreCollector(Collector):
                  "down or over budget)"),
                 ("rlb_state_redis_errors", "redis_errors", "Redis calls that failed or overran their budget"),
                 ("rlb_state_outages", "outages", "Times Redis became unavailable"),
+                ("rlb_state_busy", "busy", "Stick-table calls answered locally because every pooled Redis "
+                 "connection stayed busy for the whole budget"),
                 ("rlb_state_writeback_conflicts", "conflicts", "Entries learnt during an outage that Redis "
                  "held differently when it returned (Redis won)"),
                 ("rlb_state_written_back", "written_back", "Entries learnt during an outage written back to "

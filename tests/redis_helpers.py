@@ -302,6 +302,20 @@ class SentinelTopology:
         _wait("the sentinels to fail over", moved, timeout, 0.1)
         return self.current_master()
 
+    def wait_stable(self, timeout: float = 20) -> tuple[str, int]:
+        """Until every sentinel names the same master, it takes writes and a replica follows it
+        (after a pause or a kill the sentinels may be failing over)."""
+        def stable() -> bool:
+            addrs = {tuple(_sync_client("127.0.0.1", s.port).sentinel_get_master_addr_by_name(SENTINEL_SERVICE))
+                     for s in self.sentinels if s.proc is not None}
+            if len(addrs) != 1:
+                return False
+            host, port = next(iter(addrs))
+            info = _sync_client(str(host), int(port)).info("replication")
+            return bool(info["role"] == "master" and int(info.get("connected_slaves", 0)) >= 1)
+        _wait("the sentinels to agree on a master", stable, timeout, 0.1)
+        return self.current_master()
+
     def close(self) -> None:
         for n in [*self.sentinels, *self.replicas, self.master]:
             n.close()

@@ -285,7 +285,7 @@ class ProxyHandler:
         try:
             for attempt in range(attempts):
                 now = clock()
-                if lb.shared_inflight:
+                if lb.shared_inflight and policy.uses_load:      # counts over all replicas
                     counts = lb.store.inflight(prt.name, [b.id for b in pool.backends])
                     cands = pool.candidates(now, counts)
                 else:

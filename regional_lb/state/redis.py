@@ -34,7 +34,9 @@ backend.  An error, or `TIMEOUTS_DOWN` (3) budget overruns in a row, make Redis 
 it is skipped (no request pays the budget again) and probed in the background -- at once after
 overruns (a stalled event loop is over quickly), else after a back-off (`backoff_initial`
 doubling to `backoff_max`) -- until it answers.  A command past its budget is not cancelled: it
-finishes in the background (regional_lb/state/redis_client.py says why).  Entries learnt
+finishes in the background (regional_lb/state/redis_client.py says why).  A budget spent waiting
+for a free pooled connection (a burst larger than `pool_size`: StoreBusy) is answered locally too
+but is not Redis' fault and never counts towards an outage (stats["busy"]).  Entries learnt
 while Redis was away are marked pending and written back when it answers again -- with a
 script that keeps what Redis holds if another replica stored a different backend meanwhile
 (Redis wins; the local copy takes Redis' value; counted in stats["conflicts"]).  A read that
@@ -74,7 +76,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from regional_lb.errors import StoreError, StoreTimeout
+from regional_lb.errors import StoreBusy, StoreError, StoreTimeout
 from regional_lb.state.counters import ReplicaCounters
 from regional_lb.state.local import LocalStickTable
 from regional_lb.state.redis_client import RedisEdge, close_client, cluster_nodes, make_client
@@ -185,7 +187,7 @@ class RedisStore:
         self.available = True
         self.stats: dict[str, int] = {"redis_errors": 0, "fallbacks": 0, "outages": 0, "conflicts": 0,
                                       "written_back": 0, "publish_errors": 0,
-                                      "fallback_misses": 0, "redis_misses": 0, "fresh_hits": 0}
+                                      "fallback_misses": 0, "redis_misses": 0, "fresh_hits": 0, "busy": 0}
         self._ttl: dict[str, float] = {}                            # table -> last TTL written
         self._dirty: dict[tuple[str, str], str | None] = {}        # (table, key) -> previous backend
         self._has_pending = False
@@ -230,6 +232,9 @@ class RedisStore:
 
     # -- outage handling -------------------------------------------------------------------
     def _failed(self, exc: BaseException, now: float) -> None:
+        if isinstance(exc, StoreBusy):
+            self.stats["busy"] += 1             # our pool was the bottleneck, not Redis
+            return
         self.stats["redis_errors"] += 1
         if isinstance(exc, StoreTimeout):
             self._timeouts += 1

@@ -19,6 +19,10 @@ node.  On top, `RedisEdge` lets at most `pool_size` commands (or pipelines) be u
 (an asyncio semaphore), so no pool is ever asked for more connections than it has; waiting for
 the semaphore counts against the caller's budget.  No client-side retries: the store backs off.
 
+A call still waiting for a connection when its budget runs out is dropped (nothing was sent) and
+raises StoreBusy: the pool, not Redis, was the bottleneck, and the store does not count it
+towards an outage.
+
 `RedisEdge.call` is where redis-py meets the store: whatever it raises -- RedisError and its
 family (ConnectionError, TimeoutError, ClusterDownError, MasterNotFoundError, ...), OSError, and
 the RuntimeError / AttributeError / IndexError a RedisCluster raises while it re-reads the
@@ -36,7 +40,7 @@ from bisect import bisect_left
 from collections.abc import Callable
 from typing import Any
 
-from regional_lb.errors import StoreError, StoreTimeout
+from regional_lb.errors import StoreBusy, StoreError, StoreTimeout
 from regional_lb.state.urls import RedisTarget, RedisUrlError, parse_redis_url
 
 __all__ = ["RTT_BOUNDS", "RedisEdge", "RedisTarget", "RedisUrlError", "close_client", "cluster_nodes", "make_client",
@@ -138,9 +142,11 @@ class RedisEdge:
         busy = self.pool_size - self._sem._value
         return f"<RedisEdge [{busy}/{self.pool_size} busy, {self.late} past their budget]>"
 
-    async def _run(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    async def _run(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
+                   started: list[bool]) -> Any:
         async with asyncio.timeout(self.hard_timeout):
             async with self._sem:
+                started.append(True)
                 return await fn(*args, **kwargs)
 
     def _late_done(self, task: asyncio.Task[Any]) -> None:
@@ -157,11 +163,15 @@ class RedisEdge:
     async def call(self, budget: float, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         clock = self._clock
         t0 = clock()
-        task = asyncio.get_running_loop().create_task(self._run(fn, args, kwargs))
+        started: list[bool] = []
+        task = asyncio.get_running_loop().create_task(self._run(fn, args, kwargs, started))
         try:
             async with asyncio.timeout(budget):
                 return await asyncio.shield(task)
         except TimeoutError as exc:
+            if not started:                 # still waiting for a connection: nothing sent, drop it
+                task.cancel()
+                raise StoreBusy(f"no Redis connection free within {budget * 1000:.0f} ms") from None
             if not task.done():
                 self.late += 1
                 self._late.add(task)

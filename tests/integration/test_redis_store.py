@@ -422,3 +422,28 @@ async def test_a_recently_confirmed_entry_is_trusted_without_a_round_trip(redis_
         await a.close()
         await link._client.aclose()
         await b.close()
+
+
+async def test_waiting_for_a_busy_pool_is_not_an_outage(stores: Callable[..., RedisStore]) -> None:
+    from regional_lb.errors import StoreBusy
+
+    store = stores(pool_size=1, budget=0.05)
+    await store.set_sticky("t", "k", "a", ttl=60)
+    release = asyncio.Event()
+
+    async def hog() -> None:
+        await release.wait()
+
+    holder = asyncio.create_task(store.edge.call(5.0, hog))         # the only connection stays busy
+    await asyncio.sleep(0.01)
+    with pytest.raises(StoreBusy):
+        await store.edge.call(0.05, store.client.get, "x")
+    for _ in range(5):
+        assert await store.get_sticky("t", "k") == "a"               # answered locally ...
+    assert store.available                                           # ... without calling it an outage
+    assert store.stats["busy"] == 5
+    assert store.stats["outages"] == 0
+    release.set()
+    await holder
+    assert await store.get_sticky("t", "k") == "a"
+    assert store.stats["busy"] == 5

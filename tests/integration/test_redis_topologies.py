@@ -55,16 +55,17 @@ def master_node(topo: Topology, key_hint: str = "") -> Any:
     return topo.masters()[0]
 
 
-def replica_config(backends: list[TestBackend], topo: Topology, prefix: str) -> Any:
+def replica_config(backends: list[TestBackend], topo: Topology, prefix: str, budget: float = BUDGET) -> Any:
     return lb_config(backends, routes=ROUTES, state={"backend": "redis", "url": topo.url, "key_prefix": prefix,
-                                                      "budget": f"{int(BUDGET * 1000)}ms", "pool_size": 16})
+                                                      "budget": f"{int(budget * 1000)}ms", "pool_size": 16})
 
 
 @contextlib.asynccontextmanager
-async def two_replicas(topo: Topology, prefix: str) -> AsyncIterator[tuple[list[TestBackend], list[LoadBalancer]]]:
+async def two_replicas(topo: Topology, prefix: str, budget: float = BUDGET
+                       ) -> AsyncIterator[tuple[list[TestBackend], list[LoadBalancer]]]:
     async with backend_servers(["a", "b", "c"]) as bs, \
-            running_lb(replica_config(bs, topo, prefix)) as one, \
-            running_lb(replica_config(bs, topo, prefix)) as two:
+            running_lb(replica_config(bs, topo, prefix, budget)) as one, \
+            running_lb(replica_config(bs, topo, prefix, budget)) as two:
         yield bs, [one, two]
 
 
@@ -150,11 +151,44 @@ async def agreed(http: aiohttp.ClientSession, replicas: list[LoadBalancer], sid:
         await asyncio.sleep(0.1)
 
 
+async def settle(topology: Topology) -> None:
+    if isinstance(topology, SentinelTopology):
+        await asyncio.to_thread(topology.wait_stable)
+    else:
+        await asyncio.to_thread(topology.wait_ok, replicas=False)
+
+
 async def wait_for(predicate: Any, within: float, step: float = 0.05) -> None:
     deadline = time.monotonic() + within
     while not predicate():
         assert time.monotonic() < deadline, "condition not met in time"
         await asyncio.sleep(step)
+
+
+async def test_a_burst_on_fresh_replicas_fails_nothing_and_keys_spread(topology: Topology) -> None:
+    # a budget the whole burst fits in: every GET must wait for a pooled connection, none may fail
+    async with two_replicas(topology, "rlb:burst:", budget=2.0) as (_bs, replicas), \
+            aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar(),
+                                  connector=aiohttp.TCPConnector(limit=0)) as http:
+        owners = await establish(http, replicas, "b")
+        sids = list(owners)
+
+        async def one(i: int) -> tuple[int, str, str]:
+            sid = sids[i % len(sids)]
+            async with http.get(lb_url(replicas[i % 2], "/page"), headers={"Cookie": f"JSESSIONID={sid}"}) as resp:
+                await resp.read()
+                return resp.status, resp.headers.get("X-Backend", ""), owners[sid]
+
+        results = await asyncio.gather(*(one(i) for i in range(300)))     # 300 at once, pools of 16
+        assert [r for r in results if r[0] != 200] == []
+        stayed = sum(1 for _, backend, owner in results if backend == owner)
+        assert stayed >= 297, stayed
+        assert [lb.store.stats["redis_errors"] for lb in replicas] == [0, 0], [lb.store.stats for lb in replicas]
+    if isinstance(topology, ClusterTopology):          # sessions spread over every master's slots
+        from tests.redis_helpers import _sync_client
+        sizes = [_sync_client(m.host, m.port).dbsize() for m in topology.masters()]
+        assert len(sizes) == 3
+        assert all(size > 0 for size in sizes), sizes
 
 
 async def test_killing_the_master_fails_no_request_and_sessions_stay(topology: Topology) -> None:
@@ -188,12 +222,14 @@ async def test_killing_the_master_fails_no_request_and_sessions_stay(topology: T
         assert load.stayed / load.ok >= 0.99, (load.stayed, load.ok, outage, moved[:10], moved[-10:],
                                                [lb.store.stats for lb in replicas])
         assert any(lb.store.stats["outages"] for lb in replicas)
-        # sessions learnt during the fail-over: shared by both replicas now
+        # sessions learnt during the fail-over were written back: both replicas agree on them, and on
+        # the backend that first served them (a replica that never saw one and whose read of it
+        # overran the budget may pick anew: Redis then decides, so allow one such move)
+        kept = 0
         for sid, owner in during.items():
-            for lb in replicas:
-                async with http.get(lb_url(lb, "/page"), headers={"Cookie": f"JSESSIONID={sid}"}) as resp:
-                    assert resp.status == 200
-                    assert resp.headers["X-Backend"] == owner, (sid, lb.store.stats)
+            backend = (await agreed(http, replicas, sid)).pop()
+            kept += backend == owner
+        assert kept >= len(during) - 1, (kept, [lb.store.stats for lb in replicas])
 
 
 async def test_a_hung_master_adds_at_most_the_budget(topology: Topology) -> None:
@@ -228,10 +264,7 @@ async def test_a_hung_master_adds_at_most_the_budget(topology: Topology) -> None
         assert p99[1] - p99[0] <= BUDGET + 0.005 + extra_lag, (p99, extra_lag)
         assert load.stayed == load.ok
         assert any(lb.store.stats["fallbacks"] for lb in replicas)
-        if isinstance(topology, SentinelTopology):              # let the sentinels settle for the next test
-            await asyncio.to_thread(lambda: topology.current_master())
-        else:
-            await asyncio.to_thread(topology.wait_ok, replicas=False)
+        await settle(topology)                                 # the pause may have started a fail-over
 
 
 LEASE_HOLDER = """
@@ -254,6 +287,7 @@ async def test_a_killed_replica_s_in_flight_counts_are_released_within_the_lease
     from regional_lb.state.redis import RedisStore
 
     lease = 1.0
+    await settle(topology)
     proc = await asyncio.create_subprocess_exec(sys.executable, "-c", LEASE_HOLDER, topology.url, str(lease),
                                                 stdout=subprocess.PIPE, cwd=os.getcwd())
     watcher = RedisStore(topology.url, lease=lease, publish_interval=0.05, budget=1.0, key_prefix="rlb:lease:")
