@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-SYS_PKGS := redis-server bind9-dnsutils
+SYS_PKGS := redis-server redis-tools bind9-dnsutils
 
 .PHONY: run test lint bench bench-deps sysdeps venv clean
 
@@ -16,7 +16,7 @@ venv: $(STAMP)
 
 # Debian packages: installed only when their binaries are missing (needs root or sudo).
 sysdeps:
-	@bash deploy/install-system-deps.sh redis-server:redis-server dig:bind9-dnsutils chromium:chromium chromedriver:chromium-driver
+	@bash deploy/install-system-deps.sh redis-server:redis-server redis-cli:redis-tools dig:bind9-dnsutils chromium:chromium chromedriver:chromium-driver
 
 run: $(STAMP) sysdeps
 	$(PY) -m deploy.launcher
