@@ -293,7 +293,8 @@ class _Template:
     """The bytes of a reply between the ID and the ECS address, for one ServiceAnswer object (the
     steering keeps it while its generation lasts); the counters `_count_hit` reads."""
 
-    __slots__ = ("all_down", "answer", "generation", "qtype", "rcode", "regions", "rest", "truncated")
+    __slots__ = ("all_down", "answer", "data_generation", "generation", "qtype", "rcode", "regions", "rest",
+                 "truncated")
 
     def __init__(self, answer: object, rest: bytes, generation: int, rcode: str, qtype: str,
                  regions: tuple[str, ...], all_down: tuple[str, ...]) -> None:
@@ -305,6 +306,7 @@ class _Template:
         self.regions = regions
         self.all_down = all_down
         self.truncated = False
+        self.data_generation: int | None = getattr(answer, "data_generation", None)   # latency data used
 
 
 @dataclass(eq=False)
@@ -495,7 +497,9 @@ class Responder:
                 return data[:2] + entry.head + data[12:entry.qend] + entry.tail
         if not tcp and self._fast_answer is not None:
             hit = self._fast_raw.get(raw)
-            if hit is not None and now < hit[2] and hit[1].generation == self._steering.generation:
+            if hit is not None and now < hit[2] and hit[1].generation == self._steering.generation \
+                    and (hit[1].data_generation is None
+                         or hit[1].data_generation == getattr(self._steering, "data_generation", None)):
                 self._count_hit(hit[1])
                 return data[:2] + hit[0]
             reply = self._fast_miss(data, raw, client, now)

@@ -47,7 +47,10 @@ a one-region service, an all-down answer that is not fail_open. Unlocated client
 own SOURCE prefix back (we cannot tell how far the "unknown" block reaches).
 
 Compiled tables (table.py): `install_tables` gives geo and geo_map services (more than one region)
-a table compiled from the GeoIP database; `answer` then serves them from it: one bisect gives the
+a table compiled from the GeoIP database, and latency services the geo table of their regions, used
+while the latency table holds no RTT at all (their geo fallback: key network at least /24 or /48,
+scope not below /23 or /47, as `_widen` gives it; the answers carry `data_generation`); `answer` then
+serves them from it: one bisect gives the
 record's chain (its ordered regions and the orders of the siblings ECS widening would merge with),
 the choice for each order under the current region states is memoised per order, the merges per
 chain, and one ServiceAnswer per (chain, record prefix), interned by content, until the states
@@ -100,20 +103,24 @@ class SteeringError(Exception):
 class _Compiled:
     """A service answered from a compiled table, with its memos for the current region states."""
 
-    __slots__ = ("answers", "choices", "generation", "has_cidr", "interned", "steps", "svc", "table")
+    __slots__ = ("answers", "choices", "data_generation", "generation", "has_cidr", "interned", "latency", "steps",
+                 "svc", "table")
 
     def __init__(self, svc: ServiceConfig, table: GeoTable) -> None:
         self.svc = svc
         self.table = table
         self.has_cidr = bool(table.spec.cidr)
+        self.latency = svc.policy == "latency"     # the geo fallback: only while no RTT is known at all
         self.generation = -1
+        self.data_generation = -1                   # latency: the latency table's generation of the memos
         self.choices: dict[int, tuple[tuple[str, ...], int, bool] | None] = {}     # order id ->
         self.steps: dict[int, tuple[tuple[tuple[str, ...], int, bool], int]] = {}  # chain id -> (choice, merges)
         self.answers: dict[int, ServiceAnswer] = {}     # chain id << 8 | prefix -> the answer
         self.interned: dict[tuple[object, ...], ServiceAnswer] = {}    # the distinct answers
 
-    def reset(self, generation: int) -> None:
+    def reset(self, generation: int, data_generation: int = -1) -> None:
         self.generation = generation
+        self.data_generation = data_generation
         self.choices = {}
         self.steps = {}
         self.answers = {}
@@ -289,7 +296,7 @@ class Steering:
         compiled = self._compiled.get(name)
         if compiled is None:
             return None
-        if version == 4 and compiled.generation == self._own_generation:
+        if version == 4 and compiled.generation == self._own_generation and not compiled.latency:
             # GeoTable.find for IPv4, inline (the miss path's one lookup)
             table = compiled.table
             records = table.records4
@@ -309,19 +316,26 @@ class Steering:
 
     def _compiled_answer(self, compiled: _Compiled, version: int, value: int,
                          source_prefix: int | None) -> ServiceAnswer | None:
-        if compiled.generation != self._own_generation:
-            compiled.reset(self._own_generation)
+        data_generation = -1
+        if compiled.latency:
+            if len(self._latency):          # RTTs are known somewhere: the reference path decides
+                return None
+            data_generation = self._latency.generation
+        if compiled.generation != self._own_generation or compiled.data_generation != data_generation:
+            compiled.reset(self._own_generation, data_generation)
         chain, prefix = compiled.table.find(version, value)
         if chain == UNLOCATED:
             if compiled.has_cidr:
                 return None
             prefix = source_prefix or 0
         key = (chain << 8) | prefix
+        if compiled.latency:
+            key = (key << 1) | (version == 6)       # the latency floor (/24, /48) depends on the family
         found = compiled.answers.get(key)
         if found is None:
             if chain == SLOW:
                 return None
-            found = self._compiled_outcome(compiled, chain, prefix)
+            found = self._compiled_outcome(compiled, chain, prefix, version)
             if found is None:
                 return None
             if len(compiled.answers) >= COMPILED_ANSWERS:
@@ -345,15 +359,20 @@ class Steering:
         compiled.choices[order_id] = result
         return result
 
-    def _compiled_outcome(self, compiled: _Compiled, chain: int, prefix: int) -> ServiceAnswer | None:
+    def _compiled_outcome(self, compiled: _Compiled, chain: int, prefix: int, version: int) -> ServiceAnswer | None:
         """The answer for a record of `chain` and `prefix` (UNLOCATED: `prefix` is the SOURCE prefix),
-        as `_compute` gives it; None when a spill is involved (the reference path answers)."""
+        as `_compute` gives it; None when a spill is involved (the reference path answers).
+
+        latency (no RTT known: the geo order): the key network is at least the /24 (/48) the table
+        measures; a record wider than that merges with nothing (scope /24), a narrower one merges
+        like geo but not below /23 (/47): the last sibling checked must itself be a key network."""
         svc = compiled.svc
+        floor = (V4_PREFIX if version == 4 else V6_PREFIX) if compiled.latency else 0
         if chain == UNLOCATED:
             order = list(svc.default_order) + [r for r in svc.regions if r not in svc.default_order] \
-                if svc.policy == "geo" else list(svc.geo_map.default if svc.geo_map is not None else ())
+                if svc.policy != "geo_map" else list(svc.geo_map.default if svc.geo_map is not None else ())
             chosen, ttl, all_down, _ = self._choose(svc, order, None, [])
-            scope = prefix
+            scope = max(prefix, floor)
             where = "not located"
         else:
             steps = compiled.steps.get(chain)
@@ -372,7 +391,7 @@ class Steering:
                     count += 1
                 steps = compiled.steps[chain] = (own, count)
             (chosen, ttl, all_down), count = steps
-            scope = prefix - count
+            scope = floor if prefix < floor else max(prefix - count, floor - 1)
             where = "compiled table"
         if all_down and svc.all_down.action != "fail_open":
             scope = 0
@@ -380,7 +399,8 @@ class Steering:
         found = compiled.interned.get(same)         # one object per distinct answer (the DNS core
         if found is None:                           # packs a reply once per answer object)
             decision = Decision(svc.name, svc.policy, chosen, ttl, scope, all_down, where)
-            found = compiled.interned[same] = self._package(svc, decision, None, float(ttl))
+            found = compiled.interned[same] = self._package(
+                svc, decision, compiled.data_generation if compiled.latency else None, float(ttl))
         return found
 
     def explain(self, name: str, client: IPAddress | None, source_prefix: int | None,

@@ -70,11 +70,12 @@ class TableSpec:
 
 def table_spec(svc: ServiceConfig, regions: Mapping[str, Region]) -> TableSpec | None:
     """The table a service's misses can be answered from; None for policies that are not compiled
-    (failover, weighted, latency, and one-region services, whose answer ignores the client)."""
-    if svc.policy not in ("geo", "geo_map") or len(svc.regions) <= 1:
+    (failover, weighted, and one-region services, whose answer ignores the client). A latency
+    service shares the geo table of its regions (its order while no RTT is known)."""
+    if svc.policy not in ("geo", "geo_map", "latency") or len(svc.regions) <= 1:
         return None
     coords = tuple((r, regions[r].lat, regions[r].lon) for r in svc.regions)
-    if svc.policy == "geo":
+    if svc.policy != "geo_map":         # latency without RTTs orders like geo: the same table
         return TableSpec("geo", coords, tuple(svc.default_order))
     gmap = svc.geo_map if svc.geo_map is not None else GeoMap()
     return TableSpec("geo_map", coords, (), tuple((str(net), order) for net, order in gmap.cidr),

@@ -57,6 +57,8 @@ services:
   four.test: {policy: geo, count: 2, default_order: [sa-east, ap-northeast]}
   addr.test: {policy: geo, all_down: {action: address, addresses: [192.0.2.99, "2001:db8::99"]}}
   nodata.test: {policy: geo, regions: [us-east, eu-central], all_down: {action: nodata, negative_ttl: 7}}
+  lat.test: {policy: latency, regions: [us-east, eu-central, ap-northeast], latency_max_age: 100}
+  lat4.test: {policy: latency, count: 2, default_order: [sa-east, ap-northeast]}
   map.test:
     policy: geo_map
     regions: [us-east, eu-central, ap-northeast]
@@ -213,11 +215,13 @@ def test_the_tree_walk_lists_every_record_the_reader_iterates(database: Path) ->
 
 
 def test_services_with_the_same_regions_and_map_share_one_table(database: Path, steering: Steering) -> None:
-    specs = [table_spec(svc, REGIONS) for svc in steering.services.values()]
-    assert specs[0] == specs[1]             # geo.test and geo2.test: same regions, different TTLs
-    tables = compile_tables(read_tree(database), specs)
-    assert len(tables) == len(set(specs)) == len(specs) - 1
-    assert tables[specs[0]].records4 is tables[specs[2]].records4       # the record index is shared too
+    specs = {name: table_spec(svc, REGIONS) for name, svc in steering.services.items()}
+    # geo.test and geo2.test: same regions, different TTLs; a latency service orders like geo without RTTs
+    assert specs["geo.test"] == specs["geo2.test"] == specs["lat.test"]
+    assert specs["four.test"] == specs["lat4.test"]
+    tables = compile_tables(read_tree(database), specs.values())
+    assert len(tables) == len(set(specs.values())) == len(specs) - 3
+    assert tables[specs["geo.test"]].records4 is tables[specs["map.test"]].records4     # the record index too
 
 
 def test_special_chains_gap_alias_and_split_record(database: Path, steering: Steering) -> None:
@@ -253,3 +257,26 @@ def test_read_tree_refuses_a_file_that_is_not_a_database(tmp_path: Path) -> None
         read_tree(bad)
     with pytest.raises(GeoIPError, match="cannot"):
         read_tree(tmp_path / "missing.mmdb")
+
+
+def test_latency_services_use_the_table_only_while_no_rtt_is_known(database: Path) -> None:
+    services = load_services(Section.from_yaml_text(SERVICES, file="t.yaml").section("services"), REGIONS)
+    latency = LatencyTable()
+    s = Steering(REGIONS, services, MaxMindLocator(database), latency)
+    s.install_tables(compile_tables(read_tree(database), s.table_specs()))
+    clients = [ipaddress.IPv4Address(int(V4_BLOCK.network_address) + (n << 8)) for n in range(0, 512, 7)]
+    clients += [ipaddress.IPv6Address(int(V6_BLOCK.network_address) + (n << 80)) for n in range(0, 1 << 16, 997)]
+
+    def check() -> int:
+        before = s.compiled_answers
+        for client in clients:
+            source = 24 if client.version == 4 else 56
+            for name in ("lat.test", "lat4.test"):
+                assert _fields(s.answer(name, client, source, 5.0)) == _fields(s.decide(name, client, source, 5.0))
+        return s.compiled_answers - before
+
+    assert check() > len(clients)                       # no RTT anywhere: the table answers
+    latency.ingest(ipaddress.ip_network("198.18.7.0/24"), "eu-central", 12.0, 5.0)
+    assert check() == 0                                  # RTTs known: the reference path (widening reads them)
+    assert latency.expire(1000.0)
+    assert check() > len(clients)                       # and back once they are gone

@@ -45,6 +45,7 @@ services:
   static.example.test: {policy: geo}
   none.example.test: {policy: geo, regions: [us-east, eu-central], all_down: {action: nodata, negative_ttl: 7}}
   addr.example.test: {policy: geo, all_down: {action: address, addresses: [192.0.2.99, "2001:db8::99"]}}
+  lat.example.test: {policy: latency, regions: [us-east, eu-central, ap-northeast]}
   map.example.test:
     policy: geo_map
     regions: [us-east, eu-central, ap-northeast]
@@ -54,7 +55,7 @@ services:
       default: [us-east, ap-northeast]
 """
 NAMES = ("www.example.test", "two.example.test", "static.example.test", "none.example.test",
-         "addr.example.test", "map.example.test", "alias.example.test", "WWW.Example.test")
+         "addr.example.test", "map.example.test", "alias.example.test", "WWW.Example.test", "lat.example.test")
 RESOLVER = ipaddress.IPv4Address("127.0.0.1")
 
 
@@ -148,3 +149,28 @@ def test_the_unchecked_ipv4_address_equals_the_checked_one(value: int) -> None:
     assert (fast, hash(fast), str(fast), repr(fast), fast.packed) == \
         (checked, hash(checked), str(checked), repr(checked), checked.packed)
     assert ipaddress.ip_network(f"{fast}/24", strict=False) == ipaddress.ip_network(f"{checked}/24", strict=False)
+
+
+def test_latency_answers_follow_the_latency_table(pair: tuple[Responder, Responder, Steering, Steering]) -> None:
+    """A latency service answered from the table while no RTT is known; a push changes the next reply
+    (also for a query whose reply was remembered by its bytes)."""
+    fast, slow, compiled, reference = pair
+    for s in (compiled, reference):
+        s.update_region_states({})
+    learn = dns.message.make_query("lat.example.test", "A", use_edns=0,
+                                   options=[dns.edns.ECSOption("198.18.200.0", 24)])
+    fast.respond(learn.to_wire(), RESOLVER, 3.0)         # the shape is learnt: the next one is compiled
+    query = dns.message.make_query("lat.example.test", "A", use_edns=0,
+                                   options=[dns.edns.ECSOption("198.18.9.0", 24)])
+    data = query.to_wire()
+    for _ in range(3):
+        assert fast.respond(data, RESOLVER, 3.0) == slow.respond_uncached(data, RESOLVER, 3.0)
+    before = dns.message.from_wire(fast.respond(data, RESOLVER, 3.0))
+    network = ipaddress.ip_network("198.18.9.0/24")
+    region = "us-east" if before.answer[0][0].address != "127.0.1.1" else "eu-central"
+    for s in (compiled, reference):
+        s._latency.ingest(network, region, 1.0, 3.0)
+    after = fast.respond(data, RESOLVER, 4.0)
+    assert after == slow.respond_uncached(data, RESOLVER, 4.0)
+    assert dns.message.from_wire(after).answer[0][0].address == {"us-east": "127.0.1.1",
+                                                                 "eu-central": "127.0.2.1"}[region]
