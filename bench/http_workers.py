@@ -214,7 +214,17 @@ def report(args: argparse.Namespace, results: list[Measured]) -> str:
                    f"{((h2.bounded.cpu_us or 0) / (h1.bounded.cpu_us or 1) - 1) * 100:+.1f} %; requests/s "
                    f"{h1.flat_out.rps:,.0f} -> {h2.flat_out.rps:,.0f} "
                    f"({h2.flat_out.rps / (h1.flat_out.rps or 1):.2f}×).")
-    out.append("")
+    out += ["", "How throughput scales, and what limits it: the workers share nothing on the request path (each has "
+            "its own event loop, pools, policies and upstream connections; the supervisor runs health checks and "
+            "the admin API and sees no request), so CPU per request does not change with the number of workers "
+            "(the bounded-rate column) and the kernel's SO_REUSEPORT hash spreads connections evenly (the spread "
+            "columns). Requests/s therefore grow with the workers as long as each has a CPU of its own: N workers "
+            "on N free CPUs serve about N times one worker's requests/s, the Python work per request (the CPU "
+            "µs/request column, about twice HAProxy's) being what bounds each. On this 2-CPU machine the "
+            "flat-out figures cannot show that: wrk and the backends run on the same two CPUs, and other work "
+            "shared the machine (see the load average above); the flat-out proxy CPU column says how much CPU "
+            "the proxy actually got (100 % = one core). More workers than CPUs only adds context switches, "
+            "hence `workers: auto` = the CPUs the process may use.", ""]
     return "\n".join(out)
 
 
