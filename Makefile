@@ -38,6 +38,7 @@ bench: $(STAMP) bench-deps
 	$(PY) bench/dns_fuzz.py
 	$(PY) bench/dns_memory.py
 	$(PY) bench/http_bench.py
+	$(PY) bench/http_workers.py
 	$(PY) bench/hash_distribution.py
 
 clean:
