@@ -77,7 +77,7 @@ import functools
 import ipaddress
 import math
 import random
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from gslb.geoip import GeoLocator, Location, network_from_int, unmap
@@ -91,6 +91,7 @@ from gslb.steering.table import SLOW, UNLOCATED, GeoTable, TableSpec, table_spec
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 MAX_WIDEN = 8
+_bisect_right = bisect.bisect_right
 MAX_CACHE = 16_384
 COMPILED_ANSWERS = 65_536     # answers kept per compiled service (chain id, prefix); cleared when full
 _UP = RegionState()
@@ -103,14 +104,19 @@ class SteeringError(Exception):
 class _Compiled:
     """A service answered from a compiled table, with its memos for the current region states."""
 
-    __slots__ = ("answers", "choices", "data_generation", "generation", "has_cidr", "interned", "latency", "steps",
-                 "svc", "table")
+    __slots__ = ("answers", "choices", "data_generation", "generation", "has_cidr", "inline4", "interned", "latency",
+                 "steps", "svc", "table", "v4")
 
     def __init__(self, svc: ServiceConfig, table: GeoTable) -> None:
         self.svc = svc
         self.table = table
         self.has_cidr = bool(table.spec.cidr)
         self.latency = svc.policy == "latency"     # the geo fallback: only while no RTT is known at all
+        records = table.records4
+        # what fast_answer's inline IPv4 lookup reads (starts, /16 index, prefixes, chain ids)
+        self.v4: tuple[Sequence[int], Sequence[int], Sequence[int], Sequence[int]] = (
+            records.starts, records.idx16 if records.idx16 is not None else (), records.prefix, table.chain_ids4)
+        self.inline4 = not self.latency and records.idx16 is not None
         self.generation = -1
         self.data_generation = -1                   # latency: the latency table's generation of the memos
         self.choices: dict[int, tuple[tuple[str, ...], int, bool] | None] = {}     # order id ->
@@ -296,17 +302,15 @@ class Steering:
         compiled = self._compiled.get(name)
         if compiled is None:
             return None
-        if version == 4 and compiled.generation == self._own_generation and not compiled.latency:
+        if version == 4 and compiled.inline4 and compiled.generation == self._own_generation:
             # GeoTable.find for IPv4, inline (the miss path's one lookup)
-            table = compiled.table
-            records = table.records4
-            starts, idx16 = records.starts, records.idx16
+            starts, idx16, prefixes, chains = compiled.v4
             h = value >> 16
-            i = bisect.bisect_right(starts, value, idx16[h], idx16[h + 1]) - 1     # type: ignore[index]
+            i = _bisect_right(starts, value, idx16[h], idx16[h + 1]) - 1
             if i >= 0:
-                prefix = records.prefix[i]
+                prefix = prefixes[i]
                 if not (value - starts[i]) >> (32 - prefix):
-                    found = compiled.answers.get((table.chain_ids4[i] << 8) | prefix)
+                    found = compiled.answers.get((chains[i] << 8) | prefix)
                     if found is not None:
                         self.compiled_answers += 1
                         return found
