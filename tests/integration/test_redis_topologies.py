@@ -258,9 +258,10 @@ async def test_a_hung_master_adds_at_most_the_budget(topology: Topology) -> None
         assert len(before) > 50, len(before)
         assert len(during) > 50, len(during)
         p99 = [xs[int(len(xs) * 0.99)] for xs in (before, during)]
-        # allowance: how much later the event loop ran its timers during the pause than before
-        # (the machine's other load), at the same quantile
-        extra_lag = max(0.0, lag.quantile(0.99, paused_at, resumed_at) - lag.quantile(0.99, 0, paused_at))
+        # allowance: how much later than usual the event loop ran its timers during the pause (the
+        # machine's other load stalls every task of this process, store or not): a 1 % tail of a
+        # few hundred requests is a handful of them, so the worst stall counts
+        extra_lag = max(0.0, lag.worst(paused_at, resumed_at) - lag.quantile(0.99, 0, paused_at))
         assert p99[1] - p99[0] <= BUDGET + 0.005 + extra_lag, (p99, extra_lag)
         assert load.stayed == load.ok
         assert any(lb.store.stats["fallbacks"] for lb in replicas)
