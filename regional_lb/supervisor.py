@@ -183,6 +183,7 @@ class Supervisor:
         self._stopping = False
         self._ids = itertools.count(1)
         self._first_exit = asyncio.Event()
+        self._reload_lock = asyncio.Lock()
         self.listen_addresses: list[tuple[str, int]] = []
 
     def __repr__(self) -> str:
@@ -302,7 +303,12 @@ class Supervisor:
         self._holders = []
 
     async def reload(self, config: Config | None = None) -> tuple[bool, str]:
-        """Re-read the config file; if it is valid, the supervisor and then every worker switch to it."""
+        """Re-read the config file; if it is valid, the supervisor and then every worker switch to it.
+        One at a time (SIGHUP and the admin API may ask at once): generations reach workers in order."""
+        async with self._reload_lock:
+            return await self._reload(config)
+
+    async def _reload(self, config: Config | None) -> tuple[bool, str]:
         try:
             text = self.config_path.read_text()
             if config is None:
@@ -314,6 +320,9 @@ class Supervisor:
         ok, message = await self.lb.reload(config)
         if not ok:
             return ok, message
+        if config.workers != self.count:
+            log.warning("reload: workers: %d takes effect at the next restart (%d running)", config.workers,
+                        self.count)
         self.generation += 1
         self._text = text
         replies = await self._ask_all(self._config_message(), reply="reloaded")
