@@ -172,6 +172,8 @@ class RedisStore:
         self.op_timeout = op_timeout
         self.replica_id = replica_id or _replica_id()
         self._own_client = client is None
+        op_timeout = max(op_timeout, budget)        # background work never has less time than a request
+        self.op_timeout = op_timeout
         self.client = client if client is not None else make_client(url, timeout=op_timeout, pool_size=pool_size)
         self.edge = RedisEdge(self.client, pool_size=pool_size, hard_timeout=op_timeout, clock=clock)
         self.local = LocalStickTable(max_entries=local_entries)
