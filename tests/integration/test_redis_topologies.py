@@ -4,10 +4,14 @@
 Each topology is started once for the module (the tests run in order on it: the fail-over test
 leaves a new master behind, the next ones use whatever is master then).  Two LB replicas serve one
 pool of three backends; sessions alternate between the replicas under concurrent load.
+  * a burst of 300 concurrent requests on freshly started replicas (pools of 16): nothing fails,
+    every GET waits for a pooled connection instead of erroring, and cluster keys land on every master;
   * kill the master: no request fails and >= 99 % of the requests of established sessions stay on
     their backend (the local copies answer while Redis fails over; entries learnt meanwhile are
     written back);
-  * SIGSTOP the master: the added p99 latency is at most the store's budget + 5 ms;
+  * SIGSTOP the master: the added p99 latency is at most the store's budget + 5 ms (plus the worst
+    stall of this process's event loop during the pause, measured by `LoopLag`: the machine's other
+    load, which awaiting Redis does not cause);
   * SIGKILL a process holding in-flight counts: the other replicas see them released within the lease.
 """
 
