@@ -22,9 +22,11 @@
     POST /api/peers/admin                  (peer token) a peer's admin entries {"server", "admin"}:
                                            the later ones win
     GET  /api/peers/latency                (peer token) the latency table with ages, pulled by a
-                                           starting peer
+                                           starting peer (streamed in chunks of LATENCY_CHUNK networks)
     POST /api/latency                      (token) ingest {"measurements": [{network, region, rtt_ms}]}
     GET  /api/latency                      table size and generation
+    GET  /api/workers                      with `workers` > 1: each worker's pid, ready, restarts, config
+                                           generation, queries answered, RSS (gslb/supervisor.py); else []
     GET  /api/explain?name=N&client=IP     the decision `gslb explain` prints
     POST /api/reload                       (token) reload the config file; 400 with the error if bad
     GET  /                                 the status page (gslb/status/; files served from the package)
@@ -41,8 +43,11 @@ the peers' shared token instead (peers.token, default admin.token; `require_peer
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import ipaddress
+import itertools
+import json
 from typing import Any
 
 from aiohttp import web
@@ -56,12 +61,15 @@ from gslb.common.statuspage import add_status_page
 from gslb.geoip import ATTRIBUTION, Location
 from gslb.metrics import GslbCollector
 from gslb.peers.admin_state import AdminState, entries_from_json
+from gslb.seams import WorkersView
 from gslb.status import NearDecision, Place, client_rows, network_of, why_not
 from gslb.steering import Steering, geo
 
 SERVER: web.AppKey[GslbServer] = web.AppKey("gslb_server", GslbServer)
+WORKERS: web.AppKey[WorkersView] = web.AppKey("gslb_workers", WorkersView)
 MAX_INGEST_BYTES = 4 * 1024 * 1024
 MAX_PEER_ADMIN_BYTES = 64 * 1024       # a peer's pushed admin entries
+LATENCY_CHUNK = 500                    # networks of the latency table written between yields to the loop
 RECENT = 600.0              # seconds of sampled clients the page shows
 NEAR_PER_REGION = 3         # sampled near clients explained per region (bounds the work of a poll)
 HERE_NET, HERE = "192.0.2.0/24", ipaddress.ip_address("192.0.2.1")     # RFC 5737: never measured
@@ -169,9 +177,24 @@ async def peer_admin(request: web.Request) -> web.Response:
 
 
 @require_peer_token
-async def peer_latency(request: web.Request) -> web.Response:
+async def peer_latency(request: web.Request) -> web.StreamResponse:
+    """The latency table as {"networks": [[network, [[region, rtt_ms, age_s], ...]], ...]}, written
+    LATENCY_CHUNK networks at a time with the event loop free between (DNS keeps being answered
+    while a 100,000-network table goes out)."""
     server = _server(request)
-    return web.json_response(server.latency.export(server.clock()))
+    resp = web.StreamResponse(headers={"Content-Type": "application/json"})
+    await resp.prepare(request)
+    await resp.write(b'{"networks": [')
+    rows = server.latency.export_rows(server.clock())
+    first = True
+    while chunk := list(itertools.islice(rows, LATENCY_CHUNK)):
+        body = json.dumps(chunk, separators=(",", ":"))[1:-1]
+        await resp.write((body if first else "," + body).encode())
+        first = False
+        await asyncio.sleep(0)
+    await resp.write(b"]}")
+    await resp.write_eof()
+    return resp
 
 
 async def peers(request: web.Request) -> web.Response:
@@ -204,7 +227,7 @@ async def ingest_latency(request: web.Request) -> web.Response:
     except (ValueError, RecursionError):
         return json_error(400, "body is not JSON (or is nested too deeply)")
     try:
-        accepted = server.latency.ingest_batch(payload, server.clock(), known_regions=set(server.regions))
+        accepted = server.ingest_latency(payload)
     except ValueError as exc:
         return json_error(400, str(exc))
     return web.json_response({"accepted": accepted, "networks": len(server.latency)})
@@ -337,14 +360,28 @@ async def reload(request: web.Request) -> web.Response:
     return web.json_response({"reloaded": True, "generation": _server(request).steering.generation})
 
 
-def make_admin_app(server: GslbServer) -> web.Application:
+async def workers(request: web.Request) -> web.Response:
+    view = request.app.get(WORKERS)
+    if view is None:
+        return web.json_response({"workers": []})
+    return web.json_response({"workers": await view.workers_report()})
+
+
+def make_admin_app(server: GslbServer, workers_view: WorkersView | None = None) -> web.Application:
+    """`workers_view`: a supervisor's (gslb/supervisor.py): /metrics sums the workers' counters in,
+    GET /api/workers lists them."""
     app = web.Application(client_max_size=MAX_INGEST_BYTES)
     app[SERVER] = server
     app[ADMIN_TOKEN] = server.config.admin.token
-    registry = CollectorRegistry()
-    registry.register(GslbCollector(server))
+    if workers_view is None:
+        registry = CollectorRegistry()
+        registry.register(GslbCollector(server))
+        app.router.add_get("/metrics", metrics_handler(registry))
+    else:
+        app[WORKERS] = workers_view
+        app.router.add_get("/metrics", metrics_handler(workers_view.registry, before=workers_view.refresh_metrics))
+    app.router.add_get("/api/workers", workers)
     app.router.add_get("/healthz", healthz)
-    app.router.add_get("/metrics", metrics_handler(registry))
     app.router.add_get("/api/status", status)
     app.router.add_get("/api/regions", regions)
     app.router.add_post("/api/regions/{name}/{action:drain|undrain|maintenance}", region_action)
@@ -362,8 +399,8 @@ def make_admin_app(server: GslbServer) -> web.Application:
     return app
 
 
-async def start_admin(server: GslbServer) -> web.AppRunner:
-    runner = web.AppRunner(make_admin_app(server), access_log=None)
+async def start_admin(server: GslbServer, *, workers: WorkersView | None = None) -> web.AppRunner:
+    runner = web.AppRunner(make_admin_app(server, workers), access_log=None)
     await runner.setup()
     listen = server.config.admin.listen
     await web.TCPSite(runner, listen.host, listen.port).start()

@@ -10,8 +10,9 @@ Regions (or RUM beacons) report RTTs per client network through the admin API; t
 Networks are normalised to /24 (IPv4) and /48 (IPv6) (`network_of`); a longer prefix is
 folded into its /24 or /48, a shorter one is refused (it would claim RTTs for networks that
 never reported). Entries older than `max_age` are not returned and are dropped by `expire`.
-`export(now)` / `merge_export(payload, now)` carry the table to another GSLB server (a server that
-starts pulls its peers' tables once: gslb/peers/sync.py); each measurement travels with its age.
+`export_rows(now)` / `merge_rows(rows, now)` carry the table to another GSLB server (a server that
+starts pulls its peers' tables once: gslb/peers/sync.py), a row per network, each measurement
+with its age; both sides work through the rows in chunks, yielding to the event loop between.
 Memory is bounded: at most `max_networks` networks (the least recently *reported* is
 evicted first) and at most `max_regions` regions per network. `generation` counts changes.
 """
@@ -21,7 +22,7 @@ from __future__ import annotations
 import ipaddress
 import math
 from collections import OrderedDict
-from collections.abc import Container
+from collections.abc import Container, Iterator
 from typing import Any, TypeGuard
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -109,23 +110,47 @@ class LatencyTable:
             self.ingest(network, region, rtt, now)
         return len(items)
 
-    def export(self, now: float) -> dict[str, Any]:
-        """The fresh measurements, each with its age: what a starting peer pulls
-        (`{"measurements": [{network, region, rtt_ms, age_s}]}`; `merge_export` takes it in)."""
-        out = [{"network": str(net), "region": region, "rtt_ms": rtt, "age_s": round(max(0.0, now - at), 3)}
-               for net, regions in self._nets.items() for region, (rtt, at) in regions.items()
-               if now - at <= self.max_age]
-        return {"measurements": out}
+    def export_rows(self, now: float) -> Iterator[list[Any]]:
+        """The fresh measurements, one row per network: `[network, [[region, rtt_ms, age_s], ...]]`, what
+        a starting peer pulls (`merge_rows` takes them in). Lazy over a snapshot of the network list, so
+        the caller can send them in chunks and let other work run between (the table may change
+        meanwhile: a network added since is not in it; one dropped since is still sent)."""
+        snapshot = list(self._nets.items())         # taken now, not at the first next()
+        max_age = self.max_age
 
-    def merge_export(self, payload: Any, now: float, known_regions: Container[str] | None = None) -> int:
-        """Take in another server's `export`: each measurement dated `now - age_s`, kept only when
-        fresh and newer than the one held (so edges' pushes that arrived meanwhile win). Validated
-        as a whole first, as `ingest_batch` is (ValueError naming the bad item); items for regions
-        not in `known_regions` are skipped. Returns the number taken."""
-        if not isinstance(payload, dict) or not isinstance(payload.get("measurements"), list):
-            raise ValueError('expected an object {"measurements": [...]}')
-        items = [_parse_item(item, f"measurements[{i}]", None, ("network", "region", "rtt_ms", "age_s"))
-                 for i, item in enumerate(payload["measurements"])]
+        def rows() -> Iterator[list[Any]]:
+            for net, regions in snapshot:
+                fresh = [[region, rtt, round(max(0.0, now - at), 3)] for region, (rtt, at) in list(regions.items())
+                         if now - at <= max_age]
+                if fresh:
+                    yield [str(net), fresh]
+
+        return rows()
+
+    def merge_rows(self, rows: Any, now: float, known_regions: Container[str] | None = None, *,
+                   offset: int = 0) -> int:
+        """Take in rows of another server's `export_rows`: each measurement dated `now - age_s`, kept
+        only when fresh and newer than the one held (so edges' pushes that arrived meanwhile win).
+        The rows are validated together first (ValueError naming the bad one, counted from `offset`),
+        then taken; measurements for regions not in `known_regions` are skipped. Returns how many
+        were taken. At most `max_regions` measurements per row are looked at."""
+        if not isinstance(rows, list):
+            raise ValueError("networks: expected a list of [network, [[region, rtt_ms, age_s], ...]]")
+        items: list[tuple[IPNetwork, str, float, float]] = []
+        for i, row in enumerate(rows, offset):
+            where = f"networks[{i}]"
+            if not isinstance(row, list) or len(row) != 2 or not isinstance(row[0], str) \
+                    or not isinstance(row[1], list):
+                raise ValueError(f"{where}: expected [network, [[region, rtt_ms, age_s], ...]]")
+            try:
+                network = normalise(ipaddress.ip_network(row[0], strict=False))
+            except ValueError as exc:
+                raise ValueError(f"{where}[0]: {exc}") from None
+            for j, m in enumerate(row[1][: self.max_regions]):
+                if not isinstance(m, list) or len(m) != 3 or not isinstance(m[0], str) or not m[0] \
+                        or not _non_negative(m[1]) or not _non_negative(m[2]):
+                    raise ValueError(f"{where}[1][{j}]: expected [region, rtt_ms >= 0, age_s >= 0], got {m!r:.80}")
+                items.append((network, m[0], float(m[1]), float(m[2])))
         taken = 0
         for network, region, rtt, age in items:
             at = now - age
