@@ -22,7 +22,7 @@ and from a worker to the supervisor
 
     ready          {"t": "ready", "worker": 0, "pid": 1234, "listen": [["127.0.0.1", 8080]]}
     reloaded       {"t": "reloaded", "generation": 3, "ok": true, "message": "reloaded"}
-    metrics_reply  {"t": "metrics_reply", "id": 7, "families": [...]}  (regional_lb/metrics_merge.py
+    metrics_reply  {"t": "metrics_reply", "id": 7, "families": [...]}  (gslb/common/metrics_merge.py
                    `families_to_wire`)
     pools_reply    {"t": "pools_reply", "id": 8, "pools": {pool: {backend: {"inflight": 2,
                    "sessions": {route: 5}, "ejected": false}}}}  (regional_lb/worker.py `pools_view`)
@@ -31,20 +31,16 @@ and from a worker to the supervisor
 health, admin state and discovered backends of every pool, as the messages above, so it
 serves exactly as its siblings do from its first request.
 
-Framing: a 4-byte big-endian length, then that many bytes of UTF-8 JSON. `FrameDecoder`
-refuses a frame longer than `max_frame` (FeedError) before buffering it: a length read from
-the wire never sizes an allocation.
+Framing (a 4-byte length, then UTF-8 JSON; a crafted length refused before buffering) and the
+channel are shared with the GSLB's workers: gslb/common/framing.py, gslb/common/channel.py.
 
-Errors: FeedError (a regional_lb.errors-style ValueError) for a bad frame or message; `apply`
+Errors: FeedError (a ValueError) for a malformed message; `apply`
 ignores a message for a pool or backend the worker does not know (a reload may have removed
 it in between) and returns False.
 """
 
 from __future__ import annotations
 
-import json
-import struct
-from collections.abc import Iterator
 from typing import Any
 
 from gslb.common.health import Health, Status
@@ -52,46 +48,11 @@ from regional_lb.balancing.base import Backend
 from regional_lb.config import DnsBackends
 from regional_lb.runtime import Runtime
 
-MAX_FRAME = 64 * 1024 * 1024        # a config text or a metrics reply; far above either in practice
-_LEN = struct.Struct(">I")
 ADMIN_STATES = ("ready", "drain", "maintenance")
 
 
 class FeedError(ValueError):
-    """a malformed state feed frame or message"""
-
-
-def encode(message: dict[str, Any]) -> bytes:
-    body = json.dumps(message, separators=(",", ":")).encode()
-    if len(body) > MAX_FRAME:
-        raise FeedError(f"message of {len(body)} bytes is over the {MAX_FRAME} byte frame limit")
-    return _LEN.pack(len(body)) + body
-
-
-class FrameDecoder:
-    """Bytes in, messages out (incremental)."""
-
-    def __init__(self, max_frame: int = MAX_FRAME) -> None:
-        self.max_frame = max_frame
-        self._buf = bytearray()
-
-    def feed(self, data: bytes) -> Iterator[dict[str, Any]]:
-        self._buf += data
-        while len(self._buf) >= 4:
-            (size,) = _LEN.unpack_from(self._buf)
-            if size > self.max_frame:
-                raise FeedError(f"frame of {size} bytes is over the {self.max_frame} byte limit")
-            if len(self._buf) < 4 + size:
-                return
-            body = bytes(self._buf[4:4 + size])
-            del self._buf[:4 + size]
-            try:
-                message = json.loads(body)
-            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-                raise FeedError(f"frame is not JSON: {exc}") from None
-            if not isinstance(message, dict) or not isinstance(message.get("t"), str):
-                raise FeedError("a message is a JSON object with a string \"t\"")
-            yield message
+    """a malformed state feed message"""
 
 
 # -- messages ------------------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ applies every later message as it arrives (regional_lb/feed.py):
     discovered          the pool's membership, as LoadBalancer.set_discovered
     config              a reload (LoadBalancer.reload: pools and policies that did not change are
                         kept; listeners stay bound, so a reload leaves no moment without one)
-    metrics             answered with its metric families (regional_lb/metrics_merge.py)
+    metrics             answered with its metric families (gslb/common/metrics_merge.py)
     stop                as SIGTERM
 
 SIGTERM (or "stop", or the supervisor's end of the channel closing): stop accepting, let the
@@ -41,13 +41,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from gslb.common.channel import Channel
 from gslb.common.configload import ConfigError
+from gslb.common.metrics_merge import families_to_wire
 from regional_lb import feed
 from regional_lb.app import LoadBalancer
-from regional_lb.channel import Channel
 from regional_lb.cli import GC_THRESHOLDS, _run
 from regional_lb.config import Config, parse_config
-from regional_lb.metrics_merge import families_to_wire
 
 log = logging.getLogger("regional_lb.worker")
 

@@ -1,21 +1,20 @@
-"""The supervisor -> worker state feed (regional_lb/feed.py) and the /metrics merge."""
+"""The supervisor -> worker state feed (regional_lb/feed.py) and the /metrics merge with regional LB families.
+
+Framing and the channel are gslb/common's, tested with the GSLB's workers."""
 
 from __future__ import annotations
 
-import struct
-
 import pytest
 import yaml
-from hypothesis import given
-from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from gslb.common.health import Health, Status
+from gslb.common.metrics_merge import families_to_wire, merge
 from regional_lb import feed
 from regional_lb.balancing.base import Backend
 from regional_lb.config import DnsBackends, parse_config
-from regional_lb.metrics_merge import families_to_wire, merge, request_counts
 from regional_lb.runtime import build_runtime
+from regional_lb.supervisor import SUPERVISOR_ONLY, request_counts
 
 DOC = {
     "region": "r1",
@@ -28,38 +27,6 @@ DOC = {
 
 def _rt():  # type: ignore[no-untyped-def]
     return build_runtime(parse_config(yaml.safe_dump(DOC)), previous=None, now=0.0, clock=lambda: 0.0)
-
-
-def test_frames_round_trip_in_any_split() -> None:
-    messages = [{"t": "health", "n": i, "text": "x" * i} for i in range(20)]
-    wire = b"".join(feed.encode(m) for m in messages)
-    for step in (1, 3, 7, 1000):
-        dec = feed.FrameDecoder()
-        got = []
-        for i in range(0, len(wire), step):
-            got.extend(dec.feed(wire[i:i + step]))
-        assert got == messages
-
-
-def test_a_huge_length_is_refused_before_buffering() -> None:
-    dec = feed.FrameDecoder(max_frame=1024)
-    with pytest.raises(feed.FeedError, match="over the 1024 byte limit"):
-        list(dec.feed(struct.pack(">I", 2**31) + b"{}"))
-
-
-@pytest.mark.parametrize("body", [b"not json", b"[1, 2]", b'{"no_t": 1}', b'{"t": 5}', b"\xff\xfe"])
-def test_bad_messages_are_feed_errors(body: bytes) -> None:
-    with pytest.raises(feed.FeedError):
-        list(feed.FrameDecoder().feed(struct.pack(">I", len(body)) + body))
-
-
-@given(st.binary(max_size=300))
-def test_any_bytes_give_messages_or_a_feed_error(data: bytes) -> None:
-    try:
-        for message in feed.FrameDecoder(max_frame=4096).feed(data):
-            assert isinstance(message["t"], str)
-    except feed.FeedError:
-        pass
 
 
 def test_health_and_admin_messages_apply_to_a_worker_runtime() -> None:
@@ -125,7 +92,8 @@ def test_metrics_merge_sums_workers_and_keeps_supervisor_only_families() -> None
 
     own = families_to_wire(registry(0, 1))
     workers = [families_to_wire(registry(3, 0)), families_to_wire(registry(4, 0))]
-    merged = {(s.name, tuple(sorted(s.labels.items()))): s.value for m in merge(own, workers) for s in m.samples}
+    merged = {(s.name, tuple(sorted(s.labels.items()))): s.value
+              for m in merge(own, workers, SUPERVISOR_ONLY) for s in m.samples}
     assert merged[("rlb_requests_total", (("backend", "a"), ("code", "2xx"), ("pool", "app"), ("route", "r")))] == 7
     assert merged[("rlb_backend_up", (("backend", "a"), ("pool", "app")))] == 1     # the supervisor's, not a sum
     assert not any(name.endswith("_created") for name, _ in merged)
