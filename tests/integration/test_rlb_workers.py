@@ -413,3 +413,25 @@ async def test_workers_stop_when_their_supervisor_is_killed(tmp_path: Path) -> N
             if proc.returncode is None:
                 proc.kill()
                 await proc.wait()
+
+
+async def test_a_restarted_worker_starts_from_the_supervisors_state(tmp_path: Path) -> None:
+    async with backend_servers(["a", "b"]) as backends, \
+            supervised(write_config(tmp_path / "edge.yaml", backends)) as sup:
+        await sup.set_admin("app", "b", "maintenance", None)
+        await until_both_workers(sup, lambda body: body["pools"]["app"]["healthy"] == 1, limit=5)
+        victim = sup.workers[0]
+        old_pid = victim.pid
+        assert old_pid is not None
+        os.kill(old_pid, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while not (victim.ready and victim.pid != old_pid):
+            assert time.monotonic() < deadline, "the worker did not come back"
+            await asyncio.sleep(0.05)
+        # the new process got the snapshot with its config: b is still in maintenance there
+        await until_both_workers(sup, lambda body: body["pid"] in {w.pid for w in sup.workers}
+                                 and body["pools"]["app"]["healthy"] == 1, limit=10)
+        async with fresh_connections() as s:
+            for _ in range(20):
+                async with s.get(url(sup, "/x")) as r:
+                    assert r.headers["X-Backend"] == "a"
