@@ -1,0 +1,136 @@
+"""The GSLB responder's Python work per query without sockets: the compiled miss path and the cached path.
+
+A Responder and Steering built from bench/configs/gslb.yaml.tmpl (www.example.test, policy geo, three
+regions, the bundled GeoIP database) answer, in-process:
+
+  * miss:      `--queries` queries with ECS from distinct random /24s, none repeating (the wide mix's
+               miss path: the steering's compiled table, a reply template per answer);
+  * miss-ref:  the same without the compiled tables (the reference path: GeoIP lookup, ranking, widening,
+               with its bounded memos), for comparison;
+  * cached:    50 queries repeated (what the six-subnet ECS mix measures: remembered replies).
+
+Reported as CPU time per query (`time.process_time`, best of `--repeat`) and, with `--instructions`,
+as instructions per query under valgrind (callgrind, counting only the measured loop: callgrind_control
+turns counting on and off) -- a figure the machine's other load does not move.
+
+Usage: python bench/dns_inprocess.py [--queries 20000] [--repeat 3] [--instructions]
+(prints only; bench/README.md quotes it in the DNS section's notes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import ipaddress
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+CASES = ("miss", "miss-ref", "cached")
+
+
+def build(case: str, queries: int, seed: int) -> tuple[object, list[bytes]]:
+    import string
+
+    import dns.edns
+    import dns.message
+
+    from gslb.config import load_config
+    from gslb.dns.responder import Responder
+    from gslb.geoip import DEFAULT_DATABASE, MaxMindLocator
+    from gslb.latency_table import LatencyTable
+    from gslb.status import AnswerSampler
+    from gslb.steering import Steering
+    from gslb.steering.table import compile_database
+
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg_path = Path(tmp) / "gslb.yaml"
+        cfg_path.write_text(string.Template((REPO / "bench" / "configs" / "gslb.yaml.tmpl").read_text()).substitute(
+            port=5353, admin_port=8053, geoip_db=DEFAULT_DATABASE))
+        config = load_config(cfg_path)
+    steering = Steering(config.region_models(), config.services, MaxMindLocator(config.geoip_database),
+                        LatencyTable())
+    if case != "miss-ref":
+        steering.install_tables(compile_database(str(config.geoip_database), steering.table_specs()))
+    responder = Responder(config.zones, steering)
+    responder.on_answer = AnswerSampler()     # as the server installs it (the status page's sample)
+    query = dns.message.make_query("www.example.test", "A", use_edns=0, options=[dns.edns.ECSOption("1.2.3.0", 24)])
+    query.id = 0
+    head = query.to_wire()[:-3]
+    rng = random.Random(seed)
+    nets = rng.sample(range(1 << 24), queries + 100)
+    resolver = ipaddress.IPv4Address("127.0.0.1")
+    for n in nets[:100]:                # shapes learnt, templates made
+        responder.respond(head + n.to_bytes(3, "big"), resolver, 0.0)
+    if case == "cached":
+        items = [head + nets[i % 50].to_bytes(3, "big") for i in range(queries)]
+    else:
+        items = [head + n.to_bytes(3, "big") for n in nets[100:]]
+    return responder, items
+
+
+def measure(case: str, queries: int, repeat: int, callgrind: bool) -> float:
+    best = float("inf")
+    for r in range(1 if callgrind else repeat):
+        responder, items = build(case, queries, 7 + r)
+        respond = responder.respond     # type: ignore[attr-defined]
+        resolver = ipaddress.IPv4Address("127.0.0.1")
+        gc.collect()
+        gc.freeze()
+        if callgrind:
+            subprocess.run(["callgrind_control", "-i", "on", str(os.getpid())], capture_output=True, check=False)
+        started = time.process_time()
+        for data in items:
+            respond(data, resolver, 1.0)
+        spent = time.process_time() - started
+        if callgrind:
+            subprocess.run(["callgrind_control", "-i", "off", str(os.getpid())], capture_output=True, check=False)
+        gc.unfreeze()
+        best = min(best, spent / len(items))
+    return best
+
+
+def instructions(case: str, queries: int) -> float:
+    """Instructions per query: two runs under callgrind (queries and 2 x queries); the difference
+    removes what the on/off switching itself costs."""
+    counts = []
+    for n in (queries, 2 * queries):
+        with tempfile.TemporaryDirectory() as tmp:
+            argv = ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={tmp}/out",
+                    sys.executable, __file__, "--callgrind-child", case, "--queries", str(n)]
+            res = subprocess.run(argv, capture_output=True, text=True, check=False)
+            total = [line for line in res.stderr.splitlines() if "Collected :" in line]
+            if res.returncode != 0 or not total:
+                raise SystemExit(f"callgrind run failed:\n{res.stderr[-2000:]}")
+            counts.append(int(total[-1].rsplit(":", 1)[1].replace(",", "").strip()))
+    return (counts[1] - counts[0]) / queries
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--queries", type=int, default=20_000)
+    p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--instructions", action="store_true", help="also count instructions under callgrind")
+    p.add_argument("--callgrind-child", metavar="CASE", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.callgrind_child:
+        measure(args.callgrind_child, args.queries, 1, True)
+        return 0
+    print(f"load average at start: {os.getloadavg()[0]:.2f}; {args.queries:,} queries per case")
+    for case in CASES:
+        line = f"{case:9s} {measure(case, args.queries, args.repeat, False) * 1e6:6.2f} µs CPU/query"
+        if args.instructions:
+            line += f"   {instructions(case, args.queries):9,.0f} instructions/query"
+        print(line, flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
