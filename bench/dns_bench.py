@@ -20,7 +20,7 @@ answered, gives CPU µs per query: it holds even when dnsperf, not the server, i
 dnsperf is pinned to CPU 0 and the server to CPU 1 (taskset) when there are two CPUs.
 
 Usage: python bench/dns_bench.py [--duration 10] [--rate 2000] [--wide 1000000] [--wide6 250000]
-                                 [--wide-rate 20000] [--only gdnsd|gslb] [--no-readme] [--wide-only]
+                                 [--wide-rate 10000] [--only gdnsd|gslb] [--no-readme] [--wide-only]
 Results go to stdout and to the dns section of bench/README.md.
 """
 
@@ -531,8 +531,8 @@ def main() -> int:
                    help="distinct random /24 ECS subnets in the wide-mix query file (default 1000000)")
     p.add_argument("--wide6", type=int, default=250_000,
                    help="distinct random IPv6 /56 ECS subnets added to it (default 250000)")
-    p.add_argument("--wide-rate", type=int, default=20_000,
-                   help="queries/s for the bounded wide-mix run (default 20000); its file holds "
+    p.add_argument("--wide-rate", type=int, default=10_000,
+                   help="queries/s for the bounded wide-mix run (default 10000); its file holds "
                         "rate × duration × 1.2 other distinct networks")
     p.add_argument("--geoip", help="GeoIP2/DB-IP City .mmdb for both servers (default: geo_data/*.mmdb, "
                                    "else a synthetic one)")
@@ -611,6 +611,10 @@ def report(args, results: dict[str, list[Run]], answers: dict[str, dict], notes:
             "the record's ordered regions, the ECS scope from its widening chain, a reply template per answer). "
             f"The bounded row sends another file of distinct networks at `-Q {args.wide_rate}`.",
             "- The six-subnet ECS mix is the cached path: every query of a run is identical.",
+            "- Rerun on a quiet machine with `.venv/bin/python bench/dns_bench.py` (about 6 minutes; both "
+            "servers pinned to CPU 1, dnsperf to CPU 0). CPU per query is the figure other load on the machine "
+            "moves least; q/s and latency percentiles move most (a shared CPU queues the server's replies). "
+            "bench/dns_inprocess.py gives the responder's instructions per query, which load does not move.",
             "- The GSLB is measured after it logged that its steering tables were compiled (in a worker "
             "process, while it already answered from the reference path).",
             "- CPU µs/query = server utime+stime (/proc/PID/stat, whole process tree) over the run ÷ queries "
