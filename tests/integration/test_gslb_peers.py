@@ -165,7 +165,9 @@ def write_config(node: Node, regions: dict[str, RegionHealth], peers: dict[str, 
         health = regions[name]
         region["probe"] = {"type": "http", "url": f"http://{health.host}:{health.port}/lb/healthz/{node.name}",
                            "interval": f"{PROBE_INTERVAL}s", "timeout": "150ms", "rise": 1, "fall": FALL}
-    data["peers"] = {"name": node.name, "servers": peers, "interval": f"{PEER_INTERVAL}s", **peer_keys}
+    # a request to a peer may take up to 1 s on a loaded machine (the default would be the 0.2 s interval)
+    data["peers"] = {"name": node.name, "servers": peers, "interval": f"{PEER_INTERVAL}s", "timeout": "1s",
+                     **peer_keys}
     node.config.write_text(yaml.safe_dump(data))
 
 
