@@ -174,3 +174,22 @@ def test_latency_answers_follow_the_latency_table(pair: tuple[Responder, Respond
     assert after == slow.respond_uncached(data, RESOLVER, 4.0)
     assert dns.message.from_wire(after).answer[0][0].address == {"us-east": "127.0.1.1",
                                                                  "eu-central": "127.0.2.1"}[region]
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(name=st.sampled_from(NAMES), tail=st.binary(min_size=0, max_size=20), cut=st.integers(0, 20),
+       family=st.sampled_from((4, 6)))
+def test_crafted_ecs_tails_get_a_reply_or_a_drop_never_an_error(
+        pair: tuple[Responder, Responder, Steering, Steering], name: str, tail: bytes, cut: int, family: int) -> None:
+    """Queries that share a learnt shape's bytes but end in other bytes (another length, bits past the
+    source prefix, garbage): the compiled miss path takes what the parser would accept, the rest goes to
+    the parser; the same reply as the reference either way."""
+    fast, slow, compiled, reference = pair
+    compiled.update_region_states({})
+    reference.update_region_states({})
+    base = _query(name, "A", 1, family, 12345, 24 if family == 4 else 56, False)
+    fast.respond(base, RESOLVER, 2.0)            # the shape is learnt
+    data = base[:len(base) - cut] + tail
+    errors = fast.stats.internal_errors
+    assert fast.respond(data, RESOLVER, 2.0) == slow.respond_uncached(data, RESOLVER, 2.0)
+    assert fast.stats.internal_errors == errors
