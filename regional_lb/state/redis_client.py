@@ -36,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+import weakref
 from bisect import bisect_left
 from collections.abc import Callable
 from typing import Any
@@ -60,10 +61,35 @@ def _blocking_sentinel_pool() -> type:
     return BlockingSentinelConnectionPool
 
 
+def _tracked(base: type, registry: weakref.WeakSet[Any]) -> type:
+    """`base` (a redis-py connection class) whose instances join `registry`, so that closing the
+    store disconnects every connection it ever opened -- including those redis-py stops tracking
+    after a fail-over (a Sentinel pool's connections to the old master, a cluster's dropped nodes)."""
+
+    class Tracked(base):  # type: ignore[misc]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            registry.add(self)
+
+        async def connect_check_health(self, *args: Any, **kwargs: Any) -> Any:
+            # redis-py cleans up a handshake that fails with a RedisError, not one that is
+            # cancelled (a hung server, a hard timeout): the socket would stay open, unowned
+            try:
+                return await super().connect_check_health(*args, **kwargs)
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    await self.disconnect(nowait=True)
+                raise
+
+    return Tracked
+
+
 def make_client(url: str, *, timeout: float = 1.0, pool_size: int = 64) -> Any:
     """A redis-py asyncio client for `url` with a bounded, blocking pool and no client-side retries.
 
-    `timeout`: socket connect / read timeout (the edge's budget usually cuts a call shorter)."""
+    `timeout`: socket connect / read timeout (the edge's budget usually cuts a call shorter).
+    Sentinel and Cluster clients carry `rlb_connections`, every connection they opened (closed by
+    `close_client`)."""
     from redis.asyncio.retry import Retry
     from redis.backoff import NoBackoff
 
@@ -76,22 +102,39 @@ def make_client(url: str, *, timeout: float = 1.0, pool_size: int = 64) -> Any:
         pool = redis.asyncio.BlockingConnectionPool.from_url(
             target.url, max_connections=pool_size, timeout=timeout, retry=Retry(NoBackoff(), 0), **common)
         return redis.asyncio.Redis.from_pool(pool)
+    from redis.asyncio.connection import Connection, SSLConnection
+
+    registry: weakref.WeakSet[Any] = weakref.WeakSet()
     auth: dict[str, Any] = {"username": target.username, "password": target.password}
+    client: Any
     if target.kind == "sentinel":
-        from redis.asyncio.sentinel import Sentinel
+        from redis.asyncio.sentinel import Sentinel, SentinelManagedConnection, SentinelManagedSSLConnection
 
         sentinel_side = {"socket_timeout": min(timeout, 0.25), "socket_connect_timeout": min(timeout, 0.25),
                          "decode_responses": True, **auth}
         sentinel = Sentinel(list(target.nodes), sentinel_kwargs=sentinel_side,  # type: ignore[no-untyped-call]
                             ssl=target.tls, retry=Retry(NoBackoff(), 0), **common)
-        return sentinel.master_for(target.service, db=target.db, connection_pool_class=_blocking_sentinel_pool(),
-                                   max_connections=pool_size, timeout=timeout, **auth)
-    from redis.asyncio.cluster import ClusterNode, RedisCluster
+        for side in sentinel.sentinels:         # Redis() takes no connection_class: set it on its pool
+            side.connection_pool.connection_class = _tracked(Connection, registry)
+        managed = SentinelManagedSSLConnection if target.tls else SentinelManagedConnection
+        client = sentinel.master_for(target.service, db=target.db, connection_pool_class=_blocking_sentinel_pool(),
+                                     connection_class=_tracked(managed, registry), max_connections=pool_size,
+                                     timeout=timeout, **auth)
+    else:
+        from redis.asyncio.cluster import ClusterNode, RedisCluster
 
-    # the edge's semaphore keeps concurrent use at pool_size; the slack covers connections
-    # still being handed back by calls the budget cancelled
-    return RedisCluster(startup_nodes=[ClusterNode(h, p) for h, p in target.nodes], ssl=target.tls,
-                        max_connections=pool_size + 8, retry=Retry(NoBackoff(), 0), **common, **auth)
+        conn_class = _tracked(SSLConnection if target.tls else Connection, registry)
+        # the edge's semaphore keeps concurrent use at pool_size; the slack covers connections
+        # still being handed back by calls that ran past their budget
+        client = RedisCluster(startup_nodes=[ClusterNode(h, p) for h, p in target.nodes], ssl=target.tls,
+                              max_connections=pool_size + 8, retry=Retry(NoBackoff(), 0), **common, **auth)
+        # RedisCluster takes no connection_class: set it where nodes are made (none has connected yet)
+        client.connection_kwargs["connection_class"] = conn_class
+        client.nodes_manager.connection_kwargs["connection_class"] = conn_class
+        for node in client.nodes_manager.startup_nodes.values():
+            node.connection_class = conn_class
+    client.rlb_connections = registry
+    return client
 
 
 def cluster_nodes(client: Any) -> list[Any]:
@@ -109,10 +152,14 @@ async def close_client(client: Any, extra_nodes: Any = ()) -> None:
     finally:
         manager = getattr(getattr(client, "connection_pool", None), "sentinel_manager", None)
         for sentinel in getattr(manager, "sentinels", ()):
-            await sentinel.aclose()
+            with contextlib.suppress(Exception):
+                await sentinel.aclose()
         for node in extra_nodes:
             with contextlib.suppress(Exception):
                 await node.disconnect()
+        for conn in list(getattr(client, "rlb_connections", ())):
+            with contextlib.suppress(Exception):
+                await conn.disconnect()
 
 
 class RedisEdge:
