@@ -441,7 +441,8 @@ class Steering:
         down = sum(1 for s in self._states.values() if not s.up)
         drained = sum(1 for s in self._states.values() if s.up and s.drained)
         return (f"<Steering {len(self._services)} services, {len(self._regions)} regions "
-                f"[{down} down, {drained} drained], generation {self.generation}, {len(self._cache)} cached>")
+                f"[{down} down, {drained} drained], generation {self.generation}, {len(self._cache)} cached, "
+                f"{len(self._compiled)} compiled>")
 
     # -- internals ----------------------------------------------------------------------
     @staticmethod

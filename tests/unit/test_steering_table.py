@@ -234,6 +234,7 @@ def test_special_chains_gap_alias_and_split_record(database: Path, steering: Ste
     chain, prefix = cidr_table.find(4, int(ipaddress.IPv4Address("198.18.64.100")))
     assert chain == SLOW or prefix >= 27
     assert "IPv4" in repr(geo_table)
+    assert repr(steering).endswith(f"{len(steering.services)} compiled>")
     assert "chains" in repr(geo_table)
 
 
