@@ -6,6 +6,7 @@ runtime API `set server ... state ready|drain|maint`).
     regional-lb ctl ready POOL BACKEND                 back in service
     regional-lb ctl maint POOL BACKEND                 out of service at once
     regional-lb ctl reload                             re-read the config file (a bad one is refused)
+    regional-lb ctl workers                            worker processes (workers: N): pid, ready, restarts
 
 The admin address and token come from the config file (`-c`, default /etc/regional-lb/edge.yaml):
 `admin.listen` and `admin.token`; `--url` and `--token` override them. `--json` prints the API's
@@ -24,6 +25,8 @@ STATES = {"drain": "drain", "ready": "ready", "maint": "maintenance"}
 BACKEND_COLUMNS = ("pool", "id", "address", "health", "admin", "available", "ejected", "effective_weight",
                    "inflight", "ewma_ms", "sticky_sessions")
 
+WORKER_COLUMNS = ("id", "pid", "ready", "restarts", "generation", "requests")
+
 
 def add_parser(sub: Any) -> None:
     what = add_ctl_parser(sub, "regional-lb", help="talk to a running load balancer's admin API (pools, drain, ...)",
@@ -36,6 +39,7 @@ def add_parser(sub: Any) -> None:
         if name == "drain":
             p.add_argument("--deadline", type=float, help="seconds after which the drain becomes maintenance")
     what.add_parser("reload", help="re-read the config file")
+    what.add_parser("workers", help="worker processes: pid, ready, restarts, config generation, requests")
 
 
 def client_from(config_path: str, token: str | None) -> AdminClient:
@@ -54,6 +58,11 @@ def _command(client: AdminClient, args: argparse.Namespace) -> str:
     if command == "pools":
         data = client.get("/api/pools")
         return dump(data) if args.json else pools_table(data)
+    if command == "workers":
+        data = client.get("/api/workers")
+        if args.json:
+            return dump(data)
+        return table(data["workers"], WORKER_COLUMNS) if data["workers"] else "one process (workers: 1)"
     if command == "reload":
         data = client.post("/api/reload")
         return dump(data) if args.json else f"reloaded: {data.get('message') or 'ok'}"

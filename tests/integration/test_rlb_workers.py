@@ -435,3 +435,17 @@ async def test_a_restarted_worker_starts_from_the_supervisors_state(tmp_path: Pa
             for _ in range(20):
                 async with s.get(url(sup, "/x")) as r:
                     assert r.headers["X-Backend"] == "a"
+
+
+async def test_ctl_workers_lists_the_worker_processes(tmp_path: Path) -> None:
+    async with backend_servers(["a"]) as backends, \
+            supervised(write_config(tmp_path / "edge.yaml", backends)) as sup:
+        base = admin(sup, "")
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "regional_lb", "ctl", "-c", str(tmp_path / "edge.yaml"), "--url", base,
+            "--token", "test-token", "workers", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        out, err = await asyncio.wait_for(proc.communicate(), 30)
+        assert proc.returncode == 0, err
+        header, *rows = out.decode().splitlines()
+        assert header.split() == ["ID", "PID", "READY", "RESTARTS", "GENERATION", "REQUESTS"]
+        assert [(int(r.split()[0]), int(r.split()[1])) for r in rows] == [(w.id, w.pid) for w in sup.workers]
