@@ -96,6 +96,9 @@ class RegionRuntime:
         return RegionState(up=self.answer_up, drained=self.drained_since is not None, degraded=self.degraded)
 
 
+TABLE_WAIT = 60.0    # seconds `start` waits for the steering tables before listening (then: background)
+
+
 class GslbServer:
     def __init__(self, config: GslbConfig, *, locator: GeoLocator | None = None,
                  clock: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time,
@@ -396,6 +399,7 @@ class GslbServer:
 
     async def start(self) -> None:
         self.tables.start()
+        await self.tables.ready_within(TABLE_WAIT)      # the first misses use the tables (reloads do not wait)
         await self.start_dns()
         await self.checker.start()
         self._checking = True

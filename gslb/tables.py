@@ -2,7 +2,8 @@
 
     compiler = TableCompiler()
     compiler.install(steering, locator)     # at every (re)install: known tables now, a compile for the rest
-    await compiler.ready()                  # tests and the bench: wait for the current compile
+    await compiler.ready()                  # wait for the current compile (the server does at start:
+    await compiler.ready_within(60)         #   its first misses then use the tables; reloads do not wait)
     await compiler.stop()                   # the worker process is killed if one runs
 
 A table (gslb/steering/table.py) is compiled from the GeoIP database file for each distinct
@@ -106,6 +107,17 @@ class TableCompiler:
             self._schedule()
         while self._task is not None and not self._task.done():
             await asyncio.shield(self._task)
+
+    async def ready_within(self, seconds: float) -> bool:
+        """`ready`, waiting at most `seconds` (the compile goes on after that); True if ready."""
+        try:
+            async with asyncio.timeout(seconds):
+                await self.ready()
+        except TimeoutError:
+            log.warning("steering tables not compiled after %.0f s: serving from the reference path meanwhile",
+                        seconds)
+            return False
+        return True
 
     async def stop(self) -> None:
         task, self._task = self._task, None

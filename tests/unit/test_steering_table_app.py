@@ -172,3 +172,13 @@ async def test_a_locator_without_a_source_gets_no_tables(tmp_path: Path, databas
     compiler.install(steering, FakeLocator())
     await compiler.ready()
     assert (compiler.compiles, compiler.failures, steering.compiled_services) == (0, 0, ())
+
+
+async def test_ready_within_gives_up_waiting_but_not_compiling(tmp_path: Path, database: Path) -> None:
+    config = load_config(_config(tmp_path, database, SERVICES))
+    steering = Steering(config.region_models(), config.services, MaxMindLocator(database), LatencyTable())
+    compiler = TableCompiler()
+    compiler.install(steering, MaxMindLocator(database))
+    assert not await compiler.ready_within(0.0)         # too short: the compile goes on
+    assert await compiler.ready_within(60.0)
+    assert set(steering.compiled_services) == set(SERVICES)
