@@ -39,6 +39,7 @@ bench: $(STAMP) bench-deps
 	$(PY) bench/dns_memory.py
 	$(PY) bench/http_bench.py
 	$(PY) bench/http_workers.py
+	$(PY) bench/dns_workers.py
 	$(PY) bench/hash_distribution.py
 
 clean:

@@ -25,6 +25,8 @@
                                            starting peer (streamed in chunks of LATENCY_CHUNK networks)
     POST /api/latency                      (token) ingest {"measurements": [{network, region, rtt_ms}]}
     GET  /api/latency                      table size and generation
+    GET  /api/workers                      with `workers` > 1: each worker's pid, ready, restarts, config
+                                           generation, queries answered, RSS (gslb/supervisor.py); else []
     GET  /api/explain?name=N&client=IP     the decision `gslb explain` prints
     POST /api/reload                       (token) reload the config file; 400 with the error if bad
     GET  /                                 the status page (gslb/status/; files served from the package)
@@ -59,10 +61,12 @@ from gslb.common.statuspage import add_status_page
 from gslb.geoip import ATTRIBUTION, Location
 from gslb.metrics import GslbCollector
 from gslb.peers.admin_state import AdminState, entries_from_json
+from gslb.seams import WorkersView
 from gslb.status import NearDecision, Place, client_rows, network_of, why_not
 from gslb.steering import Steering, geo
 
 SERVER: web.AppKey[GslbServer] = web.AppKey("gslb_server", GslbServer)
+WORKERS: web.AppKey[WorkersView] = web.AppKey("gslb_workers", WorkersView)
 MAX_INGEST_BYTES = 4 * 1024 * 1024
 MAX_PEER_ADMIN_BYTES = 64 * 1024       # a peer's pushed admin entries
 LATENCY_CHUNK = 500                    # networks of the latency table written between yields to the loop
@@ -223,7 +227,7 @@ async def ingest_latency(request: web.Request) -> web.Response:
     except (ValueError, RecursionError):
         return json_error(400, "body is not JSON (or is nested too deeply)")
     try:
-        accepted = server.latency.ingest_batch(payload, server.clock(), known_regions=set(server.regions))
+        accepted = server.ingest_latency(payload)
     except ValueError as exc:
         return json_error(400, str(exc))
     return web.json_response({"accepted": accepted, "networks": len(server.latency)})
@@ -356,14 +360,28 @@ async def reload(request: web.Request) -> web.Response:
     return web.json_response({"reloaded": True, "generation": _server(request).steering.generation})
 
 
-def make_admin_app(server: GslbServer) -> web.Application:
+async def workers(request: web.Request) -> web.Response:
+    view = request.app.get(WORKERS)
+    if view is None:
+        return web.json_response({"workers": []})
+    return web.json_response({"workers": await view.workers_report()})
+
+
+def make_admin_app(server: GslbServer, workers_view: WorkersView | None = None) -> web.Application:
+    """`workers_view`: a supervisor's (gslb/supervisor.py): /metrics sums the workers' counters in,
+    GET /api/workers lists them."""
     app = web.Application(client_max_size=MAX_INGEST_BYTES)
     app[SERVER] = server
     app[ADMIN_TOKEN] = server.config.admin.token
-    registry = CollectorRegistry()
-    registry.register(GslbCollector(server))
+    if workers_view is None:
+        registry = CollectorRegistry()
+        registry.register(GslbCollector(server))
+        app.router.add_get("/metrics", metrics_handler(registry))
+    else:
+        app[WORKERS] = workers_view
+        app.router.add_get("/metrics", metrics_handler(workers_view.registry, before=workers_view.refresh_metrics))
+    app.router.add_get("/api/workers", workers)
     app.router.add_get("/healthz", healthz)
-    app.router.add_get("/metrics", metrics_handler(registry))
     app.router.add_get("/api/status", status)
     app.router.add_get("/api/regions", regions)
     app.router.add_post("/api/regions/{name}/{action:drain|undrain|maintenance}", region_action)
@@ -381,8 +399,8 @@ def make_admin_app(server: GslbServer) -> web.Application:
     return app
 
 
-async def start_admin(server: GslbServer) -> web.AppRunner:
-    runner = web.AppRunner(make_admin_app(server), access_log=None)
+async def start_admin(server: GslbServer, *, workers: WorkersView | None = None) -> web.AppRunner:
+    runner = web.AppRunner(make_admin_app(server, workers), access_log=None)
     await runner.setup()
     listen = server.config.admin.listen
     await web.TCPSite(runner, listen.host, listen.port).start()

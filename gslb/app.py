@@ -1,6 +1,6 @@
-"""The GSLB program: wires config, steering, responder, probes, listeners and the admin API.
+"""The GSLB's server object: wires config, steering, responder, probes, listeners, peers  [edge].
 
-    GslbServer(config)
+    GslbServer(config, *, locator=None, clock=..., wall=..., probe=None, tables=None)
       .steering   Steering        (pure; rebuilt on reload)
       .responder  Responder       (pure; rebuilt on reload; the listeners read it per query)
       .rate_limiter RateLimiter | None  (RRL in front of UDP replies only, dns.rrl; kept across
@@ -22,12 +22,20 @@
                   that decides each region's up/down from every server's verdicts)
       .peer_sync  PeerSync | None (gslb/peers/sync.py: pulls the peers' verdicts every
                   peers.interval; None without peers)
+      .state_sink StateSink | None (gslb/feed.py: told every change of the region states as
+                  answered, every latency measurement taken in, every reload's config text; the
+                  supervisor of `workers` > 1 sends them to its workers)
+
+    await server.start()          # tables, DNS listeners, then start_control(): probes and peers
+    await server.start_dns(reuse_port=True)   # a worker: the listeners only (gslb/worker.py)
+    await server.start_control()  # a supervisor: probes and peers only (gslb/supervisor.py)
+    await server.reload()         # the config file again (ConfigError: the old one keeps serving)
 
 A region's state as answered: up when the vote says up (alone: our own probes) and not in
 maintenance; drained when its admin state is drain.
 
-`serve(server, shutdown_trigger)` runs until the trigger fires; SIGHUP reloads the
-config file, and a bad new config is logged and refused while the old one keeps serving.
+The admin API (gslb/admin_api.py), metrics (gslb/metrics.py), `serve` (gslb/serve.py: one
+process) and the supervisor (gslb/supervisor.py) import this module; it imports none of them.
 """
 
 from __future__ import annotations
@@ -36,22 +44,19 @@ import asyncio
 import contextlib
 import logging
 import resource
-import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiohttp import web
-
 from gslb.common.checker import HealthChecker
 from gslb.common.configload import ConfigError
 from gslb.common.health import Health
 from gslb.common.probe import ProbeResult
-from gslb.common.sdnotify import Notifier
-from gslb.config import GslbConfig, healthy_fraction, load_config
+from gslb.config import GslbConfig, healthy_fraction, parse_config, read_config
 from gslb.dns.responder import Responder, ResponderStats
 from gslb.dns.rrl import RateLimitedResponder, RateLimiter, RrlStats
+from gslb.feed import StateSink, pushed_rows
 from gslb.geoip import GeoIPError, GeoLocator, MaxMindLocator
 from gslb.latency_table import LatencyTable
 from gslb.peers import admin_state
@@ -102,7 +107,7 @@ TABLE_WAIT = 60.0    # seconds `start` waits for the steering tables before list
 class GslbServer:
     def __init__(self, config: GslbConfig, *, locator: GeoLocator | None = None,
                  clock: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time,
-                 probe: Any = None) -> None:
+                 probe: Any = None, tables: TableCompiler | None = None) -> None:
         self.clock = clock
         self.wall = wall
         self._probe = probe
@@ -127,7 +132,8 @@ class GslbServer:
         self.peer_node = PeerNode(config.peers, self.admin_states)
         self.peer_sync: PeerSync | None = None
         self._peer_tasks: list[asyncio.Task[None]] = []
-        self.tables = TableCompiler()           # compiled steering tables (gslb/tables.py)
+        self.tables = tables if tables is not None else TableCompiler()     # gslb/tables.py
+        self.state_sink: StateSink | None = None    # told every state change (gslb/supervisor.py)
         self._install(config)
 
     # -- building from a config --------------------------------------------------
@@ -182,7 +188,17 @@ class GslbServer:
         return {name: rt.state() for name, rt in self.regions.items()}
 
     def _publish(self) -> None:
-        self.steering.update_region_states(self.region_states())
+        states = self.region_states()
+        self.steering.update_region_states(states)
+        if self.state_sink is not None:
+            self.state_sink.regions(states)
+
+    def ingest_latency(self, payload: Any) -> int:
+        """An edge's push {"measurements": [...]} into the latency table (ValueError naming a bad item)."""
+        accepted = self.latency.ingest_batch(payload, self.clock(), known_regions=set(self.regions))
+        if self.state_sink is not None and accepted:
+            self.state_sink.latency(pushed_rows(payload))
+        return accepted
 
     # -- probe results -------------------------------------------------------------
     def _on_probe(self, name: str, health: Health, result: ProbeResult) -> None:
@@ -353,11 +369,15 @@ class GslbServer:
         return info
 
     # -- reload ---------------------------------------------------------------------
-    async def reload(self, path: str | None = None) -> None:
-        """Load the config file again; on any error keep serving the old one and raise ConfigError."""
+    async def reload(self, path: str | None = None, *, text: str | None = None) -> None:
+        """Load the config file again (`text`: the file's text as read earlier, as a worker is sent it);
+        on any error keep serving the old one and raise ConfigError."""
         path = path or self.config.file
         try:
-            new = load_config(path)
+            if text is None:
+                new, text = read_config(path)
+            else:
+                new = parse_config(text, path)
             locator = self.locator
             if new.geoip_database != self.config.geoip_database:
                 try:
@@ -387,20 +407,27 @@ class GslbServer:
             await self._start_peers()
         self.reloads["ok"] += 1
         log.warning("config reloaded from %s", path)
+        if self.state_sink is not None:
+            await self.state_sink.reloaded(text)
 
     # -- lifecycle ----------------------------------------------------------------------
-    async def start_dns(self) -> None:
+    async def start_dns(self, *, reuse_port: bool = False) -> None:
+        """Bind every dns.listen address, UDP and TCP (`reuse_port`: SO_REUSEPORT, as workers do)."""
         _raise_fd_limit(self.config.dns.tcp_max_connections + 256)
         for listen in self.config.dns.listen:
             self.udp_listeners.append(await open_udp(listen.host, listen.port, self._current_udp_responder,
-                                                     self.clock, stats=self.udp_stats))
-            await self.tcp.listen(listen.host, listen.port)
+                                                     self.clock, stats=self.udp_stats, reuse_port=reuse_port))
+            await self.tcp.listen(listen.host, listen.port, reuse_port=reuse_port)
             log.info("dns listening on %s (udp+tcp)", listen)
 
     async def start(self) -> None:
         self.tables.start()
         await self.tables.ready_within(TABLE_WAIT)      # the first misses use the tables (reloads do not wait)
         await self.start_dns()
+        await self.start_control()
+
+    async def start_control(self) -> None:
+        """The probes and the peers (what a supervisor runs without the DNS listeners)."""
         await self.checker.start()
         self._checking = True
         await self._start_peers()
@@ -437,8 +464,10 @@ class GslbServer:
         rows = payload["networks"]
         taken = 0
         for start in range(0, len(rows), LATENCY_CHUNK):
-            taken += self.latency.merge_rows(rows[start:start + LATENCY_CHUNK], self.clock(), self.regions,
-                                             offset=start)
+            chunk = rows[start:start + LATENCY_CHUNK]
+            taken += self.latency.merge_rows(chunk, self.clock(), self.regions, offset=start)
+            if self.state_sink is not None:
+                self.state_sink.latency(chunk)
             await asyncio.sleep(0)
         return taken
 
@@ -473,88 +502,5 @@ def _raise_fd_limit(needed: int) -> None:
             log.warning("open-file limit %d is below the %d that dns.tcp_max_connections needs", target, needed)
 
 
-async def serve(config: GslbConfig, *, shutdown_trigger: asyncio.Future[Any] | asyncio.Event | None = None,
-                locator: GeoLocator | None = None, ready: Callable[[GslbServer], None] | None = None,
-                notifier: Notifier | None = None) -> None:
-    """Run the GSLB until `shutdown_trigger` fires (default: SIGINT / SIGTERM).
-
-    `notifier` (systemd Type=notify, gslb/common/sdnotify.py): READY=1 once the listeners are bound
-    and every region has had its first probe result (at most FIRST_ROUND_LIMIT seconds), RELOADING=1
-    then READY=1 around a SIGHUP reload, STOPPING=1 on the way out, WATCHDOG=1 when systemd asks."""
-    from gslb.admin_api import start_admin
-
-    server = GslbServer(config, locator=locator)
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    if shutdown_trigger is None:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-    reload_tasks: set[asyncio.Task[None]] = set()
-    notify = notifier if notifier is not None else Notifier(None)
-
-    async def reload_and_notify() -> None:
-        notify.reloading()
-        await _reload_quietly(server)
-        notify.ready()
-
-    def on_hup() -> None:
-        task = loop.create_task(reload_and_notify())
-        reload_tasks.add(task)
-        task.add_done_callback(reload_tasks.discard)
-
-    loop.add_signal_handler(signal.SIGHUP, on_hup)
-    runner: web.AppRunner | None = None
-    try:
-        await server.start()
-        runner = await start_admin(server)
-        if ready is not None:
-            ready(server)
-        if notify.enabled:
-            reload_tasks.add(loop.create_task(_announce(server, notify)))
-        reload_tasks.add(loop.create_task(_snapshot_shares(server)))
-        if shutdown_trigger is None:
-            await stop.wait()
-        elif isinstance(shutdown_trigger, asyncio.Event):
-            await shutdown_trigger.wait()
-        else:
-            await shutdown_trigger
-    finally:
-        notify.stopping()
-        for task in reload_tasks:
-            task.cancel()
-        loop.remove_signal_handler(signal.SIGHUP)
-        if shutdown_trigger is None:
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.remove_signal_handler(sig)
-        if runner is not None:
-            await runner.cleanup()
-        await server.stop()
-
-
-FIRST_ROUND_LIMIT = 30.0     # seconds READY=1 waits for the first probe of every region
 LATENCY_PULL_TRIES = 10      # peer intervals a starting server tries to pull a peer's latency table
 LATENCY_CHUNK = 500          # networks of a peer's latency table merged between yields to the loop
-
-
-async def _announce(server: GslbServer, notify: Notifier) -> None:
-    """READY=1 after the first probe round (or FIRST_ROUND_LIMIT), then the watchdog pings."""
-    try:
-        await asyncio.wait_for(server.checker.first_round(), FIRST_ROUND_LIMIT)
-        notify.ready()
-    except TimeoutError:
-        notify.ready("serving (some regions not probed yet)")
-    while notify.watchdog_interval is not None:
-        notify.watchdog()
-        await asyncio.sleep(notify.watchdog_interval)
-
-
-async def _snapshot_shares(server: GslbServer) -> None:
-    """Every `shares.interval` seconds, the per-region answer counters into the status page's ring."""
-    while True:
-        server.shares.snapshot(server.dns_stats.by_region, server.clock(), server.wall())
-        await asyncio.sleep(server.shares.interval)
-
-
-async def _reload_quietly(server: GslbServer) -> None:
-    with contextlib.suppress(ConfigError):  # logged by reload
-        await server.reload()

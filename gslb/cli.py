@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "explain":
             return _explain(config, args.name, args.client, args.probe)
         logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-        return _serve(config)
+        return _serve(config, args.log_level)
     except ConfigError as exc:
         if args.command == "check-config":
             for error in sorted(exc.errors, key=by_line):   # every problem, "FILE:LINE: key.path: reason"
@@ -84,8 +84,11 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
-def _serve(config: object) -> int:
-    from gslb.app import serve
+def _serve(config: object, log_level: str = "info") -> int:
+    """One process (`workers: 1`, gslb/app.py), or a supervisor and its workers (gslb/supervisor.py)."""
+    from gslb.common.workers import WorkerStartError
+    from gslb.serve import serve
+    from gslb.supervisor import serve_supervised
 
     runner: Callable[..., object]
     try:
@@ -98,8 +101,12 @@ def _serve(config: object) -> int:
     gc.set_threshold(100_000, 50, 1000)
     try:
         from gslb.common.sdnotify import Notifier
-        runner(serve(config, ready=lambda _server: gc.freeze(), notifier=Notifier.from_environ()))  # type: ignore[arg-type]
-    except OSError as exc:
+        if getattr(config, "workers", 1) > 1:
+            runner(serve_supervised(config, log_level=log_level, ready=lambda _sup: gc.freeze(),  # type: ignore[arg-type]
+                                    notifier=Notifier.from_environ()))
+        else:
+            runner(serve(config, ready=lambda _server: gc.freeze(), notifier=Notifier.from_environ()))  # type: ignore[arg-type]
+    except (OSError, WorkerStartError) as exc:
         print(f"cannot start: {exc}", file=sys.stderr)
         return 1
     return 0

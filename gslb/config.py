@@ -33,12 +33,19 @@
               max_response_bytes (gslb/peers/config.py; the vote: gslb/peers/vote.py)
     geoip:    database (path, relative to the config file; default: the bundled DB-IP database)
     latency:  max_age, max_networks (the client-network latency table)
+    workers:  auto | N (default 1): processes answering DNS. 1: one process does everything
+              (gslb/app.py). N > 1 or auto (the CPUs this process may run on,
+              len(os.sched_getaffinity(0))): a supervisor -- config and reloads, GeoIP database,
+              probes, peers and the vote, the admin API, the latency table, drains, the state
+              file -- and N worker processes that bind every dns.listen address (UDP and TCP)
+              with SO_REUSEPORT and answer (gslb/supervisor.py, gslb/worker.py)
     regions:  name -> location [lat, lon], addresses, capacity, probe {...}
     zones:    see gslb/dns/zone.py
     services: see gslb/steering/config.py
 
 Every error is a `ConfigError` naming the file, the key path and the reason; unknown
-keys are refused. `load_config(path)` is the only entry point.
+keys are refused. `load_config(path)` is the entry point (`parse_config(text, file)`: the same
+for a text read earlier from `file`).
 """
 
 from __future__ import annotations
@@ -165,6 +172,7 @@ class GslbConfig:
     zones: tuple[Zone, ...]
     services: dict[str, ServiceConfig]
     peers: PeerSettings = field(default_factory=lambda: PeerSettings("self"))
+    workers: int = 1                    # DNS worker processes (`auto` resolved); see the module docstring
 
     def region_models(self) -> dict[str, Region]:
         return {name: rc.region for name, rc in self.regions.items()}
@@ -389,9 +397,24 @@ def load_config_section(root: Section, *, base_dir: Path) -> GslbConfig:
     services = load_services(root.section("services"), {n: r.region for n, r in regions.items()})
     peers = load_peers(root.section("peers"), default_name=str(admin.listen), default_token=admin.token,
                        regions=regions)
+    workers = _take_workers(root)
     root.done()
     _check_services_in_zones(root, zones, services)
-    return GslbConfig(root.file, dns, admin, database, latency, regions, zones, services, peers)
+    return GslbConfig(root.file, dns, admin, database, latency, regions, zones, services, peers, workers)
+
+
+MAX_WORKERS = 1024
+
+
+def _take_workers(root: Section) -> int:
+    """`workers: auto | N`: auto is the CPUs this process may run on."""
+    value = root.take("workers", (int, str), 1)
+    if value == "auto":
+        return max(1, len(os.sched_getaffinity(0)))
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_WORKERS:
+        root.record(root.error("workers", f"expected auto or a number from 1 to {MAX_WORKERS}, got {value!r}"))
+        return 1
+    return value
 
 
 def _check_services_in_zones(root: Section, zones: tuple[Zone, ...], services: dict[str, ServiceConfig]) -> None:
@@ -415,3 +438,20 @@ def zone_origin(zone: Zone) -> str:
 def load_config(path: str | Path) -> GslbConfig:
     path = Path(path)
     return Section.load(Section.from_file(path), lambda root: load_config_section(root, base_dir=path.parent))
+
+
+def read_config(path: str | Path) -> tuple[GslbConfig, str]:
+    """`load_config(path)` and the text it was built from (what a supervisor sends its workers)."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(str(path), "", f"cannot read file: {exc.strerror or exc}") from None
+    return parse_config(text, path), text
+
+
+def parse_config(text: str, file: str | Path) -> GslbConfig:
+    """The config in `text`, as if read from `file` (relative paths resolve beside it): how a worker
+    builds the very text its supervisor validated (gslb/feed.py)."""
+    path = Path(file)
+    return Section.load(Section.from_yaml_text(text, file=str(path)),
+                        lambda root: load_config_section(root, base_dir=path.parent))

@@ -18,8 +18,9 @@ from typing import Any
 import yaml
 from aiohttp import web
 
-from gslb.app import GslbServer, serve
+from gslb.app import GslbServer
 from gslb.config import load_config
+from gslb.serve import serve
 from tests.geo_fixtures import City, write_city_db
 
 SEOUL_NET = "168.126.63.0/24"
@@ -166,7 +167,7 @@ async def running_gslb(tmp: Path, *, with_lbs: bool = True, **kwargs: Any) -> As
 
 @contextlib.asynccontextmanager
 async def serving(path: Path) -> AsyncIterator[GslbServer]:
-    """The real server (`gslb.app.serve`) on the config file at `path`, once its listeners are bound;
+    """The real server (`gslb.serve.serve`) on the config file at `path`, once its listeners are bound;
     stopped (and awaited) on exit. A server that fails to start raises here."""
     stop = asyncio.Event()
     started: asyncio.Future[GslbServer] = asyncio.get_running_loop().create_future()

@@ -41,8 +41,12 @@ def require_token(handler: Handler) -> Handler:
     return wrapped
 
 
-def metrics_handler(registry: CollectorRegistry) -> Handler:
+def metrics_handler(registry: CollectorRegistry,
+                    before: Callable[[], Awaitable[None]] | None = None) -> Handler:
+    """`before`: awaited before each scrape (a supervisor asks its workers for their counters)."""
     async def metrics(_request: web.Request) -> web.Response:
+        if before is not None:
+            await before()
         body = generate_latest(registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 

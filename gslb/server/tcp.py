@@ -265,9 +265,11 @@ class DnsTcpServer:
             known = self._addresses[host] = (address, client_key(address))
         return known
 
-    async def listen(self, host: str, port: int) -> asyncio.Server:
+    async def listen(self, host: str, port: int, *, reuse_port: bool = False) -> asyncio.Server:
+        """`reuse_port`: SO_REUSEPORT (worker processes share the address; the kernel spreads connections)."""
         loop = asyncio.get_running_loop()
         server = await loop.create_server(lambda: _Connection(self), host, port, reuse_address=True,
+                                          reuse_port=reuse_port or None,
                                           backlog=max(128, min(self.max_connections, 4096)))
         self._servers.append(server)
         return server

@@ -217,14 +217,18 @@ def _reply_source(ancillary: list[tuple[int, int, bytes]], v6: bool) -> list[tup
 
 async def open_udp(host: str, port: int, get_responder: Callable[[], Any],
                    clock: Callable[[], float] = time.monotonic, *, stats: UdpStats | None = None,
-                   pktinfo: bool | None = None) -> UdpListener:
-    """Bind `host:port` and start answering; `pktinfo` defaults to on for a wildcard host."""
+                   pktinfo: bool | None = None, reuse_port: bool = False) -> UdpListener:
+    """Bind `host:port` and start answering; `pktinfo` defaults to on for a wildcard host. `reuse_port`:
+    SO_REUSEPORT, so that worker processes bind the same address and the kernel spreads datagrams over
+    them (by a hash of the client's address and port)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_DGRAM)
     try:
         if family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind((host, port))
         listener = UdpListener(sock, get_responder, clock, stats=stats, pktinfo=pktinfo)
         listener.start()

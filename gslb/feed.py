@@ -1,0 +1,96 @@
+"""The GSLB's state feed from the supervisor to its workers: messages and applying them  [pure].
+
+With `workers` above 1 the supervisor (gslb/supervisor.py) runs the probes, the peers' vote,
+the admin API (drains, the latency table's pushes, reloads) once; every worker
+(gslb/worker.py) answers DNS from its own Steering and applies what the supervisor tells it.
+Framing is gslb/common/framing.py's; a message is a JSON object with a "t" (type):
+
+    config     {"t": "config", "generation": 3, "text": "<the YAML>", "file": "/etc/gslb/gslb.yaml",
+                "listen": [["127.0.0.1", 5353], ...], "states": {...as in "regions"...}}
+               a config generation: the worker builds (or reloads to) it; the supervisor validated
+               it first, so a worker parses the very text the supervisor accepted; `listen`: the
+               DNS ports as the supervisor resolved them (a port 0 in the file); `states`: the
+               region states of that generation, applied with it (no moment with a new region
+               assumed up before its state arrives)
+    regions    {"t": "regions", "states": {"eu-west": [up, drained, degraded], ...}}
+               every region's state as answered (the vote, maintenance, drains): the whole map,
+               sent at every change (a few bytes per region), so applying it is idempotent
+    latency    {"t": "latency", "rows": [[network, [[region, rtt_ms, age_s], ...]], ...]}
+               measurements the supervisor took in (an edge's push, a peer's table), in
+               LatencyTable.export_rows form; a starting worker gets the whole table this way
+    metrics    {"t": "metrics", "id": 7}          answered by "metrics_reply" {"id", "families"}
+                                                  (gslb/common/metrics_merge.py families_to_wire)
+    stop       {"t": "stop"}                      drain and exit (as SIGTERM)
+
+and from a worker: "ready" {"pid"}, "reloaded" {"id", "generation", "ok", "message"},
+"metrics_reply". Errors: FeedError (a ValueError) for a malformed message.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any, Protocol
+
+from gslb.latency_table import LatencyTable
+from gslb.steering.base import RegionState
+
+LATENCY_ROWS = 5000         # networks per "latency" message of a snapshot
+
+
+class FeedError(ValueError):
+    """a malformed state feed message"""
+
+
+def config_message(generation: int, text: str, file: str, listen: list[tuple[str, int]],
+                   states: Mapping[str, RegionState]) -> dict[str, Any]:
+    return {"t": "config", "generation": generation, "text": text, "file": file,
+            "listen": [[host, port] for host, port in listen], "states": regions_message(states)["states"]}
+
+
+def regions_message(states: Mapping[str, RegionState]) -> dict[str, Any]:
+    return {"t": "regions", "states": {name: [s.up, s.drained, s.degraded] for name, s in states.items()}}
+
+
+def regions_of(message: dict[str, Any]) -> dict[str, RegionState]:
+    """The region states of a "regions" message (FeedError if malformed)."""
+    states = message.get("states")
+    if not isinstance(states, dict):
+        raise FeedError("regions: expected {\"states\": {region: [up, drained, degraded]}}")
+    out = {}
+    for name, value in states.items():
+        if not isinstance(value, list) or len(value) != 3 or not all(isinstance(v, bool) for v in value):
+            raise FeedError(f"regions: {name!r}: expected [up, drained, degraded] booleans, got {value!r:.80}")
+        out[str(name)] = RegionState(up=value[0], drained=value[1], degraded=value[2])
+    return out
+
+
+def latency_message(rows: list[list[Any]]) -> dict[str, Any]:
+    return {"t": "latency", "rows": rows}
+
+
+def pushed_rows(payload: dict[str, Any]) -> list[list[Any]]:
+    """An ingested push ({"measurements": [{network, region, rtt_ms}]}, validated) as rows of age 0."""
+    return [[m["network"], [[m["region"], m["rtt_ms"], 0.0]]] for m in payload["measurements"]]
+
+
+def latency_snapshot(table: LatencyTable, now: float, per_message: int = LATENCY_ROWS) -> Iterator[dict[str, Any]]:
+    """The whole table as "latency" messages of at most `per_message` networks."""
+    rows: list[list[Any]] = []
+    for row in table.export_rows(now):
+        rows.append(row)
+        if len(rows) >= per_message:
+            yield latency_message(rows)
+            rows = []
+    if rows:
+        yield latency_message(rows)
+
+
+class StateSink(Protocol):
+    """Where GslbServer reports its state changes (the supervisor broadcasts them to its workers)."""
+
+    def regions(self, states: Mapping[str, RegionState]) -> None: ...
+
+    def latency(self, rows: list[list[Any]]) -> None: ...
+
+    async def reloaded(self, text: str) -> None:
+        """The server switched to the config in `text` (its own file's, validated)."""

@@ -1,0 +1,27 @@
+"""Typed seams between the GSLB's parts  [pure].
+
+    WorkersView   what the admin API (gslb/admin_api.py) needs of a supervisor with workers
+                  (gslb/supervisor.py): the merged metrics registry, refreshed before a scrape,
+                  and the workers' report for GET /api/workers
+    StateSink     where GslbServer reports its state changes: gslb/feed.py (the supervisor)
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from prometheus_client import CollectorRegistry
+
+from gslb.feed import StateSink
+
+__all__ = ["StateSink", "WorkersView"]
+
+
+class WorkersView(Protocol):
+    registry: CollectorRegistry
+
+    async def refresh_metrics(self) -> None:
+        """Ask every worker for its metric families (the registry then yields them summed)."""
+
+    async def workers_report(self) -> list[dict[str, Any]]:
+        """One row per worker: id, pid, ready, restarts, generation, queries, rss_bytes."""

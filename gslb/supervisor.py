@@ -1,0 +1,287 @@
+"""The GSLB with `workers: N` (N > 1 or auto): one process that owns state, N that answer DNS  [edge].
+
+    sup = Supervisor(config)            # config.workers worker processes (gslb/worker.py)
+    await sup.start()                   # probes and peers, then the workers, each "ready"
+    await sup.server.reload()           # re-read the file; every worker reloads to it (SIGHUP)
+    await sup.stop()                    # SIGTERM to every worker, then its own parts
+    await serve_supervised(config)      # all that, the admin API, signals (gslb/cli.py `serve`)
+
+What runs where:
+
+    supervisor   config loading and reload, the GeoIP database (for the admin API's explain
+                 and status page), the probes (once, not once per worker), the peers and their
+                 vote, the admin API (drains, maintenance, latency pushes, reload, /metrics, the
+                 status page), the latency table, the admin state file, worker restarts. A
+                 GslbServer whose DNS listeners are never started and which compiles no tables.
+    worker       every dns.listen address, UDP and TCP, bound with SO_REUSEPORT; a GslbServer
+                 with its own steering, response cache, RRL table and compiled geo tables
+                 (each worker compiles its own in the background, one worker at a time under a
+                 lock file in the supervisor's temporary directory, so the compile's peak memory
+                 is paid once at a time; bench/README.md gives the RSS per worker, and why).
+
+State flows one way, supervisor -> workers, over a socketpair per worker (gslb/feed.py,
+gslb/common/channel.py, gslb/common/workers.py): GslbServer tells its `state_sink` (this
+class) every change of the region states as answered (a probe's verdict, the vote, a drain,
+maintenance, a peer's admin entry) and every latency measurement it takes in (an edge's push,
+a peer's table), and they are sent to every worker the moment they happen (applied in a few
+milliseconds; the test asks for 100 ms). A reload sends the text the supervisor validated with
+a new generation number and the region states; a worker (re)started later first gets the
+config, the latency table, then serves.
+
+The supervisor binds no DNS socket (a UDP socket in the SO_REUSEPORT group would be handed a
+share of the datagrams); a restarted worker joins its siblings' port.
+
+Worker death: restarted after a back-off (0.1 s doubling to 5 s) while the others keep
+answering (gslb/common/workers.py). Queries the dead worker had read, and those queued on its
+socket, are lost with it (a resolver retries); the kernel sends new ones to the others.
+
+/metrics: the supervisor asks every worker for its counters and sums them with its own
+(gslb/common/metrics_merge.py); the families of state the supervisor owns (SUPERVISOR_ONLY:
+region states, probes, peers, reloads, the latency table, state file saves) are its own.
+`gslb_workers` (gauge: ready) and `gslb_worker_restarts` come from the supervisor. Per worker:
+GET /api/workers (pid, ready, restarts, generation, queries answered, RSS). Each worker keeps
+its own RRL table (a client whose queries reach two workers gets up to twice its rate).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import shutil
+import signal
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from gslb import feed
+from gslb.app import GslbServer
+from gslb.common.configload import ConfigError
+from gslb.common.metrics_merge import MergedCollector, Wire, sample_total
+from gslb.common.sdnotify import Notifier
+from gslb.common.workers import WorkerPool, WorkerProcess
+from gslb.config import GslbConfig
+from gslb.geoip import GeoLocator
+from gslb.metrics import GslbCollector
+from gslb.steering.base import RegionState
+from gslb.steering.core import Steering
+from gslb.tables import TableCompiler
+
+log = logging.getLogger("gslb.supervisor")
+
+SUPERVISOR_ONLY = frozenset({
+    "gslb_region_up", "gslb_region_drained", "gslb_region_degraded", "gslb_probe_rtt_seconds",
+    "gslb_probe_results", "gslb_region_transitions", "gslb_peers_configured", "gslb_peers_reachable",
+    "gslb_peers_alone", "gslb_regions_disagreeing", "gslb_region_vote_disagrees", "gslb_region_own_up",
+    "gslb_peer_pulls", "gslb_admin_state_saves", "gslb_latency_networks", "gslb_config_reloads"})
+SHARES_EVERY = 10.0         # seconds between the status page's share snapshots (its ring's interval)
+
+
+class NoTables(TableCompiler):
+    """The supervisor answers no query: it compiles no tables (its explain takes the reference path)."""
+
+    def install(self, steering: Steering, locator: object) -> None:
+        return None
+
+    def start(self) -> None:
+        return None
+
+
+class _WorkersCollector(Collector):
+    def __init__(self, pool: WorkerPool) -> None:
+        self._pool = pool
+
+    def collect(self) -> Iterator[Metric]:
+        up = GaugeMetricFamily("gslb_workers", "Worker processes answering DNS (ready)")
+        up.add_metric([], float(self._pool.ready_count))
+        yield up
+        restarts = CounterMetricFamily("gslb_worker_restarts", "Worker processes started again after dying",
+                                       labels=["worker"])
+        for w in self._pool.workers:
+            restarts.add_metric([str(w.id)], float(w.restarts))
+        yield restarts
+
+
+def rss_bytes(pid: int | None) -> int | None:
+    """A process's resident set size (Linux /proc), None if it is gone."""
+    if pid is None:
+        return None
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+class Supervisor:
+    """See the module docstring. `server` is the GslbServer the admin API serves; this object is its
+    state sink (gslb.feed.StateSink) and the admin API's view of the workers."""
+
+    def __init__(self, config: GslbConfig, *, locator: GeoLocator | None = None, workers: int | None = None,
+                 clock: Callable[[], float] = time.monotonic, log_level: str = "info", probe: Any = None) -> None:
+        self.config_path = Path(config.file)
+        self.clock = clock
+        self._text = self.config_path.read_text(encoding="utf-8")
+        self.server = GslbServer(config, locator=locator, clock=clock, probe=probe, tables=NoTables())
+        self.server.state_sink = self
+        self._dir = tempfile.mkdtemp(prefix="gslb-supervisor-")        # the workers' compile lock
+        self.pool = WorkerPool(workers if workers is not None else config.workers, module="gslb.worker",
+                               hello=self._hello, name="gslb", clock=clock,
+                               args=["--log-level", log_level, "--compile-lock", f"{self._dir}/compile.lock"])
+        self.snapshots: list[Wire] = []             # each ready worker's families at the last refresh
+        self.by_worker: dict[int, Wire] = {}
+        own = CollectorRegistry(auto_describe=False)
+        own.register(GslbCollector(self.server))
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(MergedCollector(own, lambda: self.snapshots, SUPERVISOR_ONLY))
+        self.registry.register(_WorkersCollector(self.pool))
+        self.ports: list[tuple[str, int]] = []
+
+    def __repr__(self) -> str:
+        return f"<gslb Supervisor [{self.pool.ready_count}/{len(self.pool.workers)} workers ready, " \
+               f"generation {self.pool.generation}]>"
+
+    @property
+    def workers(self) -> list[WorkerProcess]:
+        return self.pool.workers
+
+    # -- StateSink ---------------------------------------------------------------------------------
+    def regions(self, states: Mapping[str, RegionState]) -> None:
+        self.pool.broadcast(feed.regions_message(states))
+
+    def latency(self, rows: list[list[Any]]) -> None:
+        self.pool.broadcast(feed.latency_message(rows))
+
+    async def reloaded(self, text: str) -> None:
+        """The supervisor's server switched to `text`: every worker follows (waits for their answers)."""
+        self.pool.generation += 1
+        self._text = text
+        replies = await self.pool.ask_all(self._config_message(), reply="reloaded")
+        for r in replies:
+            if r.get("ok") and isinstance(r.get("generation"), int):
+                self.pool.workers[r["worker"]].generation = r["generation"]
+        failed = [r for r in replies if not r.get("ok")]
+        if failed:
+            log.error("%d worker(s) refused generation %d: %s", len(failed), self.pool.generation,
+                      failed[0].get("message"))
+
+    def _config_message(self) -> dict[str, Any]:
+        return feed.config_message(self.pool.generation, self._text, str(self.config_path), self.ports,
+                                   self.server.region_states())
+
+    def _hello(self, _w: WorkerProcess) -> list[dict[str, Any]]:
+        return [self._config_message(), *feed.latency_snapshot(self.server.latency, self.clock())]
+
+    # -- the admin API's view ----------------------------------------------------------------------
+    async def refresh_metrics(self) -> None:
+        replies = await self.pool.ask_all({"t": "metrics"}, reply="metrics_reply")
+        good = [r for r in replies if isinstance(r.get("families"), list)]
+        self.snapshots = [r["families"] for r in good]
+        self.by_worker = {int(r["worker"]): r["families"] for r in good}
+
+    async def workers_report(self) -> list[dict[str, Any]]:
+        """GET /api/workers: each worker's process, restarts, queries answered (fresh counts), RSS."""
+        await self.refresh_metrics()
+        rows = []
+        for w in self.pool.workers:
+            wire = self.by_worker.get(w.id)
+            rows.append({"id": w.id, "pid": w.pid, "ready": w.ready, "restarts": w.restarts,
+                         "generation": w.generation, "rss_bytes": rss_bytes(w.pid),
+                         "queries": None if wire is None else int(sample_total(wire, "gslb_dns_queries"))})
+        return rows
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+    async def start(self) -> None:
+        self.ports = [(lst.host, lst.port) for lst in self.server.config.dns.listen]
+        try:
+            await self.server.start_control()
+            await self.pool.start()
+        except BaseException:
+            await self.server.stop()
+            raise
+        log.info("gslb: %d workers answering on %s", len(self.pool.workers),
+                 ", ".join(f"{h}:{p}" for h, p in self.ports))
+
+    async def stop(self) -> None:
+        await self.pool.stop()
+        await self.server.stop()
+        shutil.rmtree(self._dir, ignore_errors=True)
+
+    async def snapshot_shares(self) -> None:
+        """Every SHARES_EVERY seconds, the workers' answers per region into the status page's ring."""
+        while True:
+            await self.refresh_metrics()
+            by_region: dict[str, int] = {}
+            for wire in self.snapshots:
+                for name, _typ, _doc, samples in wire:
+                    if name == "gslb_answers":
+                        for sample_name, labels, value in samples:
+                            if str(sample_name).endswith("_total"):
+                                region = str(labels.get("region"))
+                                by_region[region] = by_region.get(region, 0) + int(value)
+            self.server.shares.snapshot(by_region, self.clock(), self.server.wall())
+            await asyncio.sleep(SHARES_EVERY)
+
+
+async def serve_supervised(config: GslbConfig, *, shutdown_trigger: asyncio.Event | None = None,
+                           locator: GeoLocator | None = None, log_level: str = "info",
+                           ready: Callable[[Supervisor], None] | None = None,
+                           notifier: Notifier | None = None) -> None:
+    """`gslb serve` with workers: until `shutdown_trigger` (default: SIGINT / SIGTERM); SIGHUP reloads
+    the supervisor and then every worker. systemd notifications as gslb.serve.serve sends them."""
+    from gslb.admin_api import start_admin
+
+    sup = Supervisor(config, locator=locator, log_level=log_level)
+    loop = asyncio.get_running_loop()
+    stop = shutdown_trigger if shutdown_trigger is not None else asyncio.Event()
+    if shutdown_trigger is None:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+    notify = notifier if notifier is not None else Notifier(None)
+    tasks: set[asyncio.Task[None]] = set()
+
+    async def reload_and_notify() -> None:
+        notify.reloading()
+        with contextlib.suppress(ConfigError):      # logged by reload; the old config keeps serving
+            await sup.server.reload()
+        notify.ready()
+
+    def on_hup() -> None:
+        task = loop.create_task(reload_and_notify())
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, on_hup)
+    runner: web.AppRunner | None = None
+    try:
+        await sup.start()
+        runner = await start_admin(sup.server, workers=sup)
+        if ready is not None:
+            ready(sup)
+        if notify.enabled:
+            from gslb.serve import _announce
+            tasks.add(loop.create_task(_announce(sup.server, notify)))
+        tasks.add(loop.create_task(sup.snapshot_shares()))
+        await stop.wait()
+    finally:
+        notify.stopping()
+        for task in tasks:
+            task.cancel()
+        loop.remove_signal_handler(signal.SIGHUP)
+        if shutdown_trigger is None:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
+        if runner is not None:
+            await runner.cleanup()
+        await sup.stop()
+

@@ -1,0 +1,104 @@
+"""The GSLB's state feed (gslb/feed.py) and `workers:` in its config."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from gslb import feed
+from gslb.common.configload import ConfigError
+from gslb.config import load_config, parse_config, read_config
+from gslb.latency_table import LatencyTable
+from gslb.steering.base import RegionState
+from tests.gslb_helpers import gslb_config
+
+
+def test_region_states_travel_and_bad_ones_are_refused() -> None:
+    states = {"eu": RegionState(up=False, drained=True), "us": RegionState(degraded=True)}
+    message = feed.regions_message(states)
+    assert feed.regions_of(message) == states
+    config = feed.config_message(3, "text", "/etc/gslb.yaml", [("127.0.0.1", 53)], states)
+    assert feed.regions_of(config) == states
+    assert config["listen"] == [["127.0.0.1", 53]]
+    for bad in ({"t": "regions"}, {"t": "regions", "states": {"eu": [True, False]}},
+                {"t": "regions", "states": {"eu": [1, 0, 0]}}, {"t": "regions", "states": []}):
+        with pytest.raises(feed.FeedError):
+            feed.regions_of(bad)
+
+
+def test_the_latency_table_travels_in_chunks_and_merges_whole() -> None:
+    src = LatencyTable(max_networks=1000, max_age=60)
+    for i in range(25):
+        src.ingest(ipaddress.ip_network(f"10.0.{i}.0/24"), "eu", float(i), 100.0)
+    chunks = list(feed.latency_snapshot(src, 110.0, per_message=10))
+    assert [len(c["rows"]) for c in chunks] == [10, 10, 5]
+    dst = LatencyTable(max_networks=1000, max_age=60)
+    for c in chunks:
+        dst.merge_rows(c["rows"], 210.0, {"eu"})
+    assert len(dst) == 25
+    assert dst.lookup(ipaddress.ip_address("10.0.7.9"), 215.0) == {"eu": 7.0}
+    pushed = feed.pushed_rows({"measurements": [{"network": "10.1.0.0/24", "region": "eu", "rtt_ms": 3}]})
+    assert dst.merge_rows(pushed, 300.0, {"eu"}) == 1
+
+
+def _write(tmp_path: Path, workers: object) -> Path:
+    doc = gslb_config(tmp_path, dns_port=5353, admin_port=8053, lbs=None)
+    doc["workers"] = workers
+    path = tmp_path / "gslb.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+def test_workers_in_the_config(tmp_path: Path) -> None:
+    assert load_config(_write(tmp_path, 3)).workers == 3
+    assert load_config(_write(tmp_path, "auto")).workers == len(os.sched_getaffinity(0))
+    doc = gslb_config(tmp_path, dns_port=5353, admin_port=8053, lbs=None)
+    (tmp_path / "one.yaml").write_text(yaml.safe_dump(doc))
+    assert load_config(tmp_path / "one.yaml").workers == 1
+    for bad in (0, -1, "many", True, 5000):
+        with pytest.raises(ConfigError, match="workers: expected"):
+            load_config(_write(tmp_path, bad))
+
+
+def test_a_worker_builds_the_very_text_its_supervisor_read(tmp_path: Path) -> None:
+    path = _write(tmp_path, 2)
+    config, text = read_config(path)
+    path.write_text("changed: [")                       # the file changes after the supervisor read it
+    again = parse_config(text, path)
+    assert again.workers == 2
+    assert again.geoip_database == config.geoip_database
+    assert again.file == str(path)
+    with pytest.raises(ConfigError, match="cannot read file"):
+        read_config(tmp_path / "missing.yaml")
+
+
+async def test_workers_compile_their_tables_one_at_a_time(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from gslb.worker import compile_in_turn
+
+    events: list[tuple[str, int]] = []
+
+    class Tables:
+        def __init__(self, n: int) -> None:
+            self.n = n
+
+        def start(self) -> None:
+            events.append(("start", self.n))
+
+        async def ready(self) -> None:
+            await asyncio.sleep(0.2)
+            events.append(("end", self.n))
+
+    servers: list[Any] = [SimpleNamespace(tables=Tables(n)) for n in range(3)]
+    await asyncio.gather(*(compile_in_turn(s, str(tmp_path / "compile.lock")) for s in servers))
+    assert len(events) == 6
+    assert all(events[i][0] == "start" and events[i + 1] == ("end", events[i][1]) for i in range(0, 6, 2))
+    await compile_in_turn(servers[0], None)            # no lock: just started
+    assert events[-1] == ("start", 0)
