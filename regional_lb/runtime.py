@@ -24,11 +24,15 @@ from typing import Any, Protocol
 
 from regional_lb.balancing import make_policy
 from regional_lb.balancing.base import Backend, Policy
+from regional_lb.balancing.sticky_cookie import StickyCookie
+from regional_lb.balancing.sticky_learn import StickyLearn
 from regional_lb.config import Config, PoolConfig, policy_options
 from regional_lb.headers import ForwardingSettings, TrustedProxies
 from regional_lb.pool import Pool
 from regional_lb.retry import RetryBudget
 from regional_lb.routing import Route, RouteTable
+
+DEFAULT_TTL = 1800.0                # a stick-table entry's life when the policy sets none
 
 
 class Checker(Protocol):
@@ -191,13 +195,12 @@ def build_runtime(config: Config, *, previous: Runtime | None, now: float,
         else:
             policy = make_policy(route.policy, policy_options(config, route), tls=config.any_tls)
             sessions = None
-        ttl = float(getattr(policy, "ttl", None) or 1800.0)
+        ttl = float(policy.ttl or DEFAULT_TTL) if isinstance(policy, StickyLearn) else DEFAULT_TTL
         cookie_name = None
-        if route.policy == "sticky_cookie":
-            cookie_name = str(route.options.get("cookie", getattr(policy, "cookie_name", "LBSESSIONID")))
+        if isinstance(policy, StickyCookie):
+            cookie_name = policy.cookie_name
             if sessions is None:
-                max_idle = getattr(policy, "max_idle", None) or 1800.0
-                sessions = SessionTracker(float(max_idle))
+                sessions = SessionTracker(float(policy.max_idle))
         routes[route.name] = RouteRuntime(route, pools[route.pool], policy,
                                           learns=route.policy == "sticky_learn", ttl=ttl,
                                           sessions=sessions, cookie_name=cookie_name)
