@@ -449,3 +449,37 @@ async def test_ctl_workers_lists_the_worker_processes(tmp_path: Path) -> None:
         header, *rows = out.decode().splitlines()
         assert header.split() == ["ID", "PID", "READY", "RESTARTS", "GENERATION", "REQUESTS"]
         assert [(int(r.split()[0]), int(r.split()[1])) for r in rows] == [(w.id, w.pid) for w in sup.workers]
+
+
+async def test_discovery_runs_once_in_the_supervisor_and_reaches_both_workers(tmp_path: Path) -> None:
+    from regional_lb.discovery import FakeResolver
+
+    async with backend_servers(["a", "b"]) as (a, b):
+        srv = FakeResolver({("_http._tcp.app.test", "SRV"): [("127.0.0.1", a.port, 5)]})
+        path = write_config(tmp_path / "edge.yaml", [a],
+                            pool_extra={"backends": [{"dns": "_http._tcp.app.test", "type": "SRV"}]})
+        config = load_config(path)
+        sup = Supervisor(config, config_path=path, log_level="warning", resolver=srv)
+        await sup.start()
+        try:
+            async with fresh_connections() as s:
+                for _ in range(20):
+                    async with s.get(url(sup, "/x")) as r:
+                        assert r.headers["X-Backend"] == "a"
+                srv.answers[("_http._tcp.app.test", "SRV")] = [("127.0.0.1", b.port, 5)]     # a moved to b
+                assert sup.lb.discovery is not None
+                assert await sup.lb.discovery.resolve_once("app", config.pools["app"].dns[0]) is not None
+                # both workers switched: every new connection, whichever worker takes it, reaches b.
+                # (a worker answers the metrics request after applying what was sent before it: the
+                # channel keeps order, so this round trip is the barrier)
+                await sup.refresh_metrics()
+                before = per_worker_requests(sup, "app#0")
+                for _ in range(40):
+                    async with s.get(url(sup, "/x")) as r:
+                        assert r.headers["X-Backend"] == "b"
+            await sup.refresh_metrics()
+            after = per_worker_requests(sup, "app#0")
+            b_id = f"127.0.0.1:{b.port}"
+            assert all(after[i].get(b_id, 0) > before[i].get(b_id, 0) for i in range(2)), (before, after)
+        finally:
+            await sup.stop()
