@@ -432,7 +432,10 @@ def dnsperf(server: Server, port: int, qfile: Path, duration: float, scenario: s
     for line in proc.stdout:
         if line.startswith("> "):
             if measure:
-                run.latencies.append(float(line.rsplit(None, 1)[1]))
+                try:                    # "> NOERROR name A 0.000123"; a timed-out query has no latency
+                    run.latencies.append(float(line.rsplit(None, 1)[1]))
+                except ValueError:
+                    pass
         else:
             stats.append(line)
     proc.wait(duration + 30 if not once else 1800)
