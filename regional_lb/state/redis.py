@@ -30,7 +30,7 @@ Round trips per request (the hot path)
 The local copy (regional_lb/state/local.py, `local_entries` entries, each with its TTL) holds
 every entry this replica read or wrote.  Redis unreachable, or slower than `budget`: the
 request is answered from the local copy, so every session this replica has seen stays on its
-backend.  An error, or `TIMEOUTS_DOWN` (3) budget overruns in a row, make Redis count as down:
+backend.  An error, or `TIMEOUTS_DOWN` (3) budget overruns within a second, make Redis count as down:
 it is skipped (no request pays the budget again) and probed in the background -- at once after
 overruns (a stalled event loop is over quickly), else after a back-off (`backoff_initial`
 doubling to `backoff_max`) -- until it answers.  A command past its budget is not cancelled: it
@@ -73,13 +73,14 @@ import logging
 import os
 import socket
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from regional_lb.errors import StoreBusy, StoreError, StoreTimeout
 from regional_lb.state.counters import ReplicaCounters
 from regional_lb.state.local import LocalStickTable
-from regional_lb.state.redis_client import RedisEdge, close_client, cluster_nodes, make_client
+from regional_lb.state.redis_client import RedisEdge, close_client, cluster_nodes, make_client, prune_connections
 from regional_lb.state.urls import RedisTarget, RedisUrlError, parse_redis_url
 
 __all__ = ["RedisStore", "RedisTarget", "RedisUrlError", "make_client", "parse_redis_url"]
@@ -89,7 +90,9 @@ log = logging.getLogger("regional_lb.state.redis")
 DEFAULT_TTL = 1800.0            # a table's TTL until this replica has written to it
 MAX_KEY = 200                   # longer stick keys are stored as their SHA-256
 BATCH = 512                     # entries per write-behind / write-back pipeline
-TIMEOUTS_DOWN = 3               # budget overruns in a row that make Redis count as down
+TIMEOUTS_DOWN = 3               # budget overruns within TIMEOUTS_WINDOW that make Redis count as down
+TIMEOUTS_WINDOW = 1.0           # seconds (successes between them do not reset the count: a hung
+                                # cluster master slows only its slots, the others keep answering)
 
 # KEYS[1] the stick key; ARGV: backend, ttl ms, the value to store.  Stores unless Redis holds another backend;
 # returns what Redis holds then (a conflict), or false.
@@ -185,7 +188,7 @@ class RedisStore:
         self._backoff = backoff_initial
         self._retry_at = 0.0
         self._down_since: float | None = None
-        self._timeouts = 0                                          # budget overruns in a row
+        self._overruns: deque[float] = deque(maxlen=TIMEOUTS_DOWN)  # when the last budget overruns happened
         self.available = True
         self.stats: dict[str, int] = {"redis_errors": 0, "fallbacks": 0, "outages": 0, "conflicts": 0,
                                       "written_back": 0, "publish_errors": 0,
@@ -239,8 +242,8 @@ class RedisStore:
             return
         self.stats["redis_errors"] += 1
         if isinstance(exc, StoreTimeout):
-            self._timeouts += 1
-            if self._timeouts < TIMEOUTS_DOWN:
+            self._overruns.append(now)
+            if len(self._overruns) < TIMEOUTS_DOWN or now - self._overruns[0] > TIMEOUTS_WINDOW:
                 return                  # one slow answer (a stalled event loop?) is not an outage yet
         if self.available:
             self.available = False
@@ -258,7 +261,7 @@ class RedisStore:
         down = now - self._down_since if self._down_since is not None else 0.0
         self._down_since = None
         self._backoff = self._backoff_initial
-        self._timeouts = 0
+        self._overruns.clear()
         self._has_pending = True
         self._next_publish = 0.0
         log.warning("Redis %s reachable again after %.1fs: shared state in use, writing back", self.url, down)
@@ -301,7 +304,6 @@ class RedisStore:
             if entry is None:
                 self.stats["fallback_misses"] += 1
             return entry.backend if entry is not None else None
-        self._timeouts = 0
         if value is None:
             if entry is None:
                 self.stats["redis_misses"] += 1
@@ -427,6 +429,7 @@ class RedisStore:
     async def _tick(self) -> None:
         for node in cluster_nodes(self.client):
             self._nodes_seen.setdefault(node.name, node)
+        prune_connections(self.client)
         now = self._clock()
         if not self.available:
             if now < self._retry_at:

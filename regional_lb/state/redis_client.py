@@ -36,7 +36,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-import weakref
 from bisect import bisect_left
 from collections.abc import Callable
 from typing import Any
@@ -45,7 +44,7 @@ from regional_lb.errors import StoreBusy, StoreError, StoreTimeout
 from regional_lb.state.urls import RedisTarget, RedisUrlError, parse_redis_url
 
 __all__ = ["RTT_BOUNDS", "RedisEdge", "RedisTarget", "RedisUrlError", "close_client", "cluster_nodes", "make_client",
-           "parse_redis_url"]
+           "parse_redis_url", "prune_connections"]
 
 RTT_BOUNDS = (0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0)
 
@@ -61,17 +60,14 @@ def _blocking_sentinel_pool() -> type:
     return BlockingSentinelConnectionPool
 
 
-def _tracked(base: type, registry: weakref.WeakSet[Any]) -> type:
+def _tracked(base: type, registry: set[Any]) -> type:
     """`base` (a redis-py connection class) whose instances join `registry`, so that closing the
     store disconnects every connection it ever opened -- including those redis-py stops tracking
     after a fail-over (a Sentinel pool's connections to the old master, a cluster's dropped nodes)."""
 
     class Tracked(base):  # type: ignore[misc]
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            super().__init__(*args, **kwargs)
-            registry.add(self)
-
         async def connect_check_health(self, *args: Any, **kwargs: Any) -> Any:
+            registry.add(self)              # held (strongly) until closed: see prune_connections
             # redis-py cleans up a handshake that fails with a RedisError, not one that is
             # cancelled (a hung server, a hard timeout): the socket would stay open, unowned
             try:
@@ -104,7 +100,7 @@ def make_client(url: str, *, timeout: float = 1.0, pool_size: int = 64) -> Any:
         return redis.asyncio.Redis.from_pool(pool)
     from redis.asyncio.connection import Connection, SSLConnection
 
-    registry: weakref.WeakSet[Any] = weakref.WeakSet()
+    registry: set[Any] = set()
     auth: dict[str, Any] = {"username": target.username, "password": target.password}
     client: Any
     if target.kind == "sentinel":
@@ -135,6 +131,14 @@ def make_client(url: str, *, timeout: float = 1.0, pool_size: int = 64) -> Any:
             node.connection_class = conn_class
     client.rlb_connections = registry
     return client
+
+
+def prune_connections(client: Any) -> None:
+    """Forget tracked connections that are closed (they join again when they reconnect)."""
+    registry = getattr(client, "rlb_connections", None)
+    if registry:
+        for conn in [c for c in registry if not c.is_connected]:
+            registry.discard(conn)
 
 
 def cluster_nodes(client: Any) -> list[Any]:

@@ -226,14 +226,12 @@ async def test_killing_the_master_fails_no_request_and_sessions_stay(topology: T
         assert load.stayed / load.ok >= 0.99, (load.stayed, load.ok, outage, moved[:10], moved[-10:],
                                                [lb.store.stats for lb in replicas])
         assert any(lb.store.stats["outages"] for lb in replicas)
-        # sessions learnt during the fail-over were written back: both replicas agree on them, and on
-        # the backend that first served them (a replica that never saw one and whose read of it
-        # overran the budget may pick anew: Redis then decides, so allow one such move)
-        kept = 0
-        for sid, owner in during.items():
-            backend = (await agreed(http, replicas, sid)).pop()
-            kept += backend == owner
-        assert kept >= len(during) - 1, (kept, [lb.store.stats for lb in replicas])
+        # sessions learnt during the fail-over: both replicas agree on each once Redis is back.  Not
+        # necessarily on the backend that first served it: the other replica may have served (and
+        # stored) it first while Redis answered it and not the learner -- Redis wins then.
+        for sid in during:
+            await agreed(http, replicas, sid)
+        assert sum(lb.store.stats["written_back"] + lb.store.stats["conflicts"] for lb in replicas) >= 1
 
 
 async def test_a_hung_master_adds_at_most_the_budget(topology: Topology) -> None:
