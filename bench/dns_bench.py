@@ -618,7 +618,9 @@ def report(args, results: dict[str, list[Run]], answers: dict[str, dict], notes:
             "moves least; q/s and latency percentiles move most (a shared CPU queues the server's replies). "
             "bench/dns_inprocess.py gives the responder's instructions per query, which load does not move.",
             "- The GSLB is measured after it logged that its steering tables were compiled (in a worker "
-            "process, while it already answered from the reference path).",
+            "process; it listens once they are, at most 60 s after start).",
+            f"- Load average when the report was written: {__import__('os').getloadavg()[0]:.2f} (other work "
+            "ran on this 2-CPU machine during the run: see the note on rerunning quietly).",
             "- CPU µs/query = server utime+stime (/proc/PID/stat, whole process tree) over the run ÷ queries "
             "answered. gdnsd runs one UDP thread (`udp_threads => 1`).", ""]
     if answers:
