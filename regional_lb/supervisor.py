@@ -22,7 +22,9 @@ gets the config and a snapshot of the pools' state, then serves.
 
 Listener ports: a `listen` port of 0 is resolved once, by the supervisor binding (not
 listening on) an SO_REUSEPORT socket that it keeps for its lifetime: every worker, restarted
-ones included, then binds the same port.
+ones included, then binds the same port. As with nginx's `reuseport`, the kernel lets any
+process of the same user that also sets SO_REUSEPORT join a port: a second instance started
+on the same address by mistake shares the traffic instead of failing to bind.
 
 Worker death: a worker that exits without being asked is started again after a back-off
 (RESTART_BACKOFF: 0.1 s doubling to 5 s; back to 0.1 s once a worker has run 10 s); the
