@@ -48,7 +48,7 @@ and per counter, and every multi-key operation stays in one slot)
   * ``lb:s:TABLE:{KEY}``  -> "BACKEND|EXPIRY" (expiry: wall-clock ms), SET with PX = the stick
     TTL; the expiry travels with the value so a replica that reads an entry copies it locally
     with the TTL it has left (one GET, no PTTL).  Keys longer than 200 characters are replaced
-    by their SHA-256 (bounded key size whatever a client sends).
+    by their SHA-256, here and in the index (bounded size whatever a client sends).
   * ``lb:i:{TABLE/BACKEND}`` sorted set: member KEY, score = expiry (wall-clock ms of the
     writing replica): `count_sticky` (drain reporting) trims passed scores and counts the rest;
     a moved key is removed from its old backend's set.  Replicas' clocks should roughly agree
@@ -61,7 +61,7 @@ and per counter, and every multi-key operation stays in one slot)
 
 Replica id: ``hostname:pid:random`` (a process = a replica; worker processes of one LB each
 have their own).  Nothing here raises because Redis is down; time comes from `clock`
-(monotonic) and `wall` (wall clock, index scores only).
+(monotonic) and `wall` (wall clock: the expiry stored with each entry and the index scores).
 """
 
 from __future__ import annotations
@@ -224,10 +224,15 @@ class RedisStore:
                 f"{self.stats['redis_errors']} errors]>")
 
     # -- keys ----------------------------------------------------------------------------
-    def _stick_key(self, table: str, key: str) -> str:
+    @staticmethod
+    def _member(key: str) -> str:
+        """A stick key as Redis stores it: keys longer than MAX_KEY as their SHA-256."""
         if len(key) > MAX_KEY:
-            key = "sha256:" + hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
-        return f"{self.key_prefix}s:{table}:{{{key}}}"
+            return "sha256:" + hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
+        return key
+
+    def _stick_key(self, table: str, key: str) -> str:
+        return f"{self.key_prefix}s:{table}:{{{self._member(key)}}}"
 
     def _index_key(self, table: str, backend: str) -> str:
         return f"{self.key_prefix}i:{{{table}/{backend}}}"
@@ -368,7 +373,7 @@ class RedisStore:
         pipe = self.client.pipeline(transaction=False)
         pipe.delete(self._stick_key(table, key))
         if entry is not None:
-            pipe.zrem(self._index_key(table, entry.backend), key)
+            pipe.zrem(self._index_key(table, entry.backend), self._member(key))
         try:
             await self.edge.call(self.op_timeout, pipe.execute)
         except StoreError as exc:
@@ -474,10 +479,10 @@ class RedisStore:
             ttl_ms = max(1, int((entry.deadline - now) * 1000))
             pipe.set(self._stick_key(table, key), f"{entry.backend}|{wall_ms + ttl_ms}", px=ttl_ms)
             index = self._index_key(table, entry.backend)
-            pipe.zadd(index, {key: wall_ms + ttl_ms})
+            pipe.zadd(index, {self._member(key): wall_ms + ttl_ms})
             pipe.pexpire(index, ttl_ms)
             if old is not None and old != entry.backend:
-                pipe.zrem(self._index_key(table, old), key)
+                pipe.zrem(self._index_key(table, old), self._member(key))
             batch.append((table, key))
         if not batch:
             return

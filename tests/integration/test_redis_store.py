@@ -124,6 +124,13 @@ async def test_keys_spread_over_slots_per_session_and_counter(stores: Callable[.
     assert "blue:c:{app/app-1}" in keys                                # one per counter
     assert "blue:i:{auth/app-1}" in keys
     assert all(len(k) < 300 for k in keys)
+    raw = redis.asyncio.from_url(redis_server.url, decode_responses=True)
+    try:
+        members = await raw.zrange("blue:i:{auth/app-2}", 0, -1)
+    finally:
+        await raw.aclose()
+    assert len(members) == 1
+    assert len(members[0]) < 100                                        # the index holds the digest too
     assert await stores(key_prefix="blue:").get_sticky("auth", long_key) == "app-2"
     other = stores(key_prefix="green:")
     assert await other.get_sticky("auth", "s1") is None     # prefixes isolate deployments
