@@ -57,6 +57,7 @@ class TableCompiler:
         self._source: tuple[str, int, int] | None = None
         self._task: asyncio.Task[None] | None = None
         self._proc: asyncio.subprocess.Process | None = None
+        self._started = False       # `start` or `ready` was called: installs compile what they miss
         self.compiles = 0           # compiles that ended with tables installed
         self.failures = 0
         self.last_seconds = 0.0     # wall time of the last compile
@@ -72,8 +73,9 @@ class TableCompiler:
         return dict(self._tables)
 
     def install(self, steering: Steering, locator: object) -> None:
-        """Give `steering` the tables already compiled for it; compile the missing ones in the
-        background (now if an event loop runs, else at the next `install` or `ready`)."""
+        """Give `steering` the tables already compiled for it; once `start` (or `ready`) was called,
+        compile the missing ones in the background (before that, a server being built or a worker
+        waiting for its turn to compile starts nothing)."""
         source = getattr(locator, "source", None)
         path = getattr(locator, "path", None)
         self._steering = steering
@@ -86,11 +88,12 @@ class TableCompiler:
         specs = steering.table_specs()
         self._tables = {spec: t for spec, t in self._tables.items() if spec in specs}
         steering.install_tables(self._tables)
-        if any(spec not in self._tables for spec in specs):
+        if self._started and any(spec not in self._tables for spec in specs):
             self._schedule()
 
     def start(self) -> None:
-        """Start compiling what `install` could not schedule (it was called without a running loop)."""
+        """Compile what the installed steering misses, and from now on at every `install` (reloads)."""
+        self._started = True
         self._schedule()
 
     def _schedule(self) -> None:
@@ -103,6 +106,7 @@ class TableCompiler:
 
     async def ready(self) -> None:
         """Wait until the current configuration's tables are compiled (or their compile failed)."""
+        self._started = True
         if self._task is None or self._task.done():
             self._schedule()
         while self._task is not None and not self._task.done():
