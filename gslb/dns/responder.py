@@ -45,9 +45,10 @@ Two paths give the same bytes:
   the parser, the zone walk and packing: the steering returns its interned
   ServiceAnswer, and the reply is the query's ID, a template made once per
   (shape, answer object) by the reference path, and the query's ECS address.
-  Such replies are remembered by the query's bytes (FAST_RAW_SIZE entries,
-  emptied when full) while the steering's generation and the answer's
-  `cache_for` last; they never enter the response cache.
+  Such queries are remembered by their bytes (FAST_RAW_SIZE entries, emptied
+  when full) with their template while the steering's generation (and for a
+  latency service its data_generation) lasts: a compiled answer does not age
+  otherwise. They never enter the response cache.
 
 EDNS (RFC 6891, 7873, 9018, 5001): every reply to a query whose OPT record
 could be read carries OPT (FORMERR, NOTIMP, BADVERS, REFUSED, SERVFAIL too);
@@ -294,7 +295,7 @@ class _Template:
     steering keeps it while its generation lasts); the counters `_count_hit` reads."""
 
     __slots__ = ("all_down", "answer", "data_generation", "generation", "qtype", "rcode", "regions", "rest",
-                 "truncated")
+                 "tail", "truncated")
 
     def __init__(self, answer: object, rest: bytes, generation: int, rcode: str, qtype: str,
                  regions: tuple[str, ...], all_down: tuple[str, ...]) -> None:
@@ -307,6 +308,7 @@ class _Template:
         self.all_down = all_down
         self.truncated = False
         self.data_generation: int | None = getattr(answer, "data_generation", None)   # latency data used
+        self.tail = 0                   # bytes of the query's ECS address that end the reply
 
 
 @dataclass(eq=False)
@@ -456,7 +458,8 @@ class Responder:
         self._log_suppressed = 0
         self._shapes: dict[bytes, _Shape] = {}
         self._fast_answer = getattr(steering, "fast_answer", None)    # the compiled-table seam
-        self._fast_raw: dict[bytes, tuple[bytes, _Template, float]] = {}   # query bytes after the ID ->
+        # query bytes after the ID -> its compiled template (a miss), then (template, reply bytes after the ID)
+        self._fast_raw: dict[bytes, _Template | tuple[_Template, bytes]] = {}
         self._rrsets: dict[tuple[int, int, tuple[str, ...]], RRset] = {}
         self._negative_soa = {zone.origin: RRset(SOA, zone.negative_ttl, zone.soa_rrset.rdatas)
                               for zone in self.zones}
@@ -497,11 +500,19 @@ class Responder:
                 return data[:2] + entry.head + data[12:entry.qend] + entry.tail
         if not tcp and self._fast_answer is not None:
             hit = self._fast_raw.get(raw)
-            if hit is not None and now < hit[2] and hit[1].generation == self._steering.generation \
-                    and (hit[1].data_generation is None
-                         or hit[1].data_generation == getattr(self._steering, "data_generation", None)):
-                self._count_hit(hit[1])
-                return data[:2] + hit[0]
+            if hit is not None:
+                if isinstance(hit, tuple):
+                    template, rest = hit
+                else:                           # its first repeat: keep the reply's bytes from now on
+                    template, rest = hit, b""
+                if template.generation == self._steering.generation \
+                        and (template.data_generation is None
+                             or template.data_generation == getattr(self._steering, "data_generation", None)):
+                    self._count_hit(template)
+                    if not rest:
+                        rest = template.rest + data[len(data) - template.tail:]
+                        self._fast_raw[raw] = (template, rest)
+                    return data[:2] + rest
             reply = self._fast_miss(data, raw, client, now)
             if reply is not None:
                 return reply
@@ -581,6 +592,7 @@ class Responder:
             fast.templates[id(answer)] = template = _Template(
                 answer, reply[2:-length], steering.generation, _RCODE_LABELS.get(reply[3] & 0x0F, "OTHER"),
                 fast.qtype, tuple(decision.regions), (fast.name,) if decision.all_down else ())
+            template.tail = length
         else:
             stats = self.stats
             stats.queries += 1
@@ -602,7 +614,7 @@ class Responder:
         fast_raw = self._fast_raw
         if len(fast_raw) >= FAST_RAW_SIZE:
             fast_raw.clear()
-        fast_raw[raw] = (reply[2:], template, now + answer.cache_for)
+        fast_raw[raw] = template        # (a compiled answer does not age: the generations say when it moves)
         return reply
 
     def _fast_shape(self, shape: _Shape) -> _FastShape | bool:
