@@ -61,8 +61,8 @@ from gslb.common.statuspage import add_status_page
 from gslb.geoip import ATTRIBUTION, Location
 from gslb.metrics import GslbCollector
 from gslb.peers.admin_state import AdminState, entries_from_json
-from gslb.seams import WorkersView
-from gslb.status import NearDecision, Place, client_rows, network_of, why_not
+from gslb.seams import Answers, WorkersView
+from gslb.status import AnswerSampler, NearDecision, Place, client_rows, network_of, why_not
 from gslb.steering import Steering, geo
 
 SERVER: web.AppKey[GslbServer] = web.AppKey("gslb_server", GslbServer)
@@ -262,14 +262,23 @@ def _locate(server: GslbServer, address: ipaddress.IPv4Address | ipaddress.IPv6A
     return Place(loc.lat, loc.lon, loc.describe())
 
 
-def _near_decisions(server: GslbServer, now: float) -> list[NearDecision]:
+async def _answers(request: web.Request) -> Answers:
+    """The answers the status page shows: this process's, or with workers theirs (asked now)."""
+    view = request.app.get(WORKERS)
+    if view is not None:
+        return await view.answers()
+    server = _server(request)
+    return Answers(server.answer_sample, dict(server.dns_stats.by_region), dict(server.dns_stats.all_down))
+
+
+def _near_decisions(server: GslbServer, sample: AnswerSampler, now: float) -> list[NearDecision]:
     """Recently sampled clients whose nearest region is R, explained for each service holding R:
     at most NEAR_PER_REGION networks per region (the latest first)."""
     models = server.config.region_models()
     per_region: dict[str, int] = {}
     done: set[str] = set()
     out: list[NearDecision] = []
-    for address, _regions, _at in reversed(server.answer_sample.recent(now, RECENT)):
+    for address, _regions, _at in reversed(sample.recent(now, RECENT)):
         net = network_of(address)
         if net in done:
             continue
@@ -326,16 +335,17 @@ async def status_overview(request: web.Request) -> web.Response:
     infos = [server.region_info(n) for n in server.regions]
     services = {name: {"policy": svc.policy, "regions": list(svc.regions), "ttl": svc.ttl}
                 for name, svc in sorted(server.config.services.items())}
-    sample = server.answer_sample
-    near = _near_decisions(server, now)
+    answers = await _answers(request)
+    sample = answers.sample
+    near = _near_decisions(server, sample, now)
     near += _own_location_decisions(server, [n for n in server.regions if n not in {d.region for d in near}], now)
     return web.json_response({
         "version": __version__,
         "generation": server.steering.generation,
         "regions": infos,
         "services": services,
-        "answers": dict(server.dns_stats.by_region),
-        "all_down": dict(server.dns_stats.all_down),
+        "answers": answers.by_region,
+        "all_down": answers.all_down,
         "shares": {"interval": server.shares.interval, "points": server.shares.points()},
         "why_not": why_not(infos, {n: svc.regions for n, svc in server.config.services.items()}, near),
         "sample": {"every": sample.every, "kept": len(sample.samples), "max": sample.samples.maxlen,
@@ -347,8 +357,9 @@ async def status_overview(request: web.Request) -> web.Response:
 async def status_clients(request: web.Request) -> web.Response:
     server = _server(request)
     now = server.clock()
-    rows = client_rows(server.answer_sample.recent(now, RECENT), lambda a: _locate(server, a), now)
-    return web.json_response({"window": RECENT, "every": server.answer_sample.every, "clients": rows})
+    sample = (await _answers(request)).sample
+    rows = client_rows(sample.recent(now, RECENT), lambda a: _locate(server, a), now)
+    return web.json_response({"window": RECENT, "every": sample.every, "clients": rows})
 
 
 @require_token

@@ -20,6 +20,9 @@ Framing is gslb/common/framing.py's; a message is a JSON object with a "t" (type
                LatencyTable.export_rows form; a starting worker gets the whole table this way
     metrics    {"t": "metrics", "id": 7}          answered by "metrics_reply" {"id", "families"}
                                                   (gslb/common/metrics_merge.py families_to_wire)
+    answers    {"t": "answers", "id": 8}          answered by "answers_reply" {"id", "samples":
+                                                  [[client, [regions], at], ...], "seen", "by_region",
+                                                  "all_down"}: what the status page shows (merge_answers)
     stop       {"t": "stop"}                      drain and exit (as SIGTERM)
 
 and from a worker: "ready" {"pid"}, "reloaded" {"id", "generation", "ok", "message"},
@@ -28,11 +31,15 @@ and from a worker: "ready" {"pid"}, "reloaded" {"id", "generation", "ok", "messa
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Iterator, Mapping
 from typing import Any, Protocol
 
 from gslb.latency_table import LatencyTable
+from gslb.status import AnswerSampler
 from gslb.steering.base import RegionState
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 LATENCY_ROWS = 5000         # networks per "latency" message of a snapshot
 
@@ -83,6 +90,35 @@ def latency_snapshot(table: LatencyTable, now: float, per_message: int = LATENCY
             rows = []
     if rows:
         yield latency_message(rows)
+
+
+def answers_payload(sample: AnswerSampler, by_region: Mapping[str, int],
+                    all_down: Mapping[str, int]) -> dict[str, Any]:
+    return {"samples": [[str(client), list(regions), at] for client, regions, at in sample.samples],
+            "seen": sample.seen, "by_region": dict(by_region), "all_down": dict(all_down)}
+
+
+def merge_answers(replies: list[dict[str, Any]], every: int, size: int
+                  ) -> tuple[AnswerSampler, dict[str, int], dict[str, int]]:
+    """The workers' "answers_reply" messages as one sample (the latest `size`, by time) and summed
+    counts (FeedError if one is malformed)."""
+    sample = AnswerSampler(every=every, size=size)
+    rows: list[tuple[float, IPAddress, tuple[str, ...]]] = []
+    by_region: dict[str, int] = {}
+    all_down: dict[str, int] = {}
+    try:
+        for reply in replies:
+            for client, regions, at in reply["samples"]:
+                rows.append((float(at), ipaddress.ip_address(client), tuple(str(r) for r in regions)))
+            sample.seen += int(reply["seen"])
+            for into, key in ((by_region, "by_region"), (all_down, "all_down")):
+                for name, n in dict(reply[key]).items():
+                    into[str(name)] = into.get(str(name), 0) + int(n)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise FeedError(f"bad answers_reply: {exc!r}") from None
+    rows.sort(key=lambda r: r[0])
+    sample.samples.extend((client, regions, at) for at, client, regions in rows[-size:])
+    return sample, by_region, all_down
 
 
 class StateSink(Protocol):

@@ -4,17 +4,28 @@
                   (gslb/supervisor.py): the merged metrics registry, refreshed before a scrape,
                   and the workers' report for GET /api/workers
     StateSink     where GslbServer reports its state changes: gslb/feed.py (the supervisor)
+    Answers       what the status page shows of the answers given: the client sample, answers per
+                  region and all-down answers per service (one process's, or its workers' merged)
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry
 
 from gslb.feed import StateSink
+from gslb.status import AnswerSampler
 
-__all__ = ["StateSink", "WorkersView"]
+__all__ = ["Answers", "StateSink", "WorkersView"]
+
+
+@dataclass(frozen=True, slots=True)
+class Answers:
+    sample: AnswerSampler
+    by_region: dict[str, int]
+    all_down: dict[str, int]
 
 
 class WorkersView(Protocol):
@@ -25,3 +36,6 @@ class WorkersView(Protocol):
 
     async def workers_report(self) -> list[dict[str, Any]]:
         """One row per worker: id, pid, ready, restarts, generation, queries, rss_bytes."""
+
+    async def answers(self) -> Answers:
+        """The workers' answer samples and counts, asked now and merged."""

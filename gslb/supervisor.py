@@ -39,7 +39,9 @@ socket, are lost with it (a resolver retries); the kernel sends new ones to the 
 (gslb/common/metrics_merge.py); the families of state the supervisor owns (SUPERVISOR_ONLY:
 region states, probes, peers, reloads, the latency table, state file saves) are its own.
 `gslb_workers` (gauge: ready) and `gslb_worker_restarts` come from the supervisor. Per worker:
-GET /api/workers (pid, ready, restarts, generation, queries answered, RSS). Each worker keeps
+GET /api/workers (pid, ready, restarts, generation, queries answered, RSS). The status page's
+answers per region, all-down answers and client sample are the workers', asked at each poll
+(`answers`) and every SHARES_EVERY seconds for the share history. Each worker keeps
 its own RRL table (a client whose queries reach two workers gets up to twice its rate).
 """
 
@@ -70,6 +72,7 @@ from gslb.common.workers import WorkerPool, WorkerProcess
 from gslb.config import GslbConfig
 from gslb.geoip import GeoLocator
 from gslb.metrics import GslbCollector
+from gslb.seams import Answers
 from gslb.steering.base import RegionState
 from gslb.steering.core import Steering
 from gslb.tables import TableCompiler
@@ -189,6 +192,18 @@ class Supervisor:
         self.snapshots = [r["families"] for r in good]
         self.by_worker = {int(r["worker"]): r["families"] for r in good}
 
+    async def answers(self) -> Answers:
+        """The status page's sample and answer counts: every ready worker's, asked now and merged
+        (a worker that does not answer in time is left out)."""
+        replies = await self.pool.ask_all({"t": "answers"}, reply="answers_reply")
+        own = self.server.answer_sample
+        try:
+            sample, by_region, all_down = feed.merge_answers(replies, own.every, own.samples.maxlen or 2000)
+        except feed.FeedError as exc:
+            log.error("a worker's answers could not be read: %s", exc)
+            sample, by_region, all_down = own, {}, {}
+        return Answers(sample, by_region, all_down)
+
     async def workers_report(self) -> list[dict[str, Any]]:
         """GET /api/workers: each worker's process, restarts, queries answered (fresh counts), RSS."""
         await self.refresh_metrics()
@@ -220,16 +235,8 @@ class Supervisor:
     async def snapshot_shares(self) -> None:
         """Every SHARES_EVERY seconds, the workers' answers per region into the status page's ring."""
         while True:
-            await self.refresh_metrics()
-            by_region: dict[str, int] = {}
-            for wire in self.snapshots:
-                for name, _typ, _doc, samples in wire:
-                    if name == "gslb_answers":
-                        for sample_name, labels, value in samples:
-                            if str(sample_name).endswith("_total"):
-                                region = str(labels.get("region"))
-                                by_region[region] = by_region.get(region, 0) + int(value)
-            self.server.shares.snapshot(by_region, self.clock(), self.server.wall())
+            answers = await self.answers()
+            self.server.shares.snapshot(answers.by_region, self.clock(), self.server.wall())
             await asyncio.sleep(SHARES_EVERY)
 
 

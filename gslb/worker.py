@@ -17,6 +17,7 @@ it arrives:
     config      a reload to that text (GslbServer.reload: listeners stay bound, so a reload
                 leaves no moment without one; the last region states are applied again at once)
     metrics     answered with its metric families (gslb/common/metrics_merge.py)
+    answers     answered with its client sample and answers per region (the status page)
     stop        as SIGTERM
 
 The worker runs no probes, no peers, no admin API and writes no state file: its GslbServer
@@ -100,6 +101,9 @@ class Worker:
                     "ok": ok, "message": text}
         elif kind == "metrics":
             return {"t": "metrics_reply", "id": message.get("id"), "families": families_to_wire(self.registry)}
+        elif kind == "answers":
+            return {"t": "answers_reply", "id": message.get("id"), **feed.answers_payload(
+                server.answer_sample, server.dns_stats.by_region, server.dns_stats.all_down)}
         else:
             log.warning("worker %d: unexpected %r message ignored", self.id, kind)
         return None

@@ -417,3 +417,23 @@ async def test_workers_stop_when_their_supervisor_is_killed(tmp_path: Path) -> N
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+async def test_the_status_page_shows_the_workers_answers_and_clients(tmp_path: Path) -> None:
+    async with supervised(write(tmp_path, None)) as sup:
+        port = port_of(sup)
+        for i in range(64):                     # 64 client networks, new source ports: misses on both workers
+            reply = await dns.asyncquery.udp(ecs("www.example.test", f"100.64.{i}.0/24"), "127.0.0.1",
+                                             port=port, timeout=2)
+            assert answer(reply)[0] == [REGIONS["eu-central"][1]]      # Paris -> eu-central
+        counts = await per_worker_queries(sup)
+        assert all(n > 0 for n in counts.values())
+        async with aiohttp.ClientSession() as s:
+            async with s.get(admin_url(sup, "/api/status/overview")) as r:
+                overview = await r.json()
+            async with s.get(admin_url(sup, "/api/status/clients")) as r:
+                clients = (await r.json())["clients"]
+        assert overview["answers"] == {"eu-central": 64}
+        assert overview["sample"]["seen"] == 64
+        assert overview["sample"]["kept"] == sum(n // 16 for n in counts.values())     # 1 in 16 per worker
+        assert len(clients) == overview["sample"]["kept"]

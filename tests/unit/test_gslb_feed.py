@@ -102,3 +102,21 @@ async def test_workers_compile_their_tables_one_at_a_time(tmp_path: Path) -> Non
     assert all(events[i][0] == "start" and events[i + 1] == ("end", events[i][1]) for i in range(0, 6, 2))
     await compile_in_turn(servers[0], None)            # no lock: just started
     assert events[-1] == ("start", 0)
+
+
+def test_the_workers_answers_merge_into_one_sample_and_bad_replies_are_refused() -> None:
+    from gslb.status import AnswerSampler
+
+    a, b = AnswerSampler(every=1, size=10), AnswerSampler(every=1, size=10)
+    for i in range(6):
+        (a if i % 2 else b)(ipaddress.ip_address(f"10.0.0.{i}"), ("eu",), float(i))
+    replies = [feed.answers_payload(a, {"eu": 3}, {}), feed.answers_payload(b, {"eu": 3, "us": 1}, {"www": 2})]
+    sample, by_region, all_down = feed.merge_answers(replies, every=1, size=4)
+    assert [str(c) for c, _r, _t in sample.samples] == ["10.0.0.2", "10.0.0.3", "10.0.0.4", "10.0.0.5"]
+    assert sample.seen == 6
+    assert by_region == {"eu": 6, "us": 1}
+    assert all_down == {"www": 2}
+    for bad in ({"samples": [["not an address", [], 1.0]], "seen": 0, "by_region": {}, "all_down": {}},
+                {"samples": [], "seen": 0, "by_region": {"eu": "x"}, "all_down": {}}, {"samples": []}):
+        with pytest.raises(feed.FeedError):
+            feed.merge_answers([bad], every=1, size=4)
