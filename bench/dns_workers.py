@@ -249,7 +249,10 @@ def report(args: argparse.Namespace, results: list[Measured], geoip_text: str) -
                    f"{((two.bounded.cpu_us or 0) / (one.bounded.cpu_us or 1) - 1) * 100:+.1f} % (goal: within ±10 %); "
                    f"cached q/s flat out {one.cached.qps:,.0f} -> {two.cached.qps:,.0f} "
                    f"({two.cached.qps / (one.cached.qps or 1):.2f}×); misses {one.misses.qps:,.0f} -> "
-                   f"{two.misses.qps:,.0f} ({two.misses.qps / (one.misses.qps or 1):.2f}×).")
+                   f"{two.misses.qps:,.0f} ({two.misses.qps / (one.misses.qps or 1):.2f}×). Flat out (every "
+                   f"worker busy, misses): CPU per query {fmt(one.misses.cpu_us, 2)} µs with 1 worker, "
+                   f"{fmt(two.misses.cpu_us, 2)} µs with 2 "
+                   f"({((two.misses.cpu_us or 0) / (one.misses.cpu_us or 1) - 1) * 100:+.1f} %).")
     g1, g2 = by.get("gdnsd udp_threads=1"), by.get("gdnsd udp_threads=2")
     if g1 and g2:
         out.append(f"- gdnsd, same measurements, 2 UDP threads vs 1: CPU per query "
