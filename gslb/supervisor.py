@@ -54,19 +54,17 @@ import shutil
 import signal
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.registry import Collector
 
 from gslb import feed
 from gslb.app import GslbServer
 from gslb.common.configload import ConfigError
-from gslb.common.metrics_merge import MergedCollector, Wire, sample_total
+from gslb.common.metrics_merge import MergedCollector, Wire, WorkersCollector, sample_total
 from gslb.common.sdnotify import Notifier
 from gslb.common.workers import WorkerPool, WorkerProcess
 from gslb.config import GslbConfig
@@ -95,21 +93,6 @@ class NoTables(TableCompiler):
 
     def start(self) -> None:
         return None
-
-
-class _WorkersCollector(Collector):
-    def __init__(self, pool: WorkerPool) -> None:
-        self._pool = pool
-
-    def collect(self) -> Iterator[Metric]:
-        up = GaugeMetricFamily("gslb_workers", "Worker processes answering DNS (ready)")
-        up.add_metric([], float(self._pool.ready_count))
-        yield up
-        restarts = CounterMetricFamily("gslb_worker_restarts", "Worker processes started again after dying",
-                                       labels=["worker"])
-        for w in self._pool.workers:
-            restarts.add_metric([str(w.id)], float(w.restarts))
-        yield restarts
 
 
 def rss_bytes(pid: int | None) -> int | None:
@@ -147,7 +130,8 @@ class Supervisor:
         own.register(GslbCollector(self.server))
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(MergedCollector(own, lambda: self.snapshots, SUPERVISOR_ONLY))
-        self.registry.register(_WorkersCollector(self.pool))
+        self.registry.register(WorkersCollector("gslb", "Worker processes answering DNS (ready)",
+                                                 lambda: self.pool.workers))
         self.ports: list[tuple[str, int]] = []
 
     def __repr__(self) -> str:

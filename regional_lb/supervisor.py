@@ -47,16 +47,14 @@ import asyncio
 import logging
 import socket
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from prometheus_client import CollectorRegistry
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.registry import Collector
 
 from gslb.common.configload import ConfigError
-from gslb.common.metrics_merge import MergedCollector, Wire, families_to_wire
+from gslb.common.metrics_merge import MergedCollector, Wire, WorkersCollector, families_to_wire
 from gslb.common.workers import WorkerPool, WorkerProcess, WorkerStartError
 from regional_lb import feed
 from regional_lb.app import LoadBalancer
@@ -87,21 +85,6 @@ def request_counts(wire: Wire) -> dict[tuple[str, str], tuple[int, int]]:
     return out
 
 
-class _SupervisorCollector(Collector):
-    def __init__(self, sup: Supervisor) -> None:
-        self._sup = sup
-
-    def collect(self) -> Iterator[Metric]:
-        up = GaugeMetricFamily("rlb_workers", "Worker processes serving (ready)")
-        up.add_metric([], float(sum(1 for w in self._sup.workers if w.ready)))
-        yield up
-        restarts = CounterMetricFamily("rlb_worker_restarts", "Worker processes started again after dying",
-                                       labels=["worker"])
-        for w in self._sup.workers:
-            restarts.add_metric([str(w.id)], float(w.restarts))
-        yield restarts
-
-
 class WorkersMetrics:
     """The admin API's metrics with workers: the supervisor's registry with the workers' summed in."""
 
@@ -110,7 +93,7 @@ class WorkersMetrics:
         self.by_worker: dict[int, Wire] = {}
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(MergedCollector(own, lambda: self.snapshots, SUPERVISOR_ONLY))
-        self.registry.register(_SupervisorCollector(sup))
+        self.registry.register(WorkersCollector("rlb", "Worker processes serving (ready)", lambda: sup.workers))
 
     def update(self, snapshots: list[Wire], workers: list[Any]) -> None:
         self.snapshots = snapshots

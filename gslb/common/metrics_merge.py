@@ -20,7 +20,7 @@ from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from typing import Any
 
 from prometheus_client import CollectorRegistry
-from prometheus_client.core import Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 Wire = list[list[Any]]          # [[family name, type, help, [[sample name, labels, value], ...]], ...]
@@ -83,3 +83,24 @@ def sample_total(wire: Wire, family: str, suffix: str = "_total") -> float:
     """The sum of a family's samples whose name ends with `suffix` (all its labels)."""
     return sum(float(value) for name, _typ, _doc, samples in wire if name == family
                for sample_name, _labels, value in samples if str(sample_name).endswith(suffix))
+
+
+class WorkersCollector(Collector):
+    """`<prefix>_workers` (gauge: workers ready) and `<prefix>_worker_restarts{worker}` (counter),
+    read from the supervisor's worker slots (gslb/common/workers.py) at each scrape."""
+
+    def __init__(self, prefix: str, up_help: str, workers: Callable[[], Iterable[Any]]) -> None:
+        self._prefix = prefix
+        self._up_help = up_help
+        self._workers = workers             # () -> the WorkerProcess slots (ready, id, restarts)
+
+    def collect(self) -> Iterator[Metric]:
+        workers = list(self._workers())
+        up = GaugeMetricFamily(f"{self._prefix}_workers", self._up_help)
+        up.add_metric([], float(sum(1 for w in workers if w.ready)))
+        yield up
+        restarts = CounterMetricFamily(f"{self._prefix}_worker_restarts",
+                                       "Worker processes started again after dying", labels=["worker"])
+        for w in workers:
+            restarts.add_metric([str(w.id)], float(w.restarts))
+        yield restarts

@@ -485,7 +485,7 @@ class Responder:
                 entry = entry.per_client.get(client_network(client))
             if entry is not None and now < entry.expires and entry.generation == self._steering.generation \
                     and (entry.data_generation is None
-                         or entry.data_generation == getattr(self._steering, "data_generation", None)):
+                         or entry.data_generation == self._steering.data_generation):
                 stats = self.stats
                 stats.queries += 1
                 stats.cache_hits += 1
@@ -507,7 +507,7 @@ class Responder:
                     template, rest = hit, b""
                 if template.generation == self._steering.generation \
                         and (template.data_generation is None
-                             or template.data_generation == getattr(self._steering, "data_generation", None)):
+                             or template.data_generation == self._steering.data_generation):
                     self._count_hit(template)
                     if not rest:
                         rest = template.rest + data[len(data) - template.tail:]
@@ -642,7 +642,7 @@ class Responder:
             entry = found
         if now < entry.expires and entry.generation == self._steering.generation \
                 and (entry.data_generation is None
-                     or entry.data_generation == getattr(self._steering, "data_generation", None)):
+                     or entry.data_generation == self._steering.data_generation):
             return entry
         return None
 

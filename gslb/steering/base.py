@@ -86,6 +86,12 @@ class ServiceSteering(Protocol):
         ...
 
     @property
+    def data_generation(self) -> int | None:
+        """Bumped when measured data (the latency table) changes: an answer that carries a
+        `ServiceAnswer.data_generation` is reused only while this still equals it."""
+        ...
+
+    @property
     def services(self) -> Mapping[str, object]:
         """The service names (keys). The responder treats their ancestors as existing names."""
         ...

@@ -64,6 +64,7 @@ class FakeSteering:
 
     services: dict[str, ServiceAnswer] = field(default_factory=dict)
     generation: int = 1
+    data_generation: int | None = None
     calls: list[tuple[str, IPAddress | None, int | None, float]] = field(default_factory=list)
     fail: bool = False
 
