@@ -1,6 +1,6 @@
 """Shared helpers for the benchmark scripts (bench/dns_bench.py, bench/http_bench.py).
 
-Free loopback ports, a process's CPU time from /proc, starting and stopping the servers under test
+Free loopback ports, a process's CPU time and wake-ups from /proc, starting and stopping the servers under test
 (each stopped by its own pid), machine and tool facts for the report, Markdown tables, and writing a
 script's section into bench/README.md between `<!-- NAME:begin -->` / `<!-- NAME:end -->` markers so that
 every figure there comes from one run of the scripts.
@@ -122,6 +122,38 @@ class CpuMeter:
         ticks = sum(t - self._before.get(p, 0) for p, t in after.items())
         self.seconds = ticks / CLK_TCK
         return self.seconds
+
+
+def wakeups(pid: int) -> int:
+    """Voluntary context switches of all threads of one process: each is a sleep (a blocking receive, an
+    epoll_wait, a futex) that ended in a wake-up; 0 if it is gone."""
+    total = 0
+    with contextlib.suppress(OSError):
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            with contextlib.suppress(OSError):
+                for line in (task / "status").read_text().splitlines():
+                    if line.startswith("voluntary_ctxt_switches:"):
+                        total += int(line.split()[1])
+    return total
+
+
+class WakeMeter:
+    """Wake-ups (voluntary context switches, all threads) of a process and its descendants between start()
+    and stop(): how often the server slept and was woken, which at a bounded rate costs more CPU than the
+    queries themselves."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self._before: dict[int, int] = {}
+        self.count = 0
+
+    def start(self) -> None:
+        self._before = {p: wakeups(p) for p in process_tree(self.pid)}
+
+    def stop(self) -> int:
+        after = {p: wakeups(p) for p in process_tree(self.pid)}
+        self.count = sum(n - self._before.get(p, 0) for p, n in after.items())
+        return self.count
 
 
 # ---------------------------------------------------------------- processes

@@ -19,8 +19,14 @@ The server's CPU time (utime+stime of its process tree from /proc) over each run
 answered, gives CPU µs per query: it holds even when dnsperf, not the server, is the bottleneck.
 dnsperf is pinned to CPU 0 and the server to CPU 1 (taskset) when there are two CPUs.
 
+Beside them, the platform's floor: `echo` (bench/udp_echo.py, one Python process in a blocking
+recvfrom/sendto loop that answers each query with itself, QR set), pinned like the servers and measured
+in the two bounded rows only (the wide mix at `--wide-rate`, one subnet at `--rate`). The Ratio list gives
+its p99 and CPU per query beside gdnsd's and ours, and each server's CPU per query above it: at a bounded
+rate much of a query's CPU is the machine's cost of sleeping and waking, which the echo pays too.
+
 Usage: python bench/dns_bench.py [--duration 10] [--rate 2000] [--wide 1000000] [--wide6 250000]
-                                 [--wide-rate 10000] [--only gdnsd|gslb] [--no-readme] [--wide-only]
+                                 [--wide-rate 10000] [--only gdnsd|gslb|echo] [--no-readme] [--wide-only]
 Results go to stdout and to the dns section of bench/README.md.
 """
 
@@ -58,6 +64,7 @@ from common import (
     tool_version,
     write_section,
 )
+from udp_echo import start_echo
 
 QNAME = "www.example.test"
 SERVER_CPU, CLIENT_CPU = "1", "0"
@@ -486,23 +493,44 @@ def measure_server(name: str, starter, workdir: Path, geoip: Path, qfile: Path, 
         r = dnsperf(server, port, wide, args.duration, wide_name, subnet=None, binary=True, once=True)
         print(f"  {name} {r.scenario}: {r.qps:,.0f} q/s, {fmt(r.cpu_us, 2)} µs CPU/query", flush=True)
         runs.insert(1, r)
-        r = dnsperf(server, port, wide_bounded, args.duration, f"ECS wide mix, bounded -Q {args.wide_rate}",
-                    subnet=None, binary=True, rate=args.wide_rate)
-        print(f"  {name} {r.scenario}: {r.qps:,.0f} q/s, {fmt(r.cpu_us, 2)} µs CPU/query", flush=True)
-        runs.insert(2, r)
+        runs.insert(2, bounded_wide(server, port, wide_bounded, args))
         r = dnsperf(server, port, qfile, args.duration, "no ECS", subnet=None)
         print(f"  {name} {r.scenario}: {r.qps:,.0f} q/s, {fmt(r.cpu_us, 2)} µs CPU/query", flush=True)
         runs.append(r)
-        london = SUBNETS[2]
-        r = dnsperf(server, port, qfile, args.duration, f"ECS {london.network}, bounded -Q {args.rate}",
-                    subnet=london, rate=args.rate)
-        print(f"  {name} {r.scenario}: {r.qps:,.0f} q/s, {fmt(r.cpu_us, 2)} µs CPU/query", flush=True)
-        runs.append(r)
+        runs.append(bounded_cached(server, port, qfile, args))
         extra["rss_end"] = rss_mb(server.pid)
         extra["answered"] = answered_regions(port, sample)
         if server.proc.poll() is not None:
             raise BenchError(f"{name} died during the run:\n{server.tail()}")
     return runs, answers, extra
+
+
+def bounded_wide(server: Server, port: int, wide_bounded: Path, args) -> Run:
+    """The wide mix (another file of distinct networks) at `-Q --wide-rate`: the bounded miss path's p99."""
+    r = dnsperf(server, port, wide_bounded, args.duration, f"ECS wide mix, bounded -Q {args.wide_rate}",
+                subnet=None, binary=True, rate=args.wide_rate)
+    print(f"  {server.name} {r.scenario}: {r.qps:,.0f} q/s, {fmt(r.cpu_us, 2)} µs CPU/query", flush=True)
+    return r
+
+
+def bounded_cached(server: Server, port: int, qfile: Path, args) -> Run:
+    """One ECS subnet (London) at `-Q --rate`: CPU at equal load."""
+    london = SUBNETS[2]
+    r = dnsperf(server, port, qfile, args.duration, f"ECS {london.network}, bounded -Q {args.rate}",
+                subnet=london, rate=args.rate)
+    print(f"  {server.name} {r.scenario}: {r.qps:,.0f} q/s, {fmt(r.cpu_us, 2)} µs CPU/query", flush=True)
+    return r
+
+
+def measure_echo(workdir: Path, qfile: Path, wide_bounded: Path, args) -> list[Run]:
+    """The floor (bench/udp_echo.py, one process, pinned like the servers) in the two bounded rows only."""
+    port, ctx = start_echo(workdir, 1, cpus=SERVER_CPU, name="echo")
+    with ctx as server:
+        dnsperf(server, port, qfile, 1, "warm-up", subnet=SUBNETS[0], measure=False)
+        runs = [bounded_wide(server, port, wide_bounded, args), bounded_cached(server, port, qfile, args)]
+        if server.proc.poll() is not None:
+            raise BenchError(f"echo died during the run:\n{server.tail()}")
+    return runs
 
 
 def row(r: Run) -> list[object]:
@@ -538,7 +566,7 @@ def main() -> int:
                         "rate × duration × 1.2 other distinct networks")
     p.add_argument("--geoip", help="GeoIP2/DB-IP City .mmdb for both servers (default: geo_data/*.mmdb, "
                                    "else a synthetic one)")
-    p.add_argument("--only", choices=["gdnsd", "gslb"], help="measure one server only")
+    p.add_argument("--only", choices=["gdnsd", "gslb", "echo"], help="measure one server only")
     p.add_argument("--no-readme", action="store_true", help="print only; leave bench/README.md alone")
     p.add_argument("--wide-only", action="store_true",
                    help="run only the wide-mix row (for iterating on the cache-miss path; implies --no-readme)")
@@ -583,6 +611,13 @@ def main() -> int:
             except BenchError as exc:
                 notes[name] = str(exc).strip()
                 print(f"  {name}: not measured: {notes[name]}", file=sys.stderr, flush=True)
+        if not args.wide_only and args.only in (None, "echo"):
+            print("measuring echo (the floor) ...", flush=True)
+            try:
+                results["echo"] = measure_echo(workdir, qfile, wide_bounded, args)
+            except BenchError as exc:
+                notes["echo"] = str(exc).strip()
+                print(f"  echo: not measured: {notes['echo']}", file=sys.stderr, flush=True)
     for extra in extras.values():
         got = extra.pop("answered", {})
         same = sum(1 for net, region in nearest.items() if got.get(net) == region)
@@ -593,6 +628,24 @@ def main() -> int:
     if not args.no_readme:
         write_section("dns", body)
     return 0 if results else 1
+
+
+def floor_lines(args, gdnsd: list[Run], gslb: list[Run], echo: list[Run]) -> list[str]:
+    """The floor beside the ratios: the echo's p99 and CPU per query in the two bounded rows, beside gdnsd's and
+    ours, and the part of our CPU per query above it."""
+    out = []
+    for label, e, g, o in ((f"wide ECS mix at `-Q {args.wide_rate}`", echo[0], gdnsd[2], gslb[2]),
+                           (f"one subnet at `-Q {args.rate}`", echo[1], gdnsd[-1], gslb[-1])):
+        p99 = [(percentile(sorted(r.latencies), 99) or 0.0) * 1e3 for r in (e, g, o)]
+        us = [r.cpu_us for r in (e, g, o)]
+        above = (us[2] - us[0]) if us[2] is not None and us[0] is not None else None
+        gd_above = (us[1] - us[0]) if us[1] is not None and us[0] is not None else None
+        below = (" (below the floor: a C thread that receives and sends costs less than the Python echo)"
+                 if gd_above is not None and gd_above < 0 else "")
+        out.append(f"- The floor, {label}: echo p99 {p99[0]:.3f} ms and {fmt(us[0], 2)} µs CPU/query; gdnsd "
+                   f"{p99[1]:.3f} ms and {fmt(us[1], 2)} µs; GSLB {p99[2]:.3f} ms and {fmt(us[2], 2)} µs. CPU per "
+                   f"query above the echo's: GSLB {fmt(above, 2)} µs, gdnsd {fmt(gd_above, 2)} µs{below}")
+    return out
 
 
 def report(args, results: dict[str, list[Run]], answers: dict[str, dict], notes: dict[str, str],
@@ -622,7 +675,13 @@ def report(args, results: dict[str, list[Run]], answers: dict[str, dict], notes:
             f"- Load average when the report was written: {__import__('os').getloadavg()[0]:.2f} (other work "
             "ran on this 2-CPU machine during the run: see the note on rerunning quietly).",
             "- CPU µs/query = server utime+stime (/proc/PID/stat, whole process tree) over the run ÷ queries "
-            "answered. gdnsd runs one UDP thread (`udp_threads => 1`).", ""]
+            "answered. gdnsd runs one UDP thread (`udp_threads => 1`).",
+            "- `echo` rows: the platform's floor, bench/udp_echo.py (one Python process, a blocking "
+            "recvfrom/sendto loop that answers each query with itself, QR set: no event loop, no parsing, "
+            "nothing decided), pinned to CPU 1 like the servers, in the two bounded rows only. At a bounded rate "
+            "much of the CPU per query is the cost of sleeping and waking (a wake-up, the reply waking dnsperf), "
+            "which any server on this machine pays; CPU per query above the echo's is the part a design controls.",
+            ""]
     if answers:
         out += ["### Same answers", "",
                 "www.example.test A asked of both servers before measuring (answer address (region), ECS scope):",
@@ -665,7 +724,10 @@ def report(args, results: dict[str, list[Run]], answers: dict[str, dict], notes:
                 f"- At equal load (`-Q {args.rate}`, one subnet): CPU {eq_ratio:.2f}× (includes each server's fixed "
                 f"per-wakeup cost); p99 {p99c[1] * 1e3:.3f} ms vs {p99c[0] * 1e3:.3f} ms",
                 f"- Throughput with ECS (mix): GSLB {o[0].qps:,.0f} q/s vs gdnsd {g[0].qps:,.0f} q/s "
-                "(gdnsd's figure is bounded by dnsperf on one CPU)", ""]
+                "(gdnsd's figure is bounded by dnsperf on one CPU)"]
+        if "echo" in results:
+            out += floor_lines(args, g, o, results["echo"])
+        out.append("")
     if extras:
         out += ["### Memory, steering, table compile", ""]
         for name, extra in extras.items():
