@@ -1,8 +1,9 @@
 """What the GSLB status page shows, as plain objects  [pure].
 
-    AnswerSampler(every=16, size=2000)   the responder's `on_answer` hook: 1 in `every` cache-miss
-                                         answers (client address, regions, now) kept in a deque of
-                                         `size`; deterministic (a counter, no randomness)
+    AnswerSampler(every=16, size=2000)   the responder's `on_answer` sink: the responder tells it of 1
+                                         in `every` cache-miss answers (client address, regions, now),
+                                         kept in a deque of `size`; deterministic (the responder counts
+                                         down, no randomness), so the other answers cost no call
     ShareHistory(interval=10, keep=60)   snapshots of ResponderStats.by_region taken by the server
                                          every `interval` seconds; `points()` gives the answers per
                                          region in each interval (10 minutes by default)
@@ -29,24 +30,21 @@ Sample = tuple[IPAddress, tuple[str, ...], float]
 
 
 class AnswerSampler:
-    """Keeps 1 in `every` answers; call it as `sampler(client, regions, now)` (cheap: a counter)."""
+    """The last `size` of the answers it is told of (`add`); whoever tells it keeps to 1 in `every`
+    (gslb/dns/responder.py AnswerSink) and says how many answers each one stands for (`seen`)."""
 
-    __slots__ = ("_count", "every", "samples", "seen")
+    __slots__ = ("every", "samples", "seen")
 
     def __init__(self, every: int = 16, size: int = 2000) -> None:
         if every < 1 or size < 1:
             raise ValueError("every and size must be >= 1")
         self.every = every
         self.samples: deque[Sample] = deque(maxlen=size)
-        self.seen = 0
-        self._count = 0
+        self.seen = 0           # answers seen, up to the last one kept
 
-    def __call__(self, client: IPAddress, regions: tuple[str, ...], now: float) -> None:
-        self.seen += 1
-        self._count += 1
-        if self._count >= self.every:
-            self._count = 0
-            self.samples.append((client, regions, now))
+    def add(self, client: IPAddress, regions: tuple[str, ...], now: float, seen: int = 1) -> None:
+        self.seen += seen
+        self.samples.append((client, regions, now))
 
     def recent(self, now: float, max_age: float) -> list[Sample]:
         return [s for s in self.samples if now - s[2] <= max_age]

@@ -4,8 +4,8 @@
                           cookies=ServerCookies([secret]), nsid=b"ns1", identity="ns1", version="gslb")
     reply = responder.respond(data, client, now, tcp=False)    # bytes, or None: drop
     responder.cookie_valid(data, client, now)                  # for rate limiting (see cookies.py)
-    responder.on_answer = sampler     # optional (client, regions, now) callable, told of each cache-miss
-                                      # service answer (the status page's gslb/status.py AnswerSampler)
+    responder.on_answer = sampler     # optional AnswerSink, told of 1 in `sampler.every` cache-miss service
+                                      # answers (the status page's gslb/status.py AnswerSampler)
 
 Two paths give the same bytes:
 
@@ -88,8 +88,8 @@ import struct
 import traceback
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import Protocol
 
 from gslb.dns.cookies import COOKIE_OPTION, ServerCookies, query_cookie_valid
 from gslb.dns.ecs import (
@@ -292,10 +292,10 @@ class _FastShape:
 
 class _Template:
     """The bytes of a reply between the ID and the ECS address, for one ServiceAnswer object (the
-    steering keeps it while its generation lasts); the counters `_count_hit` reads."""
+    steering keeps it while its generation lasts); what it counts is its `tally`."""
 
     __slots__ = ("all_down", "answer", "data_generation", "generation", "qtype", "rcode", "regions", "rest",
-                 "tail", "truncated")
+                 "tail", "tally", "truncated")
 
     def __init__(self, answer: object, rest: bytes, generation: int, rcode: str, qtype: str,
                  regions: tuple[str, ...], all_down: tuple[str, ...]) -> None:
@@ -307,31 +307,154 @@ class _Template:
         self.regions = regions
         self.all_down = all_down
         self.truncated = False
+        self.tally: Tally | None = None     # set by the responder: what its answers add to
         self.data_generation: int | None = getattr(answer, "data_generation", None)   # latency data used
         self.tail = 0                   # bytes of the query's ECS address that end the reply
 
 
-@dataclass(eq=False)
-class ResponderStats:
-    """Plain counters; the server exports them (labels are bounded: known names or OTHER)."""
+class AnswerSink(Protocol):
+    """What the responder tells of cache-miss service answers (gslb/status.py AnswerSampler): one in
+    `every`, with the located client, and `seen`, the answers since the last one it was told of."""
 
-    queries: int = 0
-    dropped: int = 0            # no reply: garbage, responses, internal errors
-    cache_hits: int = 0
-    cache_misses: int = 0
-    truncated: int = 0          # TC=1 sent
-    steering_errors: int = 0    # steering.answer raised: SERVFAIL
-    internal_errors: int = 0    # a bug: the query was dropped (logged, at most one line a second)
-    cookies: int = 0            # queries with a COOKIE option (cookies enabled)
-    cookies_valid: int = 0      # ... whose server cookie was valid (ours, this client, in its time window)
-    nsid: int = 0               # NSID options answered
-    cache_entries: int = 0      # responses in the cache now (both transports, per-client answers each)
-    cache_bytes: int = 0        # their estimated size (keys, bytes, overhead)
-    cache_clears: int = 0       # the cache reached its entries or bytes limit and was emptied
-    by_rcode: Counter[str] = field(default_factory=Counter)
-    by_qtype: Counter[str] = field(default_factory=Counter)
-    by_region: Counter[str] = field(default_factory=Counter)     # answers holding each region
-    all_down: Counter[str] = field(default_factory=Counter)      # all-down rule applied, by service
+    every: int
+
+    def add(self, client: IPAddress, regions: tuple[str, ...], now: float, seen: int) -> None: ...
+
+
+class Tally:
+    """The counts of one outcome: rcode, qtype, the regions answered, the services whose all-down
+    rule applied, truncated or not. Every cached entry and compiled template with that outcome holds
+    the same Tally, and its hot path adds 1 to `hits` or `misses` instead of updating the five
+    counters of ResponderStats (which fold the tallies in when read)."""
+
+    __slots__ = ("all_down", "hits", "misses", "qtype", "rcode", "regions", "truncated")
+
+    def __init__(self, rcode: str, qtype: str, regions: tuple[str, ...], all_down: tuple[str, ...],
+                 truncated: bool) -> None:
+        self.rcode = rcode
+        self.qtype = qtype
+        self.regions = regions
+        self.all_down = all_down
+        self.truncated = truncated
+        self.hits = 0       # served from a cached reply or a remembered compiled answer
+        self.misses = 0     # answered by the compiled table (a cache miss)
+
+    def __repr__(self) -> str:
+        return f"<Tally {self.rcode} {self.qtype} {self.regions} {self.hits} hits {self.misses} misses>"
+
+
+MAX_TALLIES = 4096      # distinct outcomes counted by tally; past it, entries count directly (slower)
+
+
+class ResponderStats:
+    """Plain counters; the server exports them (labels are bounded: known names or OTHER).
+
+    `queries`, `cache_hits`, `cache_misses`, `truncated` and the four `by_*` / `all_down` Counters
+    are read-only views: the slow path counts into the direct fields (`count`), the hot paths into
+    their outcome's Tally, and a read adds both up (O(distinct outcomes), a scrape's cost, not a
+    query's). The other fields are plain ints the responder and server set."""
+
+    __slots__ = ("_all_down", "_by_qtype", "_by_rcode", "_by_region", "_hits", "_misses", "_queries", "_tallies",
+                 "_truncated", "cache_bytes", "cache_clears", "cache_entries", "cookies", "cookies_valid",
+                 "dropped", "internal_errors", "nsid", "steering_errors")
+
+    def __init__(self) -> None:
+        self.dropped = 0            # no reply: garbage, responses, internal errors
+        self.steering_errors = 0    # steering.answer raised: SERVFAIL
+        self.internal_errors = 0    # a bug: the query was dropped (logged, at most one line a second)
+        self.cookies = 0            # queries with a COOKIE option (cookies enabled)
+        self.cookies_valid = 0      # ... whose server cookie was valid (ours, this client, in its time window)
+        self.nsid = 0               # NSID options answered
+        self.cache_entries = 0      # responses in the cache now (both transports, per-client answers each)
+        self.cache_bytes = 0        # their estimated size (keys, bytes, overhead)
+        self.cache_clears = 0       # the cache reached its entries or bytes limit and was emptied
+        self._queries = self._hits = self._misses = self._truncated = 0
+        self._by_rcode: Counter[str] = Counter()
+        self._by_qtype: Counter[str] = Counter()
+        self._by_region: Counter[str] = Counter()      # answers holding each region
+        self._all_down: Counter[str] = Counter()       # all-down rule applied, by service
+        self._tallies: dict[tuple[str, str, tuple[str, ...], tuple[str, ...], bool], Tally] = {}
+
+    # -- counting ---------------------------------------------------------------------
+    def query(self) -> None:
+        """A query reached the slow path (it may still be dropped)."""
+        self._queries += 1
+        self._misses += 1
+
+    def count(self, rcode: str, qtype: str, regions: tuple[str, ...], all_down: tuple[str, ...],
+              truncated: bool) -> None:
+        """An answer of the slow path (its query was counted by `query`)."""
+        self._by_rcode[rcode] += 1
+        self._by_qtype[qtype] += 1
+        if truncated:
+            self._truncated += 1
+        for region in regions:
+            self._by_region[region] += 1
+        for service in all_down:
+            self._all_down[service] += 1
+
+    def count_direct(self, entry: _Entry | _Template, *, hit: bool) -> None:
+        """One answer of an entry or template that has no Tally (past MAX_TALLIES)."""
+        self._queries += 1
+        if hit:
+            self._hits += 1
+        else:
+            self._misses += 1
+        self.count(entry.rcode, entry.qtype, entry.regions, entry.all_down, entry.truncated)
+
+    def tally(self, rcode: str, qtype: str, regions: tuple[str, ...], all_down: tuple[str, ...],
+              truncated: bool) -> Tally | None:
+        """The shared Tally of this outcome; None once MAX_TALLIES outcomes are known (count directly)."""
+        key = (rcode, qtype, regions, all_down, truncated)
+        found = self._tallies.get(key)
+        if found is None and len(self._tallies) < MAX_TALLIES:
+            found = self._tallies[key] = Tally(rcode, qtype, regions, all_down, truncated)
+        return found
+
+    # -- reading ----------------------------------------------------------------------
+    @property
+    def queries(self) -> int:
+        return self._queries + sum(t.hits + t.misses for t in self._tallies.values())
+
+    @property
+    def cache_hits(self) -> int:
+        return self._hits + sum(t.hits for t in self._tallies.values())
+
+    @property
+    def cache_misses(self) -> int:
+        return self._misses + sum(t.misses for t in self._tallies.values())
+
+    @property
+    def truncated(self) -> int:
+        """TC=1 sent."""
+        return self._truncated + sum(t.hits + t.misses for t in self._tallies.values() if t.truncated)
+
+    def _fold(self, direct: Counter[str], labels: Callable[[Tally], Iterable[str]]) -> Counter[str]:
+        out = Counter(direct)
+        for t in self._tallies.values():
+            n = t.hits + t.misses
+            if n:
+                for label in labels(t):
+                    out[label] += n
+        return out
+
+    @property
+    def by_rcode(self) -> Counter[str]:
+        return self._fold(self._by_rcode, lambda t: (t.rcode,))
+
+    @property
+    def by_qtype(self) -> Counter[str]:
+        return self._fold(self._by_qtype, lambda t: (t.qtype,))
+
+    @property
+    def by_region(self) -> Counter[str]:
+        """Answers holding each region."""
+        return self._fold(self._by_region, lambda t: t.regions)
+
+    @property
+    def all_down(self) -> Counter[str]:
+        """The all-down rule applied, by service."""
+        return self._fold(self._all_down, lambda t: t.all_down)
 
     def __repr__(self) -> str:
         return (f"<ResponderStats {self.queries} queries, {self.cache_hits} hits, "
@@ -367,7 +490,7 @@ class _Entry:
     its client cookie and a fresh server cookie (the COOKIE option is the message's last bytes)."""
 
     __slots__ = ("all_down", "data_generation", "expires", "generation", "head", "per_client", "qend", "qtype",
-                 "rcode", "regions", "tail", "truncated")
+                 "rcode", "regions", "tail", "tally", "truncated")
 
     def __init__(self, head: bytes, tail: bytes, generation: int, expires: float, rcode: str, qtype: str,
                  regions: tuple[str, ...], all_down: tuple[str, ...], truncated: bool) -> None:
@@ -381,6 +504,7 @@ class _Entry:
         self.regions = regions
         self.all_down = all_down
         self.truncated = truncated
+        self.tally: Tally | None = None     # set when stored: what serving it adds to
         self.per_client: dict[int, _Entry] | None = None
         self.data_generation: int | None = None     # reuse only while steering.data_generation equals it
 
@@ -442,9 +566,11 @@ class Responder:
                 for chaos_name in names:
                     self._chaos[chaos_name] = RRset(TXT, 0, ((bytes([len(raw)]) + raw,),))
         self._wall = wall
-        # on_answer(client, regions, now): told of each cache-miss service answer (the status
+        # on_answer.add(client, regions, now, seen): told of 1 in `on_answer.every` cache-miss service
+        # answers (the status page's sample); the responder counts down, so the other answers cost no call
         # page's sampler, gslb/status.py); None: nothing is called
-        self.on_answer: Callable[[IPAddress, tuple[str, ...], float], None] | None = None
+        self.on_answer: AnswerSink | None = None
+        self._unsampled = 0                 # answers since the last one on_answer was told of
         self._caching = cache_size > 0 and cache_max_bytes > 0
         self._udp_cache: dict[bytes, _Entry] = {}          # normalised question -> entry
         self._tcp_cache: dict[bytes, _Entry] = {}
@@ -486,17 +612,11 @@ class Responder:
             if entry is not None and now < entry.expires and entry.generation == self._steering.generation \
                     and (entry.data_generation is None
                          or entry.data_generation == self._steering.data_generation):
-                stats = self.stats
-                stats.queries += 1
-                stats.cache_hits += 1
-                stats.by_rcode[entry.rcode] += 1
-                stats.by_qtype[entry.qtype] += 1
-                for region in entry.regions:
-                    stats.by_region[region] += 1
-                for service in entry.all_down:
-                    stats.all_down[service] += 1
-                if entry.truncated:
-                    stats.truncated += 1
+                tally = entry.tally
+                if tally is not None:
+                    tally.hits += 1
+                else:
+                    self.stats.count_direct(entry, hit=True)
                 return data[:2] + entry.head + data[12:entry.qend] + entry.tail
         if not tcp and self._fast_answer is not None:
             hit = self._fast_raw.get(raw)
@@ -593,23 +713,20 @@ class Responder:
                 answer, reply[2:-length], steering.generation, _RCODE_LABELS.get(reply[3] & 0x0F, "OTHER"),
                 fast.qtype, tuple(decision.regions), (fast.name,) if decision.all_down else ())
             template.tail = length
+            template.tally = self.stats.tally(template.rcode, template.qtype, template.regions, template.all_down,
+                                              False)
         else:
-            stats = self.stats
-            stats.queries += 1
-            stats.cache_misses += 1
-            stats.by_rcode[template.rcode] += 1
-            stats.by_qtype[template.qtype] += 1
-            for region in template.regions:
-                stats.by_region[region] += 1
-            for service in template.all_down:
-                stats.all_down[service] += 1
+            tally = template.tally
+            if tally is not None:
+                tally.misses += 1
+            else:
+                self.stats.count_direct(template, hit=False)
             on_answer = self.on_answer
             if on_answer is not None and template.regions:
-                try:
-                    on_answer(_v4_address(value) if fast.version == 4 else ipaddress.IPv6Address(value),
-                              template.regions, now)
-                except Exception:
-                    stats.internal_errors += 1
+                self._unsampled += 1
+                if self._unsampled >= on_answer.every:
+                    self._tell(on_answer, _v4_address(value) if fast.version == 4 else ipaddress.IPv6Address(value),
+                               template.regions, now)
             reply = data[:2] + template.rest + address
         fast_raw = self._fast_raw
         if len(fast_raw) >= FAST_RAW_SIZE:
@@ -646,18 +763,19 @@ class Responder:
             return entry
         return None
 
+    def _tell(self, on_answer: AnswerSink, client: IPAddress, regions: tuple[str, ...], now: float) -> None:
+        seen, self._unsampled = self._unsampled, 0
+        try:
+            on_answer.add(client, regions, now, seen)
+        except Exception:       # an observer's bug must not cost the reply: `respond` never raises
+            self.stats.internal_errors += 1
+
     def _count_hit(self, entry: _Entry | _Template) -> None:
-        stats = self.stats
-        stats.queries += 1
-        stats.cache_hits += 1
-        stats.by_rcode[entry.rcode] += 1
-        stats.by_qtype[entry.qtype] += 1
-        for region in entry.regions:
-            stats.by_region[region] += 1
-        for service in entry.all_down:
-            stats.all_down[service] += 1
-        if entry.truncated:
-            stats.truncated += 1
+        tally = entry.tally
+        if tally is not None:
+            tally.hits += 1
+        else:
+            self.stats.count_direct(entry, hit=True)
 
     def _alias(self, raw: bytes, holder: _Entry, tcp: bool) -> None:
         """Remember a cookie-free query's own bytes (after the ID) for the entry that answers them:
@@ -705,8 +823,7 @@ class Responder:
                       scanned: tuple[bytes, int, bytes | None] | None, *, reference: bool = False
                       ) -> bytes | None:
         stats = self.stats
-        stats.queries += 1
-        stats.cache_misses += 1
+        stats.query()
         try:
             generation = self._steering.generation
             response, res, qtype, rcode_value = self._answer(data, client, now, tcp, not reference)
@@ -720,21 +837,15 @@ class Responder:
             return None
         rcode = _RCODE_LABELS.get(rcode_value, "OTHER")
         truncated = bool(response[2] & 0x02)
-        stats.by_rcode[rcode] += 1
-        stats.by_qtype[qtype] += 1
-        if truncated:
-            stats.truncated += 1
         if res is None:
+            stats.count(rcode, qtype, (), (), truncated)
             return response
-        for region in res.regions:
-            stats.by_region[region] += 1
-        for service in res.all_down:
-            stats.all_down[service] += 1
-        if self.on_answer is not None and res.regions and res.located is not None:
-            try:
-                self.on_answer(res.located[0], res.regions, now)
-            except Exception:       # an observer's bug must not cost the reply: `respond` never raises
-                stats.internal_errors += 1
+        stats.count(rcode, qtype, res.regions, res.all_down, truncated)
+        on_answer = self.on_answer
+        if on_answer is not None and res.regions and res.located is not None:
+            self._unsampled += 1
+            if self._unsampled >= on_answer.every:
+                self._tell(on_answer, res.located[0], res.regions, now)
         if scanned is not None and res.rcode != SERVFAIL and res.cache_for > 0:
             self._store(data, scanned, response, res, generation, now, tcp, client, rcode, qtype, truncated)
         return response
@@ -759,6 +870,7 @@ class Responder:
                 return
         entry = _Entry(head, tail, generation, now + res.cache_for, rcode, qtype, res.regions, res.all_down,
                        truncated)
+        entry.tally = self.stats.tally(rcode, qtype, res.regions, res.all_down, truncated)
         entry.data_generation = res.data_generation
         entry.qend = qend
         cache = self._tcp_cache if tcp else self._udp_cache

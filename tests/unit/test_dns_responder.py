@@ -672,3 +672,27 @@ def test_names_above_a_service_name_are_nodata_not_nxdomain() -> None:
     reply = ask(responder, query("www.eu.example.test", "A"))
     assert reply.answer
     assert ask(responder, query("other.eu.example.test", "A")).rcode() == dns.rcode.NXDOMAIN
+
+
+@pytest.mark.parametrize("max_tallies", [0, 1, 4096])
+def test_stats_are_exact_whether_outcomes_are_tallied_or_counted_directly(
+        monkeypatch: pytest.MonkeyPatch, max_tallies: int) -> None:
+    """Cache hits add to their outcome's Tally; past MAX_TALLIES outcomes an entry counts directly.
+    The totals read the same either way."""
+    import gslb.dns.responder as module
+
+    monkeypatch.setattr(module, "MAX_TALLIES", max_tallies)
+    responder, _ = make_responder()
+    for _ in range(3):                      # one miss, then two hits each
+        ask(responder, query("www.example.test", "A"))
+        ask(responder, query("nope.example.test", "TXT"))
+        ask(responder, query("down.example.test", "A"))
+    stats = responder.stats
+    assert stats.queries == 9
+    assert stats.cache_hits == 6
+    assert stats.cache_misses == 3
+    assert stats.by_rcode == {"NOERROR": 6, "NXDOMAIN": 3}
+    assert stats.by_qtype == {"A": 6, "TXT": 3}
+    assert stats.by_region == {"eu": 3}
+    assert stats.all_down == {"down.example.test": 3}
+    assert len(stats._tallies) == min(max_tallies, 3)

@@ -109,7 +109,7 @@ def test_the_workers_answers_merge_into_one_sample_and_bad_replies_are_refused()
 
     a, b = AnswerSampler(every=1, size=10), AnswerSampler(every=1, size=10)
     for i in range(6):
-        (a if i % 2 else b)(ipaddress.ip_address(f"10.0.0.{i}"), ("eu",), float(i))
+        (a if i % 2 else b).add(ipaddress.ip_address(f"10.0.0.{i}"), ("eu",), float(i))
     replies = [feed.answers_payload(a, {"eu": 3}, {}), feed.answers_payload(b, {"eu": 3, "us": 1}, {"www": 2})]
     sample, by_region, all_down = feed.merge_answers(replies, every=1, size=4)
     assert [str(c) for c, _r, _t in sample.samples] == ["10.0.0.2", "10.0.0.3", "10.0.0.4", "10.0.0.5"]

@@ -12,16 +12,43 @@ from tests.unit.dns_helpers import CLIENT, ask, make_responder, query
 A = ipaddress.ip_address
 
 
-def test_sampler_keeps_one_in_every_and_is_bounded():
+def test_sampler_keeps_what_it_is_told_of_bounded_and_counts_what_each_stands_for():
     s = AnswerSampler(every=4, size=3)
-    for i in range(20):
-        s(A(f"10.0.{i}.1"), ("r",), float(i))
+    for i in range(5):
+        s.add(A(f"10.0.{i}.1"), ("r",), float(i), 4)
     assert s.seen == 20
-    assert [str(a) for a, _r, _t in s.samples] == ["10.0.11.1", "10.0.15.1", "10.0.19.1"]
-    assert s.recent(19.0, 4.0) == [s.samples[1], s.samples[2]]
+    assert [str(a) for a, _r, _t in s.samples] == ["10.0.2.1", "10.0.3.1", "10.0.4.1"]
+    assert s.recent(4.0, 1.0) == [s.samples[1], s.samples[2]]
     assert "1/4, 3/3 kept, 20 seen" in repr(s)
     with pytest.raises(ValueError, match=">= 1"):
         AnswerSampler(every=0)
+
+
+class Sink:
+    """An AnswerSink that records every call."""
+
+    def __init__(self, every: int = 1, fail: bool = False) -> None:
+        self.every = every
+        self.fail = fail
+        self.told: list[tuple[str, tuple[str, ...], float, int]] = []
+
+    def add(self, client, regions, now, seen):
+        if self.fail:
+            raise RuntimeError("observer bug")
+        self.told.append((str(client), regions, now, seen))
+
+
+def test_the_responder_tells_its_sink_of_one_answer_in_every():
+    responder, _ = make_responder()
+    responder.on_answer = sink = Sink(every=3)
+    for i in range(7):      # distinct networks: 7 cache misses, every 3rd one told with the 3 it stands for
+        ask(responder, query("www.example.test", ecs=f"203.0.{i}.0/24", qid=i), now=float(i))
+    assert [(client, now, seen) for client, _r, now, seen in sink.told] == [
+        ("203.0.2.0", 2.0, 3), ("203.0.5.0", 5.0, 3)]
+    sink.every = 1          # read at every answer: a change takes effect at once
+    ask(responder, query("www.example.test", ecs="203.0.9.0/24", qid=9), now=9.0)
+    assert sink.told[-1][0] == "203.0.9.0"
+    assert sink.told[-1][3] == 2        # the one pending, and this one
 
 
 def test_share_history_deltas_ring_and_counter_reset():
@@ -125,25 +152,21 @@ def test_responder_tells_on_answer_of_misses_only_with_the_located_client():
     responder, _ = make_responder()
     assert responder.on_answer is None
     ask(responder, query("www.example.test"), now=1.0)              # no hook: nothing to call, no error
-    seen = []
-    responder.on_answer = lambda client, regions, now: seen.append((str(client), regions, now))
+    responder.on_answer = sink = Sink()
     ask(responder, query("www.example.test", ecs="203.0.113.77/24", qid=1), now=2.0)   # miss
     ask(responder, query("www.example.test", ecs="203.0.113.77/24", qid=2), now=3.0)   # cache hit
     ask(responder, query("mail.example.test", qid=3), now=4.0)                          # static: no regions
     ask(responder, query("down.example.test", qid=4), now=5.0)                          # all down: no regions
     ask(responder, query("weighted.example.test", qid=5), now=6.0)                      # never cached
     ask(responder, query("weighted.example.test", qid=6), now=7.0)
-    assert seen == [("203.0.113.0", ("eu",), 2.0), (str(CLIENT), ("eu", "us"), 6.0),
-                    (str(CLIENT), ("eu", "us"), 7.0)]
+    assert sink.told == [("203.0.113.0", ("eu",), 2.0, 1), (str(CLIENT), ("eu", "us"), 6.0, 1),
+                         (str(CLIENT), ("eu", "us"), 7.0, 1)]
 
 
 def test_an_on_answer_that_raises_costs_no_reply():
     responder, _ = make_responder()
 
-    def broken(client, regions, now):
-        raise RuntimeError("observer bug")
-
-    responder.on_answer = broken
+    responder.on_answer = Sink(fail=True)
     reply = ask(responder, query("www.example.test", ecs="203.0.113.77/24"), now=2.0)
     assert reply.answer                                             # answered all the same
     assert responder.stats.internal_errors == 1
