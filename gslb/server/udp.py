@@ -118,82 +118,95 @@ class UdpListener:
 
     def _read_plain(self) -> None:
         sock = self._sock
-        stats = self.stats
+        recvfrom = sock.recvfrom
+        sendto = sock.sendto
         addresses = self._addresses
-        responder = self._get_responder()
+        respond = self._get_responder().respond
         now = self._clock()
-        for _ in range(BATCH):
-            try:
-                data, addr = sock.recvfrom(MAX_DATAGRAM)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError:
-                stats.receive_errors += 1
-                continue
-            stats.received += 1
-            host = addr[0]
-            client = addresses.get(host)
-            if client is None:
-                client = self._client(host)
-            try:
-                reply = responder.respond(data, client, now, tcp=False)
-            except Exception:  # the responder promises never to raise; keep serving if it does
-                self._responder_failed(data, host)
-                continue
-            if reply is None:
-                if len(data) < 12:
-                    stats.dropped_short += 1
-                elif data[2] & 0x80:
-                    stats.dropped_response += 1
-                continue
-            try:
-                sock.sendto(reply, addr)
-            except OSError:
-                stats.send_failed += 1
-                continue
-            stats.replied += 1
+        received = replied = 0              # counted here, added to the stats once per wake-up
+        try:
+            for _ in range(BATCH):
+                try:
+                    data, addr = recvfrom(MAX_DATAGRAM)
+                except (BlockingIOError, InterruptedError):
+                    return
+                except OSError:
+                    self.stats.receive_errors += 1
+                    continue
+                received += 1
+                host = addr[0]
+                client = addresses.get(host)
+                if client is None:
+                    client = self._client(host)
+                try:
+                    reply = respond(data, client, now, tcp=False)
+                except Exception:  # the responder promises never to raise; keep serving if it does
+                    self._responder_failed(data, host)
+                    continue
+                if reply is None:
+                    self._dropped(data)
+                    continue
+                try:
+                    sendto(reply, addr)
+                except OSError:
+                    self.stats.send_failed += 1
+                    continue
+                replied += 1
+        finally:
+            stats = self.stats
+            stats.received += received
+            stats.replied += replied
 
     def _read_pktinfo(self) -> None:
         sock = self._sock
-        stats = self.stats
         addresses = self._addresses
-        responder = self._get_responder()
+        respond = self._get_responder().respond
         now = self._clock()
         v6 = self.family == socket.AF_INET6
-        for _ in range(BATCH):
-            try:
-                data, ancillary, _flags, addr = sock.recvmsg(MAX_DATAGRAM, _ANCILLARY_SPACE)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError:
-                stats.receive_errors += 1
-                continue
-            stats.received += 1
-            host = addr[0]
-            client = addresses.get(host)
-            if client is None:
-                client = self._client(host)
-            try:
-                reply = responder.respond(data, client, now, tcp=False)
-            except Exception:  # the responder promises never to raise; keep serving if it does
-                self._responder_failed(data, host)
-                continue
-            if reply is None:
-                if len(data) < 12:
-                    stats.dropped_short += 1
-                elif data[2] & 0x80:
-                    stats.dropped_response += 1
-                continue
-            source = _reply_source(ancillary, v6)
-            try:
-                if source is None:
-                    sock.sendto(reply, addr)
-                else:
-                    sock.sendmsg((reply,), source, 0, addr)
-            except OSError:
-                stats.send_failed += 1
-                continue
-            stats.replied += 1
+        received = replied = 0              # counted here, added to the stats once per wake-up
+        try:
+            for _ in range(BATCH):
+                try:
+                    data, ancillary, _flags, addr = sock.recvmsg(MAX_DATAGRAM, _ANCILLARY_SPACE)
+                except (BlockingIOError, InterruptedError):
+                    return
+                except OSError:
+                    self.stats.receive_errors += 1
+                    continue
+                received += 1
+                host = addr[0]
+                client = addresses.get(host)
+                if client is None:
+                    client = self._client(host)
+                try:
+                    reply = respond(data, client, now, tcp=False)
+                except Exception:  # the responder promises never to raise; keep serving if it does
+                    self._responder_failed(data, host)
+                    continue
+                if reply is None:
+                    self._dropped(data)
+                    continue
+                source = _reply_source(ancillary, v6)
+                try:
+                    if source is None:
+                        sock.sendto(reply, addr)
+                    else:
+                        sock.sendmsg((reply,), source, 0, addr)
+                except OSError:
+                    self.stats.send_failed += 1
+                    continue
+                replied += 1
+        finally:
+            stats = self.stats
+            stats.received += received
+            stats.replied += replied
+
+    def _dropped(self, data: bytes) -> None:
+        """The responder chose not to answer: counted by why (it counts its own reasons too)."""
+        if len(data) < 12:
+            self.stats.dropped_short += 1
+        elif data[2] & 0x80:
+            self.stats.dropped_response += 1
 
     def _responder_failed(self, data: bytes, host: str) -> None:
         self.stats.errors += 1
