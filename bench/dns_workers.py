@@ -338,9 +338,12 @@ def scaling_prose(args: argparse.Namespace, by: dict[str, Measured]) -> str:
             "UDP threads, blocking receives in C (its manual: about two system calls per query, fewer under load "
             f"thanks to recvmmsg/sendmmsg), went {fmt(d1.bounded.cpu_us, 2)} -> {fmt(d2.bounded.cpu_us, 2)} µs "
             f"({pct(rise(d1.bounded, d2.bounded))}). ")
-        if g_up > 0 and e_up > 0:
-            text += (f"In µs the echo rose {e_up:+.2f} and we rose {g_up:+.2f}: {min(e_up / g_up, 1) * 100:.0f} % "
-                     "of our rise is the machine's. ")
+        if g_up > 0 and e_up >= g_up:
+            text += (f"In µs the echo rose {e_up:+.2f} and we rose {g_up:+.2f}: the machine's rise is as large as "
+                     "ours, so none of ours is our own in this run. ")
+        elif g_up > 0 and e_up > 0:
+            text += (f"In µs the echo rose {e_up:+.2f} and we rose {g_up:+.2f}: {e_up / g_up * 100:.0f} % of our "
+                     "rise is the machine's. ")
         elif g_up > 0:
             text += "The echo did not rise in this run: all of our rise is our own. "
         text += (

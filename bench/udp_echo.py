@@ -7,9 +7,10 @@ any server here (ours, gdnsd); a server's CPU per query minus the echo's at the 
 own design controls. bench/dns_bench.py and bench/dns_workers.py measure it beside the GSLB and gdnsd.
 
 Each of the `--processes` processes binds its own socket with SO_REUSEPORT (as the GSLB's workers and
-gdnsd's UDP threads do), so the kernel spreads the clients' sockets over them; the first process forks the
-others, and every process prints one `listening` line once bound (start_echo waits for them all). SIGTERM
-or SIGINT to the first process stops the others (which also die with it: PR_SET_PDEATHSIG).
+gdnsd's UDP threads do), so the kernel spreads the clients' sockets over them, and asks for the GSLB's
+4 MiB receive buffer (so dnsperf's first burst of outstanding queries is not dropped). The first process
+forks the others, and every process prints one `listening` line once bound (start_echo waits for them
+all). SIGTERM or SIGINT to the first process stops the others (which also die with it: PR_SET_PDEATHSIG).
 
 Input: a datagram shorter than a DNS header (12 bytes) or one that already has QR set (a response: echoing
 it could loop between two echoes) is dropped; anything else is echoed whole, so a datagram up to 65,535
@@ -38,12 +39,14 @@ if TYPE_CHECKING:
 HEADER = 12                 # bytes in a DNS header
 QR = 0x80                   # the QR bit in the header's third byte
 PR_SET_PDEATHSIG = 1        # prctl(2)
+RCVBUF = 4 * 1024 * 1024    # asked of the kernel (capped at net.core.rmem_max), as gslb/server/udp.py does
 
 
 def bind(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_DGRAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
     sock.bind((host, port))
     return sock
 
