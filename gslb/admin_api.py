@@ -3,7 +3,11 @@
     GET  /healthz                          liveness: 200 "ok"
     GET  /metrics                          Prometheus text
     GET  /api/status                       version, config file, GeoIP attribution, generation,
-                                           DNS listeners (UDP reply source) and TCP connections/limits
+                                           DNS listeners (UDP reply source) and TCP connections/limits;
+                                           with `workers` > 1 the listeners the workers bound (each
+                                           says so in its "ready"): dns.udp rows {"address",
+                                           "reply_source", "workers": how many ready workers serve it},
+                                           dns.tcp.open summed over the workers (asked at the request)
     GET  /api/regions                      every region: state, last probe, RTT, drain
     GET  /api/regions                      ... `peers`: configured, reachable, alone (answers follow
                                            our own probes); each region's admin state (ready / drain /
@@ -91,6 +95,11 @@ async def healthz(_request: web.Request) -> web.Response:
 
 async def status(request: web.Request) -> web.Response:
     server = _server(request)
+    view = request.app.get(WORKERS)
+    if view is None:
+        udp, tcp_open = server.udp_listener_rows(), len(server.tcp)
+    else:                   # the supervisor binds no DNS socket: its workers do
+        udp, tcp_open = view.udp_listeners(), await view.tcp_open()
     return web.json_response({
         "version": __version__,
         "config": server.config.file,
@@ -101,9 +110,8 @@ async def status(request: web.Request) -> web.Response:
         "services": sorted(server.config.services),
         "reloads": server.reloads,
         "dns": {
-            "udp": [{"address": list(listener.sockname), "reply_source": "pktinfo" if listener.pktinfo else "bound"}
-                    for listener in server.udp_listeners],
-            "tcp": {"open": len(server.tcp), "max_connections": server.tcp.max_connections,
+            "udp": udp,
+            "tcp": {"open": tcp_open, "max_connections": server.tcp.max_connections,
                     "max_per_client": server.tcp.max_per_client, "max_unsent": server.tcp.max_unsent,
                     "idle_timeout": server.tcp.idle_timeout},
         },
@@ -308,6 +316,9 @@ class _AtOnePlace:
 
     def locate(self, _address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> Location:
         return self.location
+
+    def close(self) -> None:
+        """Nothing to let go of."""
 
 
 def _own_location_decisions(server: GslbServer, regions: list[str], now: float) -> list[NearDecision]:

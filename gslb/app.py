@@ -1,11 +1,14 @@
 """The GSLB's server object: wires config, steering, responder, probes, listeners, peers  [edge].
 
     GslbServer(config, *, locator=None, clock=..., wall=..., probe=None, tables=None)
+      .locator    GeoLocator      (gslb/geoip.py; a reload naming another geoip.database opens it and
+                  closes the one it replaces: GeoLocator.close)
       .steering   Steering        (pure; rebuilt on reload)
       .responder  Responder       (pure; rebuilt on reload; the listeners read it per query)
       .rate_limiter RateLimiter | None  (RRL in front of UDP replies only, dns.rrl; kept across
                   reloads while its settings are unchanged; counters in .rrl_stats)
-      .udp_listeners, .udp_stats   the UDP edge (gslb/server/udp.py: replies from the address asked)
+      .udp_listeners, .udp_stats   the UDP edge (gslb/server/udp.py: replies from the address asked;
+                  udp_listener_rows(): them as /api/status shows them, and a worker's "ready" names them)
       .tcp        DnsTcpServer    (gslb/server/tcp.py; its limits follow reloads, its counters in .tcp.stats)
       .checker    HealthChecker   (region probes; started with the server, restarted on reload)
       .latency    LatencyTable    (kept across reloads)
@@ -112,7 +115,7 @@ class GslbServer:
         self.wall = wall
         self._probe = probe
         self.latency = LatencyTable(max_networks=config.latency.max_networks, max_age=config.latency.max_age)
-        self.locator = locator if locator is not None else MaxMindLocator(config.geoip_database)
+        self.locator: GeoLocator = locator if locator is not None else MaxMindLocator(config.geoip_database)
         self.regions: dict[str, RegionRuntime] = {}
         self.udp_listeners: list[UdpListener] = []
         self.udp_stats = UdpStats()         # all UDP listeners; TCP's counters are in self.tcp.stats
@@ -183,6 +186,12 @@ class GslbServer:
 
     def _current_udp_responder(self) -> Responder | RateLimitedResponder:
         return self.udp_responder
+
+    def udp_listener_rows(self) -> list[dict[str, Any]]:
+        """This process's UDP listeners as /api/status shows them: the address bound and where a
+        reply leaves from ("pktinfo": the address the query reached, a wildcard listener; "bound")."""
+        return [{"address": list(listener.sockname), "reply_source": "pktinfo" if listener.pktinfo else "bound"}
+                for listener in self.udp_listeners]
 
     def region_states(self) -> dict[str, RegionState]:
         return {name: rt.state() for name, rt in self.regions.items()}
@@ -392,9 +401,7 @@ class GslbServer:
             log.warning("listen addresses changed in %s: they take effect at the next restart", path)
         if locator is not self.locator:
             old_locator, self.locator = self.locator, locator
-            close = getattr(old_locator, "close", None)
-            if close is not None:
-                close()
+            old_locator.close()
         running = self._checking        # not checker._tasks: a checker with no targets has none, yet holds a session
         if running:
             await self.checker.stop()

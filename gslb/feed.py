@@ -25,14 +25,24 @@ Framing is gslb/common/framing.py's; a message is a JSON object with a "t" (type
                                                   "all_down"}: what the status page shows (merge_answers)
     stop       {"t": "stop"}                      drain and exit (as SIGTERM)
 
-and from a worker: "ready" {"pid"}, "reloaded" {"id", "generation", "ok", "message"},
-"metrics_reply". Errors: FeedError (a ValueError) for a malformed message.
+and from a worker:
+
+    ready      {"t": "ready", "worker": 0, "pid": 1234, "udp": [{"address": ["127.0.0.1", 5353],
+                "reply_source": "bound"}, ...]}   (ready_message) it serves; `udp`: the UDP listeners
+                                                  it bound, as /api/status shows them (udp_listeners_of;
+                                                  TCP listens on the same addresses); the supervisor's
+                                                  /api/status counts them over the ready workers
+                                                  (count_listeners)
+    reloaded   {"t": "reloaded", "id", "generation", "ok", "message"}
+    metrics_reply, answers_reply                  as above
+
+Errors: FeedError (a ValueError) for a malformed message.
 """
 
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, Protocol
 
 from gslb.latency_table import LatencyTable
@@ -119,6 +129,51 @@ def merge_answers(replies: list[dict[str, Any]], every: int, size: int
     rows.sort(key=lambda r: r[0])
     sample.samples.extend((client, regions, at) for at, client, regions in rows[-size:])
     return sample, by_region, all_down
+
+
+REPLY_SOURCES = ("pktinfo", "bound")     # a UDP reply leaves from the address asked / the address bound
+MAX_LISTENERS = 1024                    # UDP listeners a "ready" message may name
+
+
+def ready_message(worker_id: int, pid: int, udp: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+    """A worker's "ready": it serves; `udp` its UDP listeners as GslbServer.udp_listener_rows gives them."""
+    return {"t": "ready", "worker": worker_id, "pid": pid, "udp": [dict(row) for row in udp]}
+
+
+def udp_listeners_of(message: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The UDP listeners of a "ready" message, checked: [{"address": [host, port, ...], "reply_source":
+    "pktinfo" | "bound"}, ...] (FeedError if malformed)."""
+    rows = message.get("udp")
+    if not isinstance(rows, list) or len(rows) > MAX_LISTENERS:
+        raise FeedError(f"ready: expected \"udp\": a list of at most {MAX_LISTENERS} listeners, got {rows!r:.80}")
+    out = []
+    for row in rows:
+        address = row.get("address") if isinstance(row, dict) else None
+        source = row.get("reply_source") if isinstance(row, dict) else None
+        if not isinstance(address, list) or not 2 <= len(address) <= 4 or not isinstance(address[0], str) \
+                or not all(isinstance(v, int) and not isinstance(v, bool) for v in address[1:]) \
+                or source not in REPLY_SOURCES:
+            raise FeedError(f"ready: expected {{\"address\": [host, port, ...], \"reply_source\": "
+                            f"\"pktinfo\" | \"bound\"}}, got {row!r:.80}")
+        out.append({"address": list(address), "reply_source": source})
+    return out
+
+
+def count_listeners(per_worker: Iterable[list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Every worker's UDP listeners (udp_listeners_of) as one row per address and reply source, in
+    the order first named, with "workers": how many of them named it (a worker naming one twice
+    counts once)."""
+    rows: dict[tuple[tuple[Any, ...], str], dict[str, Any]] = {}
+    for listeners in per_worker:
+        seen: set[tuple[tuple[Any, ...], str]] = set()
+        for listener in listeners:
+            key = (tuple(listener["address"]), str(listener["reply_source"]))
+            if key in seen:
+                continue
+            seen.add(key)
+            row = rows.setdefault(key, {"address": list(key[0]), "reply_source": key[1], "workers": 0})
+            row["workers"] += 1
+    return list(rows.values())
 
 
 class StateSink(Protocol):

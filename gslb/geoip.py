@@ -1,6 +1,6 @@
 """Where is a client? The GeoIP seam  [edge].
 
-    GeoLocator (protocol)   locate(address) -> Location | None
+    GeoLocator (protocol)   locate(address) -> Location | None; close() (a no-op where nothing is held)
         MaxMindLocator      a GeoIP2/GeoLite2 City or DB-IP City (Lite) .mmdb, via maxminddb;
                             also locate_exact(address, prefix_len): None unless the record is
                             exactly that size (ECS scope widening; no Location built otherwise)
@@ -145,6 +145,11 @@ class GeoLocator(Protocol):
         """The record for `address`, or None when the database has none."""
         ...
 
+    def close(self) -> None:
+        """Let go of the database (GslbServer calls it on the locator a reload replaces); a locator
+        holding nothing does nothing."""
+        ...
+
 
 def unmap(address: IPAddress) -> IPAddress:
     """::ffff:a.b.c.d -> a.b.c.d; everything else unchanged."""
@@ -249,7 +254,7 @@ class MaxMindLocator:
             self._reader = maxminddb.open_database(
                 str(self.path), maxminddb.MODE_AUTO if mode is None else mode)
         except (OSError, ValueError, maxminddb.InvalidDatabaseError) as exc:
-            reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+            reason = (exc.strerror if isinstance(exc, OSError) else None) or str(exc) or type(exc).__name__
             raise GeoIPError(f"cannot open GeoIP database {self.path}: {reason}") from None
         meta = self._reader.metadata()
         self.database_type: str = meta.database_type
@@ -335,6 +340,9 @@ class FakeLocator:
                 return Location(place.lat, place.lon, place.country, place.continent, place.city, net)
         return None
 
+    def close(self) -> None:
+        """Nothing to let go of."""
+
     def __repr__(self) -> str:
         return f"<FakeLocator {len(self._nets)} networks>"
 
@@ -388,7 +396,7 @@ def read_tree(path: str | Path) -> TreeRecords:
         reader = maxminddb.open_database(str(path), maxminddb.MODE_AUTO)
         data = path.read_bytes()
     except (OSError, ValueError, maxminddb.InvalidDatabaseError) as exc:
-        reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+        reason = (exc.strerror if isinstance(exc, OSError) else None) or str(exc) or type(exc).__name__
         raise GeoIPError(f"cannot open GeoIP database {path}: {reason}") from None
     try:
         meta = reader.metadata()

@@ -34,7 +34,10 @@ The peers (gslb/peers/):
     gslb_region_own_up{region}            1 when our own probes say up (gslb_region_up: as answered)
     gslb_admin_state_saves_total{result}  writes of the admin state file, ok / failed
 
-Counters a component has not got (yet) are left out rather than shown as zero.
+Every family above is always there: a counter nothing has counted yet is 0 (the RRL counters
+with rate limiting off too; gslb_dns_rrl_buckets is then 0). The collector reads typed fields of
+GslbServer (gslb/app.py) and its plain counter objects; it probes nothing with getattr. A gauge
+without a value yet (a region's probe RTT before its first successful probe) has no sample.
 """
 
 from __future__ import annotations
@@ -163,7 +166,7 @@ def _dns_families(server: GslbServer) -> Iterator[CounterMetricFamily | GaugeMet
     stats = server.responder.stats
     udp = server.udp_stats
     tcp = server.tcp.stats
-    rrl = getattr(server, "rrl_stats", None)
+    rrl = server.rrl_stats
 
     dropped = CounterMetricFamily("gslb_dns_dropped", "queries dropped without an answer, by reason",
                                   labels=["reason"])
@@ -173,8 +176,7 @@ def _dns_families(server: GslbServer) -> Iterator[CounterMetricFamily | GaugeMet
                                               - udp.dropped_response))
     dropped.add_metric(["internal_error"], stats.internal_errors)
     dropped.add_metric(["send_failed"], udp.send_failed)
-    if rrl is not None:
-        dropped.add_metric(["rate_limited"], rrl.dropped)
+    dropped.add_metric(["rate_limited"], rrl.dropped)
     yield dropped
     internal = CounterMetricFamily("gslb_dns_internal_errors", "unexpected errors: the query was dropped",
                                    labels=["where"])
@@ -193,25 +195,22 @@ def _dns_families(server: GslbServer) -> Iterator[CounterMetricFamily | GaugeMet
     lookups.add_metric(["hit"], stats.cache_hits)
     lookups.add_metric(["miss"], stats.cache_misses)
     yield lookups
-    for attr, name, doc, family in (
-            ("cache_entries", "gslb_dns_cache_entries", "responses held by the response cache", GaugeMetricFamily),
-            ("cache_bytes", "gslb_dns_cache_bytes", "estimated bytes held by the response cache", GaugeMetricFamily),
-            ("cache_clears", "gslb_dns_cache_clears", "times the response cache reached a limit and was emptied",
-             CounterMetricFamily),
-            ("nsid", "gslb_dns_nsid", "NSID options answered", CounterMetricFamily)):
-        value = getattr(stats, attr, None)
-        if value is not None:
-            metric = family(name, doc)
-            metric.add_metric([], value)
-            yield metric
-    cookies = getattr(stats, "cookies", None)
-    if cookies is not None:
-        metric = CounterMetricFamily("gslb_dns_cookies", "queries with a DNS COOKIE option, by server cookie",
-                                     labels=["result"])
-        valid = getattr(stats, "cookies_valid", 0)
-        metric.add_metric(["valid"], valid)
-        metric.add_metric(["other"], max(0, cookies - valid))
+    for name, doc, value, family in (
+            ("gslb_dns_cache_entries", "responses held by the response cache", stats.cache_entries,
+             GaugeMetricFamily),
+            ("gslb_dns_cache_bytes", "estimated bytes held by the response cache", stats.cache_bytes,
+             GaugeMetricFamily),
+            ("gslb_dns_cache_clears", "times the response cache reached a limit and was emptied",
+             stats.cache_clears, CounterMetricFamily),
+            ("gslb_dns_nsid", "NSID options answered", stats.nsid, CounterMetricFamily)):
+        metric = family(name, doc)
+        metric.add_metric([], value)
         yield metric
+    cookies = CounterMetricFamily("gslb_dns_cookies", "queries with a DNS COOKIE option, by server cookie",
+                                  labels=["result"])
+    cookies.add_metric(["valid"], stats.cookies_valid)
+    cookies.add_metric(["other"], max(0, stats.cookies - stats.cookies_valid))
+    yield cookies
 
     datagrams = CounterMetricFamily("gslb_dns_udp_datagrams", "UDP datagrams, by what happened",
                                     labels=["event"])

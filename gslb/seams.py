@@ -2,7 +2,8 @@
 
     WorkersView   what the admin API (gslb/admin_api.py) needs of a supervisor with workers
                   (gslb/supervisor.py): the merged metrics registry, refreshed before a scrape,
-                  and the workers' report for GET /api/workers
+                  the workers' report for GET /api/workers, and the DNS listeners they serve and
+                  their open TCP connections for GET /api/status
     StateSink     where GslbServer reports its state changes: gslb/feed.py (the supervisor)
     Answers       what the status page shows of the answers given: the client sample, answers per
                   region and all-down answers per service (one process's, or its workers' merged)
@@ -39,3 +40,9 @@ class WorkersView(Protocol):
 
     async def answers(self) -> Answers:
         """The workers' answer samples and counts, asked now and merged."""
+
+    def udp_listeners(self) -> list[dict[str, Any]]:
+        """The UDP listeners the ready workers bound: {"address", "reply_source", "workers"} each."""
+
+    async def tcp_open(self) -> int:
+        """The TCP connections open in the workers, asked now."""

@@ -39,7 +39,11 @@ socket, are lost with it (a resolver retries); the kernel sends new ones to the 
 (gslb/common/metrics_merge.py); the families of state the supervisor owns (SUPERVISOR_ONLY:
 region states, probes, peers, reloads, the latency table, state file saves) are its own.
 `gslb_workers` (gauge: ready) and `gslb_worker_restarts` come from the supervisor. Per worker:
-GET /api/workers (pid, ready, restarts, generation, queries answered, RSS). The status page's
+GET /api/workers (pid, ready, restarts, generation, queries answered, RSS). GET /api/status
+shows the DNS listeners the workers serve: each ready worker names the UDP listeners it bound
+in its "ready" message (gslb/feed.py), and `dns.udp` lists each address and reply source once
+with "workers": how many ready workers serve it; `dns.tcp.open` is the workers' open TCP
+connections, asked at the request. The status page's
 answers per region, all-down answers and client sample are the workers', asked at each poll
 (`answers`) and every SHARES_EVERY seconds for the share history. Each worker keeps
 its own RRL table (a client whose queries reach two workers gets up to twice its rate).
@@ -187,6 +191,25 @@ class Supervisor:
             log.error("a worker's answers could not be read: %s", exc)
             sample, by_region, all_down = own, {}, {}
         return Answers(sample, by_region, all_down)
+
+    def udp_listeners(self) -> list[dict[str, Any]]:
+        """/api/status's dns.udp: the UDP listeners the ready workers said they bound ("ready"), one
+        row per address and reply source with how many workers serve it (a worker being restarted
+        is not counted until it is ready again)."""
+        per_worker = []
+        for w in self.pool.workers:
+            if not w.ready:
+                continue
+            try:
+                per_worker.append(feed.udp_listeners_of(w.ready_info))
+            except feed.FeedError as exc:
+                log.error("worker %d: its listeners could not be read: %s", w.id, exc)
+        return feed.count_listeners(per_worker)
+
+    async def tcp_open(self) -> int:
+        """TCP connections open in the workers now (their gslb_dns_tcp_open_connections, asked now)."""
+        await self.refresh_metrics()
+        return int(sum(sample_total(wire, "gslb_dns_tcp_open_connections", "") for wire in self.snapshots))
 
     async def workers_report(self) -> list[dict[str, Any]]:
         """GET /api/workers: each worker's process, restarts, queries answered (fresh counts), RSS."""

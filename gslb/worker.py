@@ -9,7 +9,8 @@ the current state (every region's state as answered, the latency table) and "go"
 RRL, its own compiled geo tables: gslb/tables.py, compiled in turn with its siblings under the
 supervisor's `--compile-lock`, see `compile_in_turn`), binds every dns.listen address, UDP and
 TCP, with SO_REUSEPORT (the kernel spreads datagrams and connections over the workers by a
-hash of the client's address and port), answers "ready", and applies every later message as
+hash of the client's address and port), answers "ready" naming the UDP listeners it bound
+(the supervisor's /api/status shows them), and applies every later message as
 it arrives:
 
     regions     the region states as answered (up, drained, degraded): into its steering at once
@@ -153,7 +154,7 @@ async def run(fd: int, worker_id: int, compile_lock: str | None = None) -> int:
     compiling = loop.create_task(compile_in_turn(server, compile_lock))
     await server.start_dns(reuse_port=True)
     gc.freeze()
-    channel.send({"t": "ready", "worker": worker_id, "pid": os.getpid()})
+    channel.send(feed.ready_message(worker_id, os.getpid(), server.udp_listener_rows()))
     reader = loop.create_task(_serve_feed(worker, channel, stop))
     try:
         await stop.wait()

@@ -111,7 +111,7 @@ _LineLoader.add_constructor("tag:yaml.org,2002:seq", _construct_yaml_seq)
 def _type_name(kind: Any) -> str:
     names = {bool: "a boolean", int: "an integer", float: "a number", str: "a string",
              list: "a list", dict: "a mapping"}
-    return names.get(kind, getattr(kind, "__name__", str(kind)))
+    return names.get(kind, kind.__name__ if isinstance(kind, type) else str(kind))
 
 
 class Section:
@@ -143,9 +143,9 @@ class Section:
         try:
             data = loader.get_single_data()
         except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
+            problem, mark = (exc.problem, exc.problem_mark) if isinstance(exc, yaml.MarkedYAMLError) else (exc, None)
             where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "?"
-            raise ConfigError(file, "", f"not valid YAML ({where}): {getattr(exc, 'problem', exc)}",
+            raise ConfigError(file, "", f"not valid YAML ({where}): {problem}",
                               mark.line + 1 if mark else None) from None
         finally:
             loader.dispose()

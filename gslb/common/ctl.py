@@ -76,7 +76,7 @@ class AdminClient:
                                "check admin.token in the config or --token") from None
             raise CtlError(f"{method} {url}: HTTP {exc.code}: {message}") from None
         except (urllib.error.URLError, OSError) as exc:
-            reason = getattr(exc, "reason", exc)
+            reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
             raise CtlError(f"cannot reach the admin API at {self.base_url}: {reason} "
                            "(is the server running? see admin.listen in the config, or --url)") from None
         try:

@@ -13,7 +13,8 @@ shape). One `WorkerPool` keeps `count` worker slots, each a `python -m <module> 
 
 The worker protocol: the pool sends a starting worker `hello(worker)` (its config and the
 current state, nothing awaited in between so a broadcast sent meanwhile is queued after it),
-then {"t": "go"}; the worker binds its listeners and answers {"t": "ready", "pid": ...}. A
+then {"t": "go"}; the worker binds its listeners and answers {"t": "ready", "pid": ...} (kept
+as the slot's `ready_info` while that run lasts: a worker may say there what it bound). A
 request sent by `ask_all` carries an "id" that the reply repeats. When `generation` moved on
 while a worker was starting (a reload), the pool sends it `hello(worker)` again at its "ready".
 
@@ -64,6 +65,8 @@ class WorkerProcess:
         self.ready_event = asyncio.Event()          # set at the first "ready" (start() waits for it)
         self.run_ready = asyncio.Event()            # this run's "ready"
         self.generation = 0                         # the generation this run was given
+        self.ready_info: dict[str, Any] = {}        # this run's "ready" message ({} until then): what the
+                                                    # worker says of itself (pid, its listeners)
 
     @property
     def pid(self) -> int | None:
@@ -230,6 +233,7 @@ class WorkerPool:
             return await exited
         finally:
             w.ready = False
+            w.ready_info = {}
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await reader
@@ -247,6 +251,7 @@ class WorkerPool:
                     w.generation = self.generation
                     for hello in self.hello(w):
                         channel.send(hello)
+                w.ready_info = message
                 w.ready = True
                 w.run_ready.set()
                 w.ready_event.set()

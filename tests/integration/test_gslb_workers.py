@@ -438,3 +438,43 @@ async def test_the_status_page_shows_the_workers_answers_and_clients(tmp_path: P
         assert overview["sample"]["seen"] == sum(n // 16 * 16 for n in counts.values())
         assert overview["sample"]["kept"] == sum(n // 16 for n in counts.values())     # 1 in 16 per worker
         assert len(clients) == overview["sample"]["kept"]
+
+
+async def test_api_status_lists_the_listeners_the_workers_serve(tmp_path: Path) -> None:
+    dns_port = free_dns_port()
+    path = write(tmp_path, None, dns_port=dns_port)
+    doc = yaml.safe_load(path.read_text())
+    doc["dns"]["listen"] = [f"127.0.0.1:{dns_port}", f"[::1]:{dns_port}"]
+    path.write_text(yaml.safe_dump(doc))
+    both = [{"address": ["127.0.0.1", dns_port], "reply_source": "bound", "workers": 2},
+            {"address": ["::1", dns_port, 0, 0], "reply_source": "bound", "workers": 2}]
+    async with supervised(path) as sup, aiohttp.ClientSession() as s:
+        # one TCP connection, held open by whichever worker accepted it (a reply read: it was accepted)
+        reader, writer = await asyncio.open_connection("127.0.0.1", dns_port)
+        wire = dns.message.make_query("ns1.example.test", "A").to_wire()
+        writer.write(len(wire).to_bytes(2, "big") + wire)
+        size = int.from_bytes(await reader.readexactly(2), "big")
+        assert answer(dns.message.from_wire(await reader.readexactly(size)))[0] == ["127.0.0.1"]
+        async with s.get(admin_url(sup, "/api/status")) as r:
+            status = await r.json()
+        assert status["dns"]["udp"] == both
+        assert status["dns"]["tcp"]["open"] == 1
+        assert status["dns"]["tcp"]["idle_timeout"] == 2.0
+        writer.close()
+        await writer.wait_closed()
+        # a worker being restarted is not counted; once ready again, it is
+        victim = sup.workers[1]
+        old = victim.pid
+        assert old is not None
+        os.kill(old, signal.SIGKILL)
+        seen: list[int] = []
+        deadline = time.monotonic() + 30
+        while not (victim.ready and victim.pid != old):
+            assert time.monotonic() < deadline, "the worker did not come back"
+            rows = sup.udp_listeners()
+            if rows and (not seen or seen[-1] != rows[0]["workers"]):
+                seen.append(rows[0]["workers"])
+            await asyncio.sleep(0.01)
+        assert 1 in seen, seen
+        async with s.get(admin_url(sup, "/api/status")) as r:
+            assert (await r.json())["dns"]["udp"] == both
