@@ -145,7 +145,7 @@ from gslb.dns.wire import (
     parse_query,
 )
 from gslb.dns.zone import Zone
-from gslb.steering.base import ServiceSteering
+from gslb.steering.base import ServiceAnswer, ServiceSteering
 
 _RR_HEAD = struct.Struct("!HHIH")     # type, class, ttl, rdlength
 
@@ -297,7 +297,7 @@ class _Template:
     __slots__ = ("all_down", "answer", "data_generation", "generation", "qtype", "rcode", "regions", "rest",
                  "tail", "tally", "truncated")
 
-    def __init__(self, answer: object, rest: bytes, generation: int, rcode: str, qtype: str,
+    def __init__(self, answer: ServiceAnswer, rest: bytes, generation: int, rcode: str, qtype: str,
                  regions: tuple[str, ...], all_down: tuple[str, ...]) -> None:
         self.answer = answer
         self.rest = rest
@@ -308,7 +308,7 @@ class _Template:
         self.all_down = all_down
         self.truncated = False
         self.tally: Tally | None = None     # set by the responder: what its answers add to
-        self.data_generation: int | None = getattr(answer, "data_generation", None)   # latency data used
+        self.data_generation = answer.data_generation     # latency data used (None: none)
         self.tail = 0                   # bytes of the query's ECS address that end the reply
 
 
@@ -583,7 +583,7 @@ class Responder:
         self._log_after = -math.inf         # the next internal error may be logged from then on
         self._log_suppressed = 0
         self._shapes: dict[bytes, _Shape] = {}
-        self._fast_answer = getattr(steering, "fast_answer", None)    # the compiled-table seam
+        self._fast_answer = steering.fast_answer     # the compiled-table seam (None: use `answer`)
         # query bytes after the ID -> its compiled template (a miss), then (template, reply bytes after the ID)
         self._fast_raw: dict[bytes, _Template | tuple[_Template, bytes]] = {}
         self._rrsets: dict[tuple[int, int, tuple[str, ...]], RRset] = {}
@@ -591,7 +591,7 @@ class Responder:
                               for zone in self.zones}
         # Names above a service name exist (empty non-terminals): NODATA for them, never NXDOMAIN.
         self._service_parents = frozenset(
-            parent for service in getattr(steering, "services", ()) for parent in _parents(service))
+            parent for service in steering.services for parent in _parents(service))
 
     def __repr__(self) -> str:
         return (f"<Responder {', '.join(self._zones) or 'no zones'} "
@@ -618,7 +618,7 @@ class Responder:
                 else:
                     self.stats.count_direct(entry, hit=True)
                 return data[:2] + entry.head + data[12:entry.qend] + entry.tail
-        if not tcp and self._fast_answer is not None:
+        if not tcp:
             hit = self._fast_raw.get(raw)
             if hit is not None:
                 if isinstance(hit, tuple):
@@ -696,7 +696,7 @@ class Responder:
                 return None
             source = source if source < V6_CAP else V6_CAP
             value = value >> (128 - source) << (128 - source)
-        answer = self._fast_answer(fast.name, fast.version, value, source)  # type: ignore[misc]
+        answer = self._fast_answer(fast.name, fast.version, value, source)
         if answer is None:
             return None
         template = fast.templates.get(id(answer))

@@ -105,3 +105,10 @@ class ServiceSteering(Protocol):
         """Answer for `name`. `client` is the ECS address (when ECS with SOURCE > 0 came) else the
         resolver's address; `source_prefix` is the ECS SOURCE PREFIX-LENGTH (None without ECS)."""
         ...
+
+    def fast_answer(self, name: str, version: int, value: int, source_prefix: int | None) -> ServiceAnswer | None:
+        """`answer` for a client given as integers (IP version, address masked to its SOURCE prefix)
+        when a compiled table can give it cheaply; None: the caller uses `answer`. The same answer
+        object comes back for every client with the same decision (the DNS core keeps a reply
+        template per object)."""
+        ...
