@@ -15,9 +15,13 @@ import logging
 import sys
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from gslb import __version__
 from gslb.common.configload import ConfigError, by_line
+
+if TYPE_CHECKING:       # (imported when a command needs it: `--version` and `--help` stay quick)
+    from gslb.config import GslbConfig
 
 
 def _version() -> str:
@@ -84,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
-def _serve(config: object, log_level: str = "info") -> int:
+def _serve(config: GslbConfig, log_level: str = "info") -> int:
     """One process (`workers: 1`, gslb/app.py), or a supervisor and its workers (gslb/supervisor.py)."""
     from gslb.common.workers import WorkerStartError
     from gslb.serve import serve
@@ -101,18 +105,18 @@ def _serve(config: object, log_level: str = "info") -> int:
     gc.set_threshold(100_000, 50, 1000)
     try:
         from gslb.common.sdnotify import Notifier
-        if getattr(config, "workers", 1) > 1:
-            runner(serve_supervised(config, log_level=log_level, ready=lambda _sup: gc.freeze(),  # type: ignore[arg-type]
+        if config.workers > 1:
+            runner(serve_supervised(config, log_level=log_level, ready=lambda _sup: gc.freeze(),
                                     notifier=Notifier.from_environ()))
         else:
-            runner(serve(config, ready=lambda _server: gc.freeze(), notifier=Notifier.from_environ()))  # type: ignore[arg-type]
+            runner(serve(config, ready=lambda _server: gc.freeze(), notifier=Notifier.from_environ()))
     except (OSError, WorkerStartError) as exc:
         print(f"cannot start: {exc}", file=sys.stderr)
         return 1
     return 0
 
 
-def _explain(config: object, name: str, client_text: str, probe: bool) -> int:
+def _explain(config: GslbConfig, name: str, client_text: str, probe: bool) -> int:
     from gslb.app import GslbServer
 
     try:
@@ -120,7 +124,7 @@ def _explain(config: object, name: str, client_text: str, probe: bool) -> int:
     except ValueError:
         print(f"--client: not an IP address: {client_text!r}", file=sys.stderr)
         return 2
-    server = GslbServer(config)  # type: ignore[arg-type]
+    server = GslbServer(config)
     name = name.rstrip(".").lower()
     if not server.steering.is_service(name):
         print(f"{name} is not a service in this config", file=sys.stderr)

@@ -31,7 +31,7 @@ import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -149,6 +149,15 @@ class GeoLocator(Protocol):
         """Let go of the database (GslbServer calls it on the locator a reload replaces); a locator
         holding nothing does nothing."""
         ...
+
+
+@runtime_checkable
+class DatabaseFile(Protocol):
+    """A locator that reads a database file (MaxMindLocator): the steering's tables are compiled
+    from `path` and used only while the file is still `source` (path, size, mtime when opened)."""
+
+    path: Path
+    source: tuple[str, int, int]
 
 
 def unmap(address: IPAddress) -> IPAddress:

@@ -38,6 +38,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from gslb.geoip import DatabaseFile
 from gslb.steering.core import Steering
 from gslb.steering.table import GeoTable, TableSpec, compile_database
 
@@ -76,12 +77,11 @@ class TableCompiler:
         """Give `steering` the tables already compiled for it; once `start` (or `ready`) was called,
         compile the missing ones in the background (before that, a server being built or a worker
         waiting for its turn to compile starts nothing)."""
-        source = getattr(locator, "source", None)
-        path = getattr(locator, "path", None)
         self._steering = steering
-        if source is None or path is None:
+        if not isinstance(locator, DatabaseFile):       # (a FakeLocator has no file to compile)
             self._database = self._source = None
             return
+        source, path = locator.source, locator.path
         if source != self._source:
             self._tables = {}
         self._database, self._source = str(path), source
