@@ -36,9 +36,12 @@ from __future__ import annotations
 import ipaddress
 import struct
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING
 
 from siphashc import siphash
+
+if TYPE_CHECKING:
+    from gslb.dns.wire import Query
 
 COOKIE_OPTION = 10          # EDNS option code (RFC 7873 §4)
 CLIENT_COOKIE = 8           # client cookie length
@@ -98,10 +101,9 @@ def client_cookie(cookie: bytes | None) -> bytes | None:
     return cookie[:CLIENT_COOKIE] if cookie is not None and len(cookie) >= CLIENT_COOKIE else None
 
 
-def query_cookie_valid(query: Any, cookies: ServerCookies | None, client: IPAddress, now: float) -> bool:
-    """True when a parsed query (`wire.Query`) carries a valid server cookie for `client`."""
-    edns = getattr(query, "edns", None)
-    cookie = getattr(edns, "cookie", None) if edns is not None else None
+def query_cookie_valid(query: Query, cookies: ServerCookies | None, client: IPAddress, now: float) -> bool:
+    """True when a parsed query carries a valid server cookie for `client`."""
+    cookie = query.edns.cookie if query.edns is not None else None
     return cookies is not None and cookie is not None and cookies.valid(cookie, client, now)
 
 

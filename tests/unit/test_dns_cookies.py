@@ -117,4 +117,8 @@ def test_helpers() -> None:
 
     assert query_cookie_valid(_Query(), ServerCookies([SECRET]), V4, 10)
     assert not query_cookie_valid(_Query(), None, V4, 10)
-    assert not query_cookie_valid(object(), ServerCookies([SECRET]), V4, 10)
+
+    class _NoEdns:
+        edns = None
+
+    assert not query_cookie_valid(_NoEdns(), ServerCookies([SECRET]), V4, 10)    # no OPT record: no cookie
