@@ -177,8 +177,10 @@ class GslbServer:
         rrl = config.dns.rrl
         if not rrl.enabled:
             self.rate_limiter = None
-        elif self.rate_limiter is None or self.rate_limiter.settings != rrl:
-            self.rate_limiter = RateLimiter(rrl, stats=self.rrl_stats)
+        elif self.rate_limiter is None or self.rate_limiter.settings != rrl \
+                or self.rate_limiter.share != config.workers:
+            # under workers, each enforces 1/workers of the rates (gslb/dns/rrl.py RateLimiter)
+            self.rate_limiter = RateLimiter(rrl, stats=self.rrl_stats, share=config.workers)
         self.udp_responder: Responder | RateLimitedResponder = self.responder
         if self.rate_limiter is not None:
             self.udp_responder = RateLimitedResponder(self.responder, self.rate_limiter,

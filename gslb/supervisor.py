@@ -46,7 +46,8 @@ with "workers": how many ready workers serve it; `dns.tcp.open` is the workers' 
 connections, asked at the request. The status page's
 answers per region, all-down answers and client sample are the workers', asked at each poll
 (`answers`) and every SHARES_EVERY seconds for the share history. Each worker keeps
-its own RRL table (a client whose queries reach two workers gets up to twice its rate).
+its own RRL table and enforces 1/N of each configured rate (gslb/dns/rrl.py `share`): the
+kernel spreads a network's source ports over the workers, so together they send the rate.
 """
 
 from __future__ import annotations

@@ -329,8 +329,15 @@ def slip_reply(response: bytes) -> bytes | None:
 class RateLimiter:
     """Token buckets per (client network, response class, name, qtype); see the module docstring."""
 
-    def __init__(self, settings: RrlSettings, *, stats: RrlStats | None = None) -> None:
+    def __init__(self, settings: RrlSettings, *, stats: RrlStats | None = None, share: int = 1) -> None:
+        """`share`: the number of processes the rates are shared by (the GSLB's workers). Each enforces
+        1/share of every rate, with a burst of at least one response: the kernel's SO_REUSEPORT hash
+        spreads a network's source ports over the workers, so together they send the configured rate
+        (a client that sticks to one source port reaches one worker and gets 1/share of it)."""
+        if share < 1:
+            raise ValueError(f"share must be >= 1, got {share!r}")
         self.settings = settings
+        self.share = share
         self.stats = stats if stats is not None else RrlStats()
         self._table: OrderedDict[tuple[int, int, bytes, int], _Bucket] = OrderedDict()
         self._max = settings.max_table_size
@@ -338,16 +345,18 @@ class RateLimiter:
         self._slip = settings.slip
         self._v4_shift = 32 - settings.ipv4_prefix
         self._v6_shift = 128 - settings.ipv6_prefix
-        responses = float(settings.responses_per_second)
-        self._rates = (responses, responses, responses, float(settings.nxdomains_per_second),
-                       float(settings.errors_per_second))
+        responses = settings.responses_per_second / share
+        self._rates = (responses, responses, responses, settings.nxdomains_per_second / share,
+                       settings.errors_per_second / share)
+        self._bursts = tuple(max(rate, 1.0) for rate in self._rates)   # (= the rate unless shared below 1/s)
         self._unlogged = 0                      # limited replies not yet reported in the log
         self._log_after = -math.inf
 
     def __repr__(self) -> str:
         s = self.settings
+        shared = f" shared by {self.share}" if self.share > 1 else ""
         return (f"<RateLimiter {s.responses_per_second}/s answers, {s.nxdomains_per_second}/s nxdomain, "
-                f"{s.errors_per_second}/s errors, slip {s.slip} [{len(self._table)}/{self._max} buckets]>")
+                f"{s.errors_per_second}/s errors{shared}, slip {s.slip} [{len(self._table)}/{self._max} buckets]>")
 
     def __len__(self) -> int:
         return len(self._table)
@@ -380,15 +389,16 @@ class RateLimiter:
             if len(table) >= self._max:
                 table.popitem(last=False)
                 self.stats.evicted += 1
-            table[key] = _Bucket(rate - 1.0, now)
+            table[key] = _Bucket(self._bursts[cls] - 1.0, now)
             return _SEND
         table.move_to_end(key)
         balance = bucket.balance
         elapsed = now - bucket.stamp
         if elapsed > 0.0:               # a clock that goes back earns nothing
             balance += elapsed * rate
-            if balance > rate:
-                balance = rate
+            burst = self._bursts[cls]
+            if balance > burst:
+                balance = burst
             bucket.stamp = now
         balance -= 1.0
         if balance >= 0.0:

@@ -507,3 +507,37 @@ def test_limited_replies_are_logged_once_per_interval_with_a_count(caplog):
     assert rl.limit(nx, V6("2001:db8:0:1::9"), 100.0 + LOG_INTERVAL + 0.5) == slip_reply(nx)
     assert len(caplog.records) == 2                     # limited within the interval: counted, not logged
     assert rl.stats.limited == 8
+
+
+# -- shared by workers ------------------------------------------------------------------
+
+def test_a_limiter_shared_by_workers_enforces_its_share_of_each_rate() -> None:
+    """Under `workers: N` each worker enforces 1/N of the rates: together they send the configured rate."""
+    whole = RateLimiter(RrlSettings(responses_per_second=10, slip=0))
+    half = RateLimiter(RrlSettings(responses_per_second=10, slip=0), share=2)
+    assert actions(whole, WWW, 11) == [Action.SEND] * 10 + [Action.DROP]     # the burst is the rate
+    assert actions(half, WWW, 5) == [Action.SEND] * 5
+    assert actions(half, WWW, 6, now=1.0) == [Action.SEND] * 5 + [Action.DROP]   # 5 credits a second
+    assert "shared by 2" in repr(half)
+    with pytest.raises(ValueError, match="share"):
+        RateLimiter(RrlSettings(), share=0)
+
+
+def test_a_share_below_one_response_a_second_still_sends_one_then_waits() -> None:
+    rl = RateLimiter(RrlSettings(responses_per_second=1, slip=0), share=4)     # 0.25/s: a burst of 1
+    assert actions(rl, WWW, 1) == [Action.SEND]
+    assert actions(rl, WWW, 1, now=3.0) == [Action.DROP]    # 0.75 credits earned: not yet one
+    rl = RateLimiter(RrlSettings(responses_per_second=1, slip=0), share=4)
+    paced = [rl.decide(WWW, CLIENT, 4.0 * i) for i in range(5)]    # type: ignore[arg-type]
+    assert paced == [Action.SEND] * 5                       # one every 4 s is the pace it allows
+
+
+def test_the_server_shares_its_rates_by_its_workers(tmp_path: Path) -> None:
+    import dataclasses
+
+    from gslb.app import GslbServer
+
+    config = load_config(write_config(tmp_path, None))
+    assert GslbServer(config).rate_limiter.share == 1                      # type: ignore[union-attr]
+    server = GslbServer(dataclasses.replace(config, workers=2))           # what each of 2 workers builds
+    assert server.rate_limiter.share == 2                                  # type: ignore[union-attr]
