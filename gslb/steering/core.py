@@ -55,11 +55,18 @@ record's chain (its ordered regions and the orders of the siblings ECS widening 
 the choice for each order under the current region states is memoised per order, the merges per
 chain, and one ServiceAnswer per (chain, record prefix), interned by content, until the states
 change (`generation`). The answers are exactly `decide`'s, except the Decision's `location` and
-`lines` (explain uses the reference path). Cases the table leaves to the path below: a spill (the
-nearest region of an order in the chain is not eligible: the hash needs the client network), an
-unlocated client of a geo_map with CIDR entries, a record a CIDR entry splits, the IPv4 subtree
-seen from IPv6 (::/96 and the builder's aliases). `fast_answer(name, version, value, source)` is
-the same for a client given as integers (the responder's compiled miss path).
+`lines` (explain uses the reference path). A capacity spill (an order of the chain whose nearest
+region is not eligible while another is) is answered from the table too, but per key network: the
+chain's orders become a plan (a `_SpillOrder` for each spilling order: its eligible regions, and the
+TTL rule of `_choose`), the client's own order hashes the text of its key network (the record;
+latency: at least the /24 or /48 holding the client) and each sibling the widening checks hashes its
+own network (the sibling's clients' key network), as `_choose` and `_widen` do. Those answers are
+memoised per key network (SPILL_ANSWERS = 16,384 per service, cleared when full, emptied when the
+states change) and interned by content like the others, so the DNS core's templates per answer object
+stay few. Cases the table leaves to the path below: an unlocated client of a geo_map with CIDR
+entries, a record a CIDR entry splits, the IPv4 subtree seen from IPv6 (::/96 and the builder's
+aliases), and a latency service once any RTT is known. `fast_answer(name, version, value, source)`
+is the same for a client given as integers (the responder's compiled miss path).
 
 The miss path (a network not in the decision cache) is designed, not hoped for: network math
 on integers (no ipaddress parsing or formatting unless a spill hash or an explanation needs the
@@ -94,6 +101,7 @@ MAX_WIDEN = 8
 _bisect_right = bisect.bisect_right
 MAX_CACHE = 16_384
 COMPILED_ANSWERS = 65_536     # answers kept per compiled service (chain id, prefix); cleared when full
+SPILL_ANSWERS = 16_384        # spill answers kept per compiled service by key network; cleared when full
 _UP = RegionState()
 
 
@@ -105,7 +113,7 @@ class _Compiled:
     """A service answered from a compiled table, with its memos for the current region states."""
 
     __slots__ = ("answers", "choices", "data_generation", "generation", "has_cidr", "inline4", "interned", "latency",
-                 "steps", "svc", "table", "v4")
+                 "plans", "spills", "steps", "svc", "table", "v4")
 
     def __init__(self, svc: ServiceConfig, table: GeoTable) -> None:
         self.svc = svc
@@ -119,9 +127,12 @@ class _Compiled:
         self.inline4 = not self.latency and records.idx16 is not None
         self.generation = -1
         self.data_generation = -1                   # latency: the latency table's generation of the memos
-        self.choices: dict[int, tuple[tuple[str, ...], int, bool] | None] = {}     # order id ->
-        self.steps: dict[int, tuple[tuple[tuple[str, ...], int, bool], int]] = {}  # chain id -> (choice, merges)
+        self.choices: dict[int, _Outcome | _SpillOrder] = {}     # order id -> its choice, or how it spills
+        self.steps: dict[int, tuple[_Outcome, int]] = {}  # chain id -> (choice, merges)
+        # chain id -> each order's choice or spill: the chain's answer depends on the key network
+        self.plans: dict[int, tuple[_Outcome | _SpillOrder, ...]] = {}
         self.answers: dict[int, ServiceAnswer] = {}     # chain id << 8 | prefix -> the answer
+        self.spills: dict[int, ServiceAnswer] = {}      # a plan's answers by key network (bounded: SPILL_ANSWERS)
         self.interned: dict[tuple[object, ...], ServiceAnswer] = {}    # the distinct answers
 
     def reset(self, generation: int, data_generation: int = -1) -> None:
@@ -129,8 +140,37 @@ class _Compiled:
         self.data_generation = data_generation
         self.choices = {}
         self.steps = {}
+        self.plans = {}
         self.answers = {}
+        self.spills = {}
         self.interned = {}
+
+
+_Outcome = tuple[tuple[str, ...], int, bool]        # (chosen regions, ttl, all_down): what widening compares
+
+
+class _SpillOrder:
+    """A compiled order whose nearest region is not eligible (and another is), under the region states
+    it was made for: its clients spill over the eligible regions by a hash of their key network.
+    `pick` is `Steering._choose` with a spill key, less the explanation."""
+
+    __slots__ = ("degraded", "degraded_ttl", "drained_before", "position", "spreader", "ttl")
+
+    def __init__(self, svc: ServiceConfig, order: Sequence[str], states: Mapping[str, RegionState],
+                 capacity: Mapping[str, float]) -> None:
+        eligible = [r for r in order if states.get(r, _UP).up and not states.get(r, _UP).drained]
+        self.spreader = spill.Spreader(eligible, capacity, svc.count)
+        self.ttl, self.degraded_ttl = svc.ttl, svc.degraded_ttl
+        self.position = {r: i for i, r in enumerate(order)}
+        self.degraded = frozenset(r for r in order if states.get(r, _UP).degraded)
+        drained = [states.get(r, _UP).drained for r in order]
+        self.drained_before = [any(drained[:i]) for i in range(len(order))]     # a drained region skipped
+
+    def pick(self, key_text: str) -> _Outcome:
+        chosen = self.spreader.first(key_text)
+        last = max(self.position[r] for r in chosen)
+        degraded = self.drained_before[last] or any(r in self.degraded for r in chosen)
+        return chosen, self.degraded_ttl if degraded else self.ttl, False
 
 
 @dataclass(frozen=True, slots=True)
@@ -310,10 +350,15 @@ class Steering:
             if i >= 0:
                 prefix = prefixes[i]
                 if not (value - starts[i]) >> (32 - prefix):
-                    found = compiled.answers.get((chains[i] << 8) | prefix)
+                    chain = chains[i]
+                    found = compiled.answers.get((chain << 8) | prefix)
                     if found is not None:
                         self.compiled_answers += 1
                         return found
+                    plan = compiled.plans.get(chain)
+                    if plan is not None:        # a spill: the answer is per key network
+                        self.compiled_answers += 1
+                        return self._spill_answer(compiled, plan, 4, value, prefix)
         elif version == 6 and value >> 32 == 0xFFFF:    # ::ffff:a.b.c.d is a.b.c.d (as `unmap`)
             version, value = 4, value & 0xFFFFFFFF
         return self._compiled_answer(compiled, version, value, source_prefix)
@@ -339,24 +384,31 @@ class Steering:
         if found is None:
             if chain == SLOW:
                 return None
-            found = self._compiled_outcome(compiled, chain, prefix, version)
-            if found is None:
-                return None
-            if len(compiled.answers) >= COMPILED_ANSWERS:
-                compiled.answers.clear()
-            compiled.answers[key] = found
+            plan = compiled.plans.get(chain)
+            if plan is None:
+                found = self._compiled_outcome(compiled, chain, prefix, version)
+                if found is None:
+                    plan = compiled.plans[chain]
+                else:
+                    if len(compiled.answers) >= COMPILED_ANSWERS:
+                        compiled.answers.clear()
+                    compiled.answers[key] = found
+            if plan is not None:
+                found = self._spill_answer(compiled, plan, version, value, prefix)
         self.compiled_answers += 1
         return found
 
-    def _order_choice(self, compiled: _Compiled, order_id: int) -> tuple[tuple[str, ...], int, bool] | None:
-        """(chosen regions, ttl, all_down) for a compiled order under the current states; None when
-        the nearest region is not eligible and its clients spill by a hash of their network."""
-        if order_id in compiled.choices:
-            return compiled.choices[order_id]
+    def _order_choice(self, compiled: _Compiled, order_id: int) -> _Outcome | _SpillOrder:
+        """(chosen regions, ttl, all_down) for a compiled order under the current states, or, when
+        the nearest region is not eligible and another is, how its clients spill (by a hash of
+        their key network: the choice is per network)."""
+        found = compiled.choices.get(order_id)
+        if found is not None:
+            return found
         order, spillable = compiled.table.orders[order_id]
-        result: tuple[tuple[str, ...], int, bool] | None
+        result: _Outcome | _SpillOrder
         if spillable and not self._eligible(order[0]) and any(self._eligible(r) for r in order):
-            result = None
+            result = _SpillOrder(compiled.svc, order, self._states, self._capacity)
         else:
             chosen, ttl, all_down, _ = self._choose(compiled.svc, list(order), None, [])
             result = (chosen, ttl, all_down)
@@ -365,7 +417,8 @@ class Steering:
 
     def _compiled_outcome(self, compiled: _Compiled, chain: int, prefix: int, version: int) -> ServiceAnswer | None:
         """The answer for a record of `chain` and `prefix` (UNLOCATED: `prefix` is the SOURCE prefix),
-        as `_compute` gives it; None when a spill is involved (the reference path answers).
+        as `_compute` gives it; None when an order of the chain spills: the answer then depends on
+        the key network, and the chain's plan is in `compiled.plans` (`_spill_answer` answers).
 
         latency (no RTT known: the geo order): the key network is at least the /24 (/48) the table
         measures; a record wider than that merges with nothing (scope /24), a narrower one merges
@@ -382,13 +435,15 @@ class Steering:
             steps = compiled.steps.get(chain)
             if steps is None:
                 orders = compiled.table.chains[chain]
-                own = self._order_choice(compiled, orders[0])
-                if own is None:
+                plan = tuple(self._order_choice(compiled, o) for o in orders)
+                own = plan[0]
+                if isinstance(own, _SpillOrder):
+                    compiled.plans[chain] = plan
                     return None
                 count = 0
-                for other in orders[1:]:
-                    theirs = self._order_choice(compiled, other)
-                    if theirs is None:
+                for theirs in plan[1:]:
+                    if isinstance(theirs, _SpillOrder):     # a sibling spills: it may or may not merge
+                        compiled.plans[chain] = plan
                         return None
                     if theirs != own:
                         break
@@ -397,11 +452,57 @@ class Steering:
             (chosen, ttl, all_down), count = steps
             scope = floor if prefix < floor else max(prefix - count, floor - 1)
             where = "compiled table"
+        return self._interned(compiled, chosen, ttl, all_down, scope, where)
+
+    def _spill_answer(self, compiled: _Compiled, plan: tuple[_Outcome | _SpillOrder, ...], version: int,
+                      value: int, prefix: int) -> ServiceAnswer:
+        """The answer for a record (of `prefix`) whose chain spills, for the client address `value`:
+        `_compute` with a spill key. The key network is the record (latency: at least the /24 or
+        /48 holding the client); a spilling order hashes the key network's text, and each sibling
+        the widening checks hashes its own network (the sibling is the key network of its clients).
+        Memoised per key network in `compiled.spills` (at most SPILL_ANSWERS, cleared when full);
+        the answer objects are interned by content like the others."""
+        floor = (V4_PREFIX if version == 4 else V6_PREFIX) if compiled.latency else 0
+        key_prefix = prefix if prefix >= floor else floor
+        bits = 32 if version == 4 else 128
+        masked = value >> (bits - key_prefix) << (bits - key_prefix)
+        memo_key = (((masked << 8) | key_prefix) << 1) | (version == 6)
+        found = compiled.spills.get(memo_key)
+        if found is not None:
+            return found
+        first = plan[0]
+        own = first.pick(spill.network_text(version, masked, key_prefix)) if isinstance(first, _SpillOrder) \
+            else first
+        scope = key_prefix
+        if prefix >= floor:         # widen: each sibling checked is a record of exactly that size
+            v = masked
+            for theirs in plan[1:]:
+                if scope < floor:   # latency: the sibling would not be a key network itself
+                    break
+                sibling = v ^ (1 << (bits - scope))
+                if isinstance(theirs, _SpillOrder):
+                    theirs = theirs.pick(spill.network_text(version, sibling, scope))
+                if theirs != own:
+                    break
+                scope -= 1
+                v &= sibling
+        chosen, ttl, all_down = own
+        found = self._interned(compiled, chosen, ttl, all_down, scope, "compiled table")
+        if len(compiled.spills) >= SPILL_ANSWERS:
+            compiled.spills.clear()
+        compiled.spills[memo_key] = found
+        return found
+
+    def _interned(self, compiled: _Compiled, chosen: tuple[str, ...], ttl: int, all_down: bool, scope: int,
+                  where: str) -> ServiceAnswer:
+        """One ServiceAnswer object per distinct answer (the DNS core packs a reply once per answer
+        object): the all-down rule's scope applied."""
+        svc = compiled.svc
         if all_down and svc.all_down.action != "fail_open":
             scope = 0
         same = (chosen, ttl, all_down, scope, where)
-        found = compiled.interned.get(same)         # one object per distinct answer (the DNS core
-        if found is None:                           # packs a reply once per answer object)
+        found = compiled.interned.get(same)
+        if found is None:
             decision = Decision(svc.name, svc.policy, chosen, ttl, scope, all_down, where)
             found = compiled.interned[same] = self._package(
                 svc, decision, compiled.data_generation if compiled.latency else None, float(ttl))

@@ -4,7 +4,9 @@ A fixture database with a dense, seeded layout of record networks (sizes /16 to 
 gaps, records without a place, country-only places, identical neighbours) is read by the tree walk
 and compiled; `Steering.answer` (compiled path) must then equal `Steering.decide` (the reference:
 GeoIP lookup, ranking, ECS widening record by record) for random clients and random region states:
-same addresses, TTL, regions, all-down, and exactly the same ECS scope.
+same addresses, TTL, regions, all-down, and exactly the same ECS scope. The region states include
+down and drained nearest regions, so clients spill by capacity (a hash of their network, per
+sibling when widening): those are answered from the table too, and the tests check that they were.
 """
 
 from __future__ import annotations
@@ -144,16 +146,115 @@ clients = st.tuples(st.integers(0, 4), st.integers(0, 2**128 - 1),
 region_states = st.fixed_dictionaries({name: st.sampled_from(STATES) for name in REGIONS})
 
 
+def _spilled(answer: object) -> bool:
+    """The reference path's reasoning says the client's nearest region spilled its clients."""
+    return any("spill over" in line for line in answer.decision.lines)  # type: ignore[attr-defined]
+
+
+_V4_SEEN_FROM_V6 = ipaddress.ip_network("::/96")
+
+
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(states=region_states, batch=st.lists(clients, min_size=1, max_size=25))
 def test_compiled_answers_equal_the_reference_path(steering: Steering, states: dict[str, RegionState],
                                                    batch: list[tuple[int, int, int | None]]) -> None:
+    """Half the sampled region states are down or drained: many clients' nearest region is not
+    eligible and they spill by capacity; those are answered from the table too (the counter moves)."""
     steering.update_region_states(states)
     for kind, bits, source in batch:
         client, prefix = _client(kind, bits, source)
         for name in steering.services:
-            assert _fields(steering.answer(name, client, prefix, 1.0)) == \
-                _fields(steering.decide(name, client, prefix, 1.0)), (name, client, prefix, states)
+            before = steering.compiled_answers
+            fast = steering.answer(name, client, prefix, 1.0)
+            compiled = steering.compiled_answers - before
+            reference = steering.decide(name, client, prefix, 1.0)
+            assert _fields(fast) == _fields(reference), (name, client, prefix, states)
+            if _spilled(reference) and not (client.version == 6 and client in _V4_SEEN_FROM_V6):
+                assert compiled == 1, (name, client, prefix, states)
+
+
+def _spill_states(rng: random.Random) -> dict[str, RegionState]:
+    """Random states where at least one of the three main regions is not eligible and one is."""
+    main = ["us-east", "eu-central", "ap-northeast"]
+    rng.shuffle(main)
+    states = {name: rng.choice(STATES) for name in REGIONS}
+    states[main[0]] = rng.choice(STATES[1:3])
+    states[main[1]] = rng.choice(STATES[1:3]) if rng.random() < 0.5 else rng.choice(STATES)
+    states[main[2]] = rng.choice((STATES[0], STATES[3]))
+    return states
+
+
+def test_spilled_answers_come_from_the_table_and_equal_the_reference_path(steering: Steering) -> None:
+    """Seeded: 40 state sets that make spills likely, 50 clients each (IPv4 and IPv6, records of the
+    fixture and outside it, several SOURCE prefixes); every answer equals the reference's, a good
+    share of them spilled, and none of those took the path below the table."""
+    rng = random.Random(42)
+    total = spilled = compiled = 0
+    for _ in range(40):
+        states = _spill_states(rng)
+        steering.update_region_states(states)
+        for _ in range(50):
+            kind = rng.choice((0, 0, 0, 0, 2, 2, 2, 3, 1))
+            source = rng.choice((None, 16, 20, 24, 26, 32, 40, 48, 56, 64))
+            client, prefix = _client(kind, rng.getrandbits(128), source)
+            for name in ("geo.test", "geo2.test", "four.test", "addr.test", "nodata.test", "lat.test", "lat4.test"):
+                before, misses = steering.compiled_answers, steering.cache_misses
+                fast = steering.answer(name, client, prefix, 1.0)
+                reference = steering.decide(name, client, prefix, 1.0)
+                assert _fields(fast) == _fields(reference), (name, client, prefix, states)
+                total += 1
+                if _spilled(reference):
+                    spilled += 1
+                    compiled += steering.compiled_answers - before
+                    assert steering.cache_misses == misses         # not the reference path's cache
+    assert spilled >= total * 0.25, (spilled, total)
+    assert compiled == spilled
+    steering.update_region_states({})
+
+
+def test_with_the_nearest_region_drained_misses_take_the_compiled_path(steering: Steering) -> None:
+    """eu-central drained: the clients of the fixture's Paris and Berlin records spill; each distinct
+    network is answered from the table (compiled_answers moves, the reference's cache does not)."""
+    paris = [ipaddress.IPv4Network((start, prefix)) for start, prefix, place in _records(4)
+             if place in (CITIES[2], CITIES[3])]
+    assert len(paris) > 20
+    steering.update_region_states({"eu-central": RegionState(drained=True)})
+    before, misses = steering.compiled_answers, steering.cache_misses
+    answers = [steering.answer("geo.test", net.network_address, 24, 2.0) for net in paris]
+    assert steering.compiled_answers - before == len(paris)
+    assert steering.cache_misses == misses
+    assert all(a.decision.regions != ("eu-central",) and a.ttl == 5 for a in answers)    # drained: degraded_ttl
+    assert {a.decision.regions for a in answers} == {("us-east",), ("ap-northeast",)}    # spread by the hash
+    for net, answer in zip(paris, answers, strict=True):
+        reference = steering.decide("geo.test", net.network_address, 24, 2.0)
+        assert _spilled(reference)
+        assert _fields(answer) == _fields(reference)
+    again = steering.answer("geo.test", paris[0].network_address, 24, 2.0)     # the memo per key network
+    assert again is answers[0]
+    distinct = {id(a) for a in answers}
+    assert len(distinct) <= 2 * 27          # interned by content: (regions, scope) pairs, not per network
+    steering.update_region_states({})
+
+
+def _records(version: int) -> list[tuple[int, int, Place | None]]:
+    layout = _layout()
+    out = []
+    for text, place in layout.items():
+        net = ipaddress.ip_network(text)
+        if net.version == version:
+            out.append((int(net.network_address), net.prefixlen, place))
+    return out
+
+
+@given(st.sampled_from((4, 6)), st.integers(0, 2**128 - 1), st.integers(0, 128))
+def test_the_spill_hash_input_is_the_network_text(version: int, value: int, prefix: int) -> None:
+    from gslb.geoip import network_from_int
+    from gslb.steering.spill import network_text
+
+    bits = 32 if version == 4 else 128
+    value, prefix = value % (1 << bits), min(prefix, bits)
+    expected = (ipaddress.IPv4Network if version == 4 else ipaddress.IPv6Network)((value, prefix), strict=False)
+    assert network_text(version, value, prefix) == str(expected) == str(network_from_int(version, value, prefix))
 
 
 def test_every_record_and_its_neighbours_agree_under_a_few_state_sets(steering: Steering, database: Path) -> None:
@@ -180,7 +281,7 @@ def test_every_record_and_its_neighbours_agree_under_a_few_state_sets(steering: 
                 for name in steering.services:
                     assert _fields(steering.answer(name, client, source, 1.0)) == \
                         _fields(steering.decide(name, client, source, 1.0)), (name, client, source, states)
-    # most of these came from the tables (spills and CIDR-split records take the reference path)
+    # most of these came from the tables (CIDR-split records and ::/96 take the reference path)
     assert steering.compiled_answers - before > len(addresses) * 4 * 2 * len(steering.services) // 2
 
 
@@ -243,7 +344,7 @@ def test_a_health_change_needs_no_recompilation(steering: Steering) -> None:
     steering.update_region_states({})
     assert steering.answer("geo.test", client, 24, 0.0).decision.regions == ("ap-northeast",)
     steering.update_region_states({"ap-northeast": RegionState(up=False)})
-    moved = steering.answer("geo.test", client, 24, 0.0)       # spill: the reference path
+    moved = steering.answer("geo.test", client, 24, 0.0)       # a spill: per network, from the table too
     assert moved.decision.regions != ("ap-northeast",)
     assert _fields(moved) == _fields(steering.decide("geo.test", client, 24, 0.0))
     steering.update_region_states({"ap-northeast": RegionState(drained=True), "us-east": RegionState(up=False)})
@@ -281,3 +382,13 @@ def test_latency_services_use_the_table_only_while_no_rtt_is_known(database: Pat
     assert check() == 0                                  # RTTs known: the reference path (widening reads them)
     assert latency.expire(1000.0)
     assert check() > len(clients)                       # and back once they are gone
+
+
+@given(st.text(max_size=40), st.lists(st.sampled_from(("a", "b", "c", "d", "e")), unique=True, max_size=5),
+       st.lists(st.sampled_from((0.0, 0.5, 1.0, 3.0)), min_size=5, max_size=5), st.integers(1, 6))
+def test_the_compiled_paths_spreader_orders_as_spread(key: str, candidates: list[str], weights: list[float],
+                                                      count: int) -> None:
+    from gslb.steering.spill import Spreader, spread
+
+    capacity = dict(zip("abcde", weights, strict=True))
+    assert Spreader(candidates, capacity, count).first(key) == tuple(spread(key, candidates, capacity)[:count])
