@@ -21,6 +21,9 @@ reading itself is regional_lb/target.py, shared by both server kinds):
 A route may set `allow_connect: true` (default false: CONNECT gets 405): CONNECT requests for
 its host are then tunnelled to a backend of its pool (regional_lb/proxy/connect.py).
 
+`timeouts.tunnel` (default 1h, HAProxy's `timeout tunnel`) closes an established CONNECT tunnel or
+WebSocket relay that carried nothing either way for that long (see `Timeouts`).
+
 `workers: auto | N` (default 1): how many processes serve the listeners. 1 runs everything in
 one process (LoadBalancer, as before). N > 1 or `auto` (the CPUs this process may run on,
 len(os.sched_getaffinity(0))) runs a supervisor -- config, reloads, health checks, discovery,
@@ -35,6 +38,7 @@ the machine's CPU count, so a config valid on one host is valid on another).
 from __future__ import annotations
 
 import ipaddress
+import math
 import os
 import re
 from collections.abc import Mapping
@@ -71,6 +75,16 @@ def parse_size(value: Any) -> int | None:
     if not m or m.group(2).lower() not in _SIZE_UNITS:
         return None
     return int(float(m.group(1)) * _SIZE_UNITS[m.group(2).lower()])
+
+
+def _take_finite_duration(section: Section, key: str, default: float) -> float:
+    """A duration of at least 1ms that is a number of seconds ('inf' and 'nan' are refused: a timer
+    must be able to fire)."""
+    seconds = float(section.take_duration(key, default, minimum=0.001))
+    if not math.isfinite(seconds):
+        section.record(section.error(key, f"must be a finite duration, got {section.data[key]!r}"))
+        return default
+    return seconds
 
 
 def parse_address(text: str, *, default_port: int | None = None) -> tuple[str, int]:
@@ -145,10 +159,25 @@ class HealthEndpoint:
 
 @dataclass(frozen=True, slots=True)
 class Timeouts:
+    """`timeouts:` -- durations ("2s", "500ms", "1h"; each at least 1ms).
+
+    connect       2s: opening a connection to a backend
+    backend_read  30s: a backend that sends no response byte for this long: 504
+    client_idle   60s: a keep-alive client connection with no request
+    header_read   10s: from a request's first byte until its head is read (slow-loris): 408
+    tunnel        1h: an established CONNECT tunnel or WebSocket relay with no byte (CONNECT) or
+                  no message (WebSocket: data, ping or pong) either way is closed, both sides
+                  (WebSocket: close code 1001); any traffic either way starts the wait again.
+                  HAProxy's `timeout tunnel` (its documented example is 1h); client_idle does
+                  not apply once a connection is a tunnel. Must be finite. Read when a tunnel
+                  starts: a reload changes the timeout of tunnels opened after it.
+    """
+
     connect: float = 2.0
     backend_read: float = 30.0
     client_idle: float = 60.0
     header_read: float = 10.0
+    tunnel: float = 3600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -413,7 +442,8 @@ def _build(root: Section, base_dir: Path) -> Config:
         connect=to.take_duration("connect", 2.0, minimum=0.001),
         backend_read=to.take_duration("backend_read", 30.0, minimum=0.001),
         client_idle=to.take_duration("client_idle", 60.0, minimum=0.001),
-        header_read=to.take_duration("header_read", 10.0, minimum=0.001))
+        header_read=to.take_duration("header_read", 10.0, minimum=0.001),
+        tunnel=_take_finite_duration(to, "tunnel", 3600.0))
     to.done()
 
     li = root.section("limits")

@@ -2,7 +2,8 @@
 
 Per-request metrics (requests, latency, sticky pick reasons) are plain int counters on the
 request path, turned into Prometheus families at scrape time by `_RequestCollector`; the rare
-ones (retries, proxy errors, invalid backend responses) are prometheus_client Counters. Counts
+ones (retries, proxy errors, invalid backend responses, tunnels closed for idleness:
+`rlb_tunnels_closed_total{route, kind="connect"|"websocket", reason="idle"}`) are prometheus_client Counters. Counts
 the pure core keeps itself (policy.stats: sticky hits/misses/resticks, bounded-load spills; pool.stats: panics) and
 in-flight counts are read at scrape time by `CoreCollector`, so they cost nothing per request;
 the state store's (Redis up, fallbacks, round trips, write-back conflicts, local copy size) by
@@ -165,6 +166,10 @@ class Metrics:
                                          "Backend responses refused for invalid framing (502 to the client, or "
                                          "the client connection aborted mid-body); the connection is dropped",
                                          ["pool", "backend"], registry=r)
+        # kind: connect | websocket; reason: idle (nothing either way for timeouts.tunnel); bounded labels
+        self.tunnels_closed = Counter("rlb_tunnels_closed", "Established tunnels (CONNECT, WebSocket) the "
+                                      "proxy closed itself, by reason (idle: no traffic either way for "
+                                      "timeouts.tunnel)", ["route", "kind", "reason"], registry=r)
         # the two per-request metrics are plain counters, exported by `_collect_requests`
         self._req: dict[tuple[str, str, str, int], int] = {}
         self._lat: dict[str, list[float]] = {}    # route -> [count per bucket..., +Inf count, sum]

@@ -31,6 +31,7 @@ class ProxyMetrics(Protocol):
     retries: Any
     errors: Any
     invalid_responses: Any
+    tunnels_closed: Any                    # CONNECT / WebSocket tunnels the proxy closed (idle)
 
     def observe(self, route: str, pool: str, backend: str, status: int, seconds: float) -> None: ...
 

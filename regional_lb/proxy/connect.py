@@ -9,6 +9,11 @@ it, sends the CONNECT head (with the usual forwarding headers) and reads the bac
   (the client's through aiohttp's payload hook, `RequestHandler.set_parser`, so bytes the client
   sent right behind its CONNECT head are relayed too) until either side closes (the other is
   then closed too). Writes wait for the other side to drain (no unbounded buffering).
+  A tunnel with no byte either way for `timeouts.tunnel` (default 1h) is closed, both sides
+  (HAProxy's `timeout tunnel`; regional_lb/proxy/idle.py): logged at info and counted in
+  `rlb_tunnels_closed_total{kind="connect", reason="idle"}`. Any byte either way starts the
+  wait again; a side that stops reading (its writes blocked) does not count as traffic, so a
+  stuck tunnel is closed too (its unsent bytes are dropped).
 * anything else: that status, with a short body, and the connection closed;
 * no answer within timeouts.backend_read, an over-long or malformed head: 502 / 504.
 
@@ -29,6 +34,7 @@ from aiohttp.web_request import BaseRequest
 
 from regional_lb.balancing.base import RequestInfo
 from regional_lb.proxy.hooks import ExchangeHooks
+from regional_lb.proxy.idle import IdleTimer
 from regional_lb.proxy.server import plain_response
 from regional_lb.proxy.upstream import serialize_head
 from regional_lb.runtime import RouteRuntime
@@ -44,14 +50,16 @@ _HIGH_WATER = 256 * 1024
 class _ToBackend:
     """aiohttp's payload parser slot, after the tunnel is up: the client's bytes go to the backend."""
 
-    def __init__(self, writer: asyncio.StreamWriter, client: asyncio.Transport) -> None:
+    def __init__(self, writer: asyncio.StreamWriter, client: asyncio.Transport, timer: IdleTimer) -> None:
         self.writer = writer
         self.client = client
+        self.touch = timer.touch
         self._draining: asyncio.Task[None] | None = None
 
     def feed_data(self, data: bytes) -> tuple[bool, bytes]:
         if self.writer.is_closing():
             return False, b""
+        self.touch()
         self.writer.write(data)
         transport = self.writer.transport
         if transport.get_write_buffer_size() > _HIGH_WATER and self._draining is None:
@@ -69,6 +77,15 @@ class _ToBackend:
     def feed_eof(self) -> None:
         """The client is gone (asyncio closes a transport on EOF): so is the tunnel."""
         self.writer.close()                    # the backend reader sees EOF: proxy_connect ends
+
+
+def _shut(transport: asyncio.BaseTransport) -> None:
+    """Close a transport now: gracefully if nothing is queued, else dropped (a side that does not
+    read must not keep it open for ever)."""
+    if isinstance(transport, asyncio.WriteTransport) and transport.get_write_buffer_size():
+        transport.abort()
+    else:
+        transport.close()
 
 
 async def _read_head(reader: asyncio.StreamReader) -> bytes:
@@ -130,17 +147,24 @@ async def proxy_connect(handler: ExchangeHooks, request: BaseRequest, rr: RouteR
         rest = head[head.index(b"\r\n\r\n") + 4:]
         transport.write(_ESTABLISHED + rest)
         handler._account(request, rr, 200, t0, backend.id, pick.reason)
-        up = _ToBackend(writer, transport)
-        request.protocol.set_parser(up)  # type: ignore[arg-type]
+        idle = timeouts.tunnel
+        backend_side = writer.transport
+
+        def on_idle() -> None:
+            log.info("CONNECT tunnel %s -> %s (route %s): nothing either way for %gs, closed",
+                     request.remote, backend.id, rr.route.name, idle)
+            lb.metrics.tunnels_closed.labels(rr.route.name, "connect", "idle").inc()
+            _shut(backend_side)                # the relay below reads EOF and ends
+            _shut(transport)
+
+        timer = IdleTimer(idle, on_idle)
+        try:
+            up = _ToBackend(writer, transport, timer)
+            request.protocol.set_parser(up)  # type: ignore[arg-type]
+            await _relay(reader, transport, request.protocol, timer)
+        finally:
+            timer.cancel()
         proto: Any = request.protocol
-        while not transport.is_closing():
-            data = await reader.read(65536)
-            if not data:
-                break
-            transport.write(data)
-            if transport.get_write_buffer_size() > _HIGH_WATER:
-                with contextlib.suppress(ConnectionError):
-                    await proto._drain_helper()
         proto.force_close()
         transport.close()
         return web.Response(status=200)        # not sent: the connection is closed
@@ -148,3 +172,17 @@ async def proxy_connect(handler: ExchangeHooks, request: BaseRequest, rr: RouteR
         if writer is not None:
             writer.close()
         pool.request_finished(backend.id, ok=ok, latency=None, now=clock())
+
+
+async def _relay(reader: asyncio.StreamReader, transport: asyncio.Transport, proto: Any, timer: IdleTimer) -> None:
+    """Backend -> client until the backend's EOF or the client's transport closes."""
+    touch = timer.touch
+    while not transport.is_closing():
+        data = await reader.read(65536)
+        if not data:
+            break
+        touch()
+        transport.write(data)
+        if transport.get_write_buffer_size() > _HIGH_WATER:
+            with contextlib.suppress(ConnectionError):
+                await proto._drain_helper()

@@ -3,7 +3,13 @@
 The backend is picked exactly as for a plain request (so sticky cookies and hashes send a
 session's socket to its server); the proxy connects to it first (ClientSession.ws_connect),
 then accepts the client's upgrade with the subprotocol the backend chose, and relays
-messages both ways until either side closes; the close code is passed on.
+messages both ways until either side closes; the close code is passed on. A relay with no
+message either way (data, ping or pong) for `timeouts.tunnel` (default 1h; HAProxy's `timeout
+tunnel`, regional_lb/proxy/idle.py) is closed with 1001 (going away) to both the client and the
+backend, logged at info and counted in `rlb_tunnels_closed_total{kind="websocket", reason="idle"}`;
+any message either way starts the wait again. The closing handshakes run side by side, each
+bounded (the backend's reply 5s, the client's aiohttp's 10s), so a peer that never answers the
+close frame holds the connection that long at most.
 
 Re-dispatch follows a GET's rules (regional_lb/retry.py, the pool's attempts and retry
 budget): a sticky backend that is down or ejected is not a candidate, so the policy moves
@@ -18,7 +24,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -30,6 +38,7 @@ from yarl import URL
 from regional_lb.balancing.base import Pick, RequestInfo
 from regional_lb.errors import BackendConnectError
 from regional_lb.proxy.hooks import ExchangeHooks
+from regional_lb.proxy.idle import IdleTimer
 from regional_lb.proxy.upstream import backend_origin, translate
 from regional_lb.retry import may_retry
 from regional_lb.runtime import RouteRuntime
@@ -49,8 +58,9 @@ _WS_OWN = frozenset({"sec-websocket-key", "sec-websocket-version", "sec-websocke
                      "sec-websocket-protocol", "host", "content-length"})
 
 
-async def _pump(src: Any, dst: Any) -> None:
+async def _pump(src: Any, dst: Any, touch: Callable[[], None]) -> None:
     async for msg in src:
+        touch()
         if msg.type == WSMsgType.TEXT:
             await dst.send_str(msg.data)
         elif msg.type == WSMsgType.BINARY:
@@ -61,6 +71,11 @@ async def _pump(src: Any, dst: Any) -> None:
             await dst.pong(msg.data)
         elif msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR):
             break
+
+
+async def _close(ws: Any, code: int) -> None:
+    with contextlib.suppress(Exception):
+        await ws.close(code=code)
 
 
 async def proxy_websocket(handler: ExchangeHooks, request: BaseRequest, rr: RouteRuntime, info: RequestInfo,
@@ -144,22 +159,29 @@ async def _relay(handler: ExchangeHooks, request: BaseRequest, rr: RouteRuntime,
             handler._account(request, rr, 101, t0, backend.id, pick.reason)
             if rr.bookkeeping:                  # as after a GET: session counts, stick table, metrics
                 await handler._sticky_bookkeeping(rr, info, pick, _NO_HEADERS)
-            a = asyncio.create_task(_pump(client_ws, upstream_ws))
-            b = asyncio.create_task(_pump(upstream_ws, client_ws))
+            idle: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            timer = IdleTimer(lb.config.timeouts.tunnel, functools.partial(idle.set_result, None))  # fires once
+            a = asyncio.create_task(_pump(client_ws, upstream_ws, timer.touch))
+            b = asyncio.create_task(_pump(upstream_ws, client_ws, timer.touch))
             try:
-                done, _pending = await asyncio.wait({a, b}, return_when=asyncio.FIRST_COMPLETED)
+                done, _pending = await asyncio.wait({a, b, idle}, return_when=asyncio.FIRST_COMPLETED)
             finally:
+                timer.cancel()
+                idle.cancel()
                 for t in (a, b):
                     t.cancel()
                 for t in (a, b):
                     with contextlib.suppress(asyncio.CancelledError, Exception):
                         await t
-            code = upstream_ws.close_code if b in done else client_ws.close_code
-            code = code or aiohttp.WSCloseCode.OK
-            with contextlib.suppress(Exception):
-                await client_ws.close(code=code)
-            with contextlib.suppress(Exception):
-                await upstream_ws.close(code=code)
+            if a in done or b in done:
+                code = upstream_ws.close_code if b in done else client_ws.close_code
+                code = code or aiohttp.WSCloseCode.OK
+            else:
+                code = aiohttp.WSCloseCode.GOING_AWAY
+                log.info("websocket %s -> %s (route %s): no message either way for %gs, closed with 1001",
+                         request.remote, backend.id, rr.route.name, timer.idle)
+                lb.metrics.tunnels_closed.labels(rr.route.name, "websocket", "idle").inc()
+            await asyncio.gather(_close(client_ws, code), _close(upstream_ws, code))
             return client_ws
     finally:
         pool.request_finished(backend.id, ok=True, latency=None, now=lb.clock())

@@ -1,4 +1,5 @@
-"""CONNECT: 405 unless the route allows it; then a tunnel to a backend of the route's pool, on both server kinds."""
+"""CONNECT: 405 unless the route allows it; then a tunnel to a backend of the route's pool, on both server kinds;
+a tunnel with no byte either way for `timeouts.tunnel` is closed (both sides), any byte either way resets the wait."""
 
 from __future__ import annotations
 
@@ -15,7 +16,9 @@ from regional_lb.config import parse_config
 
 
 class ForwardProxy:
-    """A backend that answers CONNECT: 403 for deny.test, else 200 and an upper-casing echo."""
+    """A backend that answers CONNECT: 403 for deny.test, else 200 and an upper-casing echo; for quiet.test
+    it answers nothing (counts the bytes in `received`); for tick.test it sends `ticks` bytes, one every
+    `tick` seconds (noting the loop time of the last in `last_tick`), and then says nothing."""
 
     def __init__(self) -> None:
         self.heads: list[bytes] = []
@@ -23,6 +26,9 @@ class ForwardProxy:
         self.server: asyncio.AbstractServer | None = None
         self.port = 0
         self.conns: set[asyncio.StreamWriter] = set()
+        self.received = 0
+        self.got_bytes = asyncio.Event()
+        self.tick, self.ticks, self.last_tick = 0.0, 0, 0.0
 
     async def start(self) -> None:
         self.server = await asyncio.start_server(self._conn, "127.0.0.1", 0)
@@ -37,7 +43,17 @@ class ForwardProxy:
                 writer.write(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n")
                 return
             writer.write(b"HTTP/1.1 200 OK\r\n\r\n")
+            target = head.split(b"\r\n", 1)[0]
+            if b"tick.test" in target:
+                for _ in range(self.ticks):
+                    await asyncio.sleep(self.tick)
+                    writer.write(b".")
+                    self.last_tick = asyncio.get_running_loop().time()
             while data := await reader.read(65536):
+                if b"quiet.test" in target:
+                    self.received += len(data)
+                    self.got_bytes.set()
+                    continue
                 writer.write(data.upper())
                 await writer.drain()
         except (ConnectionError, asyncio.IncompleteReadError):
@@ -55,8 +71,8 @@ class ForwardProxy:
         await self.server.wait_closed()
 
 
-def config(port: int) -> Any:
-    doc = {
+def config(port: int, tunnel: float | None = None) -> Any:
+    doc: dict[str, Any] = {
         "region": "r",
         "listen": [{"address": "127.0.0.1:0"}],
         "admin": {"enabled": False},
@@ -65,20 +81,28 @@ def config(port: int) -> Any:
         "routes": [{"name": "tunnels", "match": {"host": "*.test"}, "pool": "proxies", "allow_connect": True},
                    {"name": "web", "match": {"path": "/"}, "pool": "web"}],
     }
+    if tunnel is not None:
+        doc["timeouts"] = {"tunnel": tunnel}
     return parse_config(yaml.safe_dump(doc))
 
 
 @contextlib.asynccontextmanager
-async def setup(kind: str) -> AsyncIterator[tuple[ForwardProxy, int]]:
+async def running(kind: str, tunnel: float | None = None) -> AsyncIterator[tuple[ForwardProxy, LoadBalancer]]:
     fp = ForwardProxy()
     await fp.start()
-    lb = LoadBalancer(config(fp.port), server=kind)
+    lb = LoadBalancer(config(fp.port, tunnel), server=kind)
     await lb.start()
     try:
-        yield fp, lb.listen_addresses[0][1]
+        yield fp, lb
     finally:
         await lb.stop()
         await fp.close()
+
+
+@contextlib.asynccontextmanager
+async def setup(kind: str) -> AsyncIterator[tuple[ForwardProxy, int]]:
+    async with running(kind) as (fp, lb):
+        yield fp, lb.listen_addresses[0][1]
 
 
 async def read_until(reader: asyncio.StreamReader, marker: bytes) -> bytes:
@@ -138,3 +162,87 @@ async def test_refusals(kind: str) -> None:
             async with asyncio.timeout(5):
                 await reader.read()                                 # then closed
             writer.close()
+
+
+def tunnel_finished(lb: LoadBalancer) -> asyncio.Event:
+    """Set when the proxy gives the tunnel's in-flight count back to the pool (the handler's last step)."""
+    pool = lb.rt.pools["proxies"].pool
+    finished = asyncio.Event()
+    original = pool.request_finished
+
+    def spy(*args: Any, **kw: Any) -> None:
+        original(*args, **kw)
+        finished.set()
+
+    pool.request_finished = spy  # type: ignore[method-assign]
+    return finished
+
+
+def idle_closes(lb: LoadBalancer) -> float | None:
+    return lb.metrics.registry.get_sample_value("rlb_tunnels_closed_total",
+                                                {"route": "tunnels", "kind": "connect", "reason": "idle"})
+
+
+async def open_tunnel(port: int, host: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(f"CONNECT {host}:443 HTTP/1.1\r\nHost: {host}:443\r\n\r\n".encode())
+    assert await read_until(reader, b"\r\n\r\n") == b"HTTP/1.1 200 Connection Established\r\n\r\n"
+    return reader, writer
+
+
+@pytest.mark.parametrize("kind", ["fast", "aiohttp"])
+async def test_an_idle_tunnel_is_closed_after_the_tunnel_timeout(kind: str) -> None:
+    tunnel = 0.2
+    async with running(kind, tunnel) as (fp, lb):
+        finished = tunnel_finished(lb)
+        loop = asyncio.get_running_loop()
+        start = loop.time()                         # before the proxy's timer starts: a lower bound
+        reader, writer = await open_tunnel(lb.listen_addresses[0][1], "a.test")
+        writer.write(b"ping")
+        assert await read_until(reader, b"PING") == b"PING"
+        last = loop.time()                          # the proxy touched its timer before we saw the echo
+        assert lb.rt.pools["proxies"].inflight_counts() == {"fp": 1}
+        async with asyncio.timeout(5):
+            assert await reader.read() == b""       # the proxy closed the client side
+            await fp.closed.wait()                  # ... and the backend side (it read EOF)
+            await finished.wait()
+        assert loop.time() - start >= tunnel
+        assert loop.time() - last < tunnel + 4
+        assert lb.rt.pools["proxies"].inflight_counts() == {"fp": 0}
+        assert idle_closes(lb) == 1.0
+        writer.close()
+
+
+@pytest.mark.parametrize("direction", ["client", "backend"])
+async def test_any_byte_either_way_restarts_the_wait(direction: str) -> None:
+    tunnel, ticks = 0.4, 7                          # a byte every tunnel/3 for more than 2 x tunnel
+    async with running("fast", tunnel) as (fp, lb):
+        finished = tunnel_finished(lb)
+        loop = asyncio.get_running_loop()
+        fp.tick, fp.ticks = tunnel / 3, ticks
+        start = loop.time()
+        reader, writer = await open_tunnel(lb.listen_addresses[0][1],
+                                           "quiet.test" if direction == "client" else "tick.test")
+        if direction == "client":                   # the client talks, the backend never answers
+            for _ in range(ticks):
+                await asyncio.sleep(tunnel / 3)
+                writer.write(b".")
+            last = loop.time()
+            while fp.received < ticks:              # every byte reached the backend: still open
+                fp.got_bytes.clear()
+                async with asyncio.timeout(5):
+                    await fp.got_bytes.wait()
+        else:                                       # the backend talks, the client never does
+            assert await read_until(reader, b"." * ticks) == b"." * ticks
+            last = fp.last_tick
+        assert loop.time() - start > 2 * tunnel
+        assert idle_closes(lb) is None
+        assert not fp.closed.is_set()
+        async with asyncio.timeout(5):
+            assert await reader.read() == b""       # then silence: closed
+            await fp.closed.wait()
+            await finished.wait()
+        assert loop.time() - last >= tunnel
+        assert idle_closes(lb) == 1.0
+        assert lb.rt.pools["proxies"].inflight_counts() == {"fp": 0}
+        writer.close()
