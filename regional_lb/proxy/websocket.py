@@ -7,9 +7,10 @@ messages both ways until either side closes; the close code is passed on. A rela
 message either way (data, ping or pong) for `timeouts.tunnel` (default 1h; HAProxy's `timeout
 tunnel`, regional_lb/proxy/idle.py) is closed with 1001 (going away) to both the client and the
 backend, logged at info and counted in `rlb_tunnels_closed_total{kind="websocket", reason="idle"}`;
-any message either way starts the wait again. The closing handshakes run side by side, each
-bounded (the backend's reply 5s, the client's aiohttp's 10s), so a peer that never answers the
-close frame holds the connection that long at most.
+any message either way starts the wait again; a client that stopped reading (bytes queued for it)
+is dropped without a closing handshake. However a relay ends, the two closing handshakes run
+side by side, each at most 10s (drain and close reply: a peer that never reads or never answers
+holds nothing longer); a client whose bytes are still queued after it is dropped.
 
 Re-dispatch follows a GET's rules (regional_lb/retry.py, the pool's attempts and retry
 budget): a sticky backend that is down or ejected is not a candidate, so the policy moves
@@ -45,6 +46,7 @@ from regional_lb.runtime import RouteRuntime
 
 log = logging.getLogger("regional_lb.proxy")
 _NONE: frozenset[str] = frozenset()
+_CLOSE_LIMIT = 10.0            # seconds: each side's closing handshake, drain included
 
 
 class _NoHeaders:
@@ -74,8 +76,19 @@ async def _pump(src: Any, dst: Any, touch: Callable[[], None]) -> None:
 
 
 async def _close(ws: Any, code: int) -> None:
-    with contextlib.suppress(Exception):
-        await ws.close(code=code)
+    """A closing handshake, bounded: aiohttp's waits for the peer's close frame (10s client, 5s
+    backend) but not for the drain before it, which a peer that does not read holds for ever."""
+    try:
+        async with asyncio.timeout(_CLOSE_LIMIT):
+            await ws.close(code=code)
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise                               # this task is being cancelled
+        # else aiohttp's drain waiter, shared by a connection's writers, was cancelled with the pump
+        # blocked on it: the close frame is queued, the transport closing (dropped below if stuck)
+    except Exception:
+        pass
 
 
 async def proxy_websocket(handler: ExchangeHooks, request: BaseRequest, rr: RouteRuntime, info: RequestInfo,
@@ -156,6 +169,7 @@ async def _relay(handler: ExchangeHooks, request: BaseRequest, rr: RouteRuntime,
             if pick.set_cookie:
                 client_ws.headers.add("Set-Cookie", pick.set_cookie)
             await client_ws.prepare(request)
+            client_transport = request.transport
             handler._account(request, rr, 101, t0, backend.id, pick.reason)
             if rr.bookkeeping:                  # as after a GET: session counts, stick table, metrics
                 await handler._sticky_bookkeeping(rr, info, pick, _NO_HEADERS)
@@ -181,7 +195,11 @@ async def _relay(handler: ExchangeHooks, request: BaseRequest, rr: RouteRuntime,
                 log.info("websocket %s -> %s (route %s): no message either way for %gs, closed with 1001",
                          request.remote, backend.id, rr.route.name, timer.idle)
                 lb.metrics.tunnels_closed.labels(rr.route.name, "websocket", "idle").inc()
+                if client_transport is not None and client_transport.get_write_buffer_size():
+                    client_transport.abort()    # not reading: a closing handshake would wait on a drain
             await asyncio.gather(_close(client_ws, code), _close(upstream_ws, code))
+            if client_transport is not None and client_transport.get_write_buffer_size():
+                client_transport.abort()        # its bytes not taken within _CLOSE_LIMIT: dropped
             return client_ws
     finally:
         pool.request_finished(backend.id, ok=True, latency=None, now=lb.clock())

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -13,12 +14,16 @@ import yaml
 
 from regional_lb.app import LoadBalancer
 from regional_lb.config import parse_config
+from tests.proc_sockets import holds_tcp_socket
+
+FLOOD = 32 * 1024 * 1024
 
 
 class ForwardProxy:
     """A backend that answers CONNECT: 403 for deny.test, else 200 and an upper-casing echo; for quiet.test
     it answers nothing (counts the bytes in `received`); for tick.test it sends `ticks` bytes, one every
-    `tick` seconds (noting the loop time of the last in `last_tick`), and then says nothing."""
+    `tick` seconds (noting the loop time of the last in `last_tick`), and then says nothing; for flood.test it
+    sends FLOOD bytes at once (more than the sockets to a client that does not read hold)."""
 
     def __init__(self) -> None:
         self.heads: list[bytes] = []
@@ -44,6 +49,11 @@ class ForwardProxy:
                 return
             writer.write(b"HTTP/1.1 200 OK\r\n\r\n")
             target = head.split(b"\r\n", 1)[0]
+            if b"flood.test" in target:
+                block = b"x" * 262144
+                for _ in range(FLOOD // len(block)):
+                    writer.write(block)
+                    await writer.drain()
             if b"tick.test" in target:
                 for _ in range(self.ticks):
                     await asyncio.sleep(self.tick)
@@ -246,3 +256,33 @@ async def test_any_byte_either_way_restarts_the_wait(direction: str) -> None:
         assert idle_closes(lb) == 1.0
         assert lb.rt.pools["proxies"].inflight_counts() == {"fp": 0}
         writer.close()
+
+
+async def test_a_client_that_stops_reading_is_dropped_once_idle() -> None:
+    """The backend floods, the client reads nothing: the relay waits for the client's socket to drain, no byte
+    moves, and `tunnel` later both sides are closed, the client's socket released though bytes are queued."""
+    async with running("fast", 0.2) as (fp, lb):
+        finished = tunnel_finished(lb)
+        port = lb.listen_addresses[0][1]
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)      # a small window: the flood stops soon
+        sock.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
+        reader, writer = await asyncio.open_connection(sock=sock, limit=4096)
+        client_port = sock.getsockname()[1]
+        writer.write(b"CONNECT flood.test:443 HTTP/1.1\r\nHost: flood.test:443\r\n\r\n")
+        try:
+            async with asyncio.timeout(10):
+                await finished.wait()                   # nothing read meanwhile
+                await fp.closed.wait()
+            assert idle_closes(lb) == 1.0
+            assert lb.rt.pools["proxies"].inflight_counts() == {"fp": 0}
+            assert not holds_tcp_socket(port, client_port)
+            got = 0
+            async with asyncio.timeout(5):              # what reached the client's socket, then the end
+                with contextlib.suppress(ConnectionError):
+                    while data := await reader.read(1 << 20):
+                        got += len(data)
+            assert got < FLOOD
+        finally:
+            writer.close()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -15,12 +16,16 @@ import pytest
 from aiohttp import WSMsgType, web
 
 from regional_lb.app import LoadBalancer
+from tests.proc_sockets import holds_tcp_socket
 from tests.rlb_helpers import lb_config, lb_url, running_lb
+
+FLOOD = 32 * 1024 * 1024
 
 
 class WsBackend:
     """/quiet: never sends, counts what it receives (pings too: autoping off, so it answers none);
-    /tick: sends `ticks` texts, one every `tick` seconds (loop time of the last in `last_tick`), then is silent.
+    /tick: sends `ticks` texts, one every `tick` seconds (loop time of the last in `last_tick`), then is silent;
+/flood: sends FLOOD bytes at once (far more than the sockets between it and a client that does not read hold).
     Both record the close code the proxy sent them in `close_codes`."""
 
     def __init__(self) -> None:
@@ -31,10 +36,16 @@ class WsBackend:
         self.close_codes: list[int | None] = []
         self.closed = asyncio.Event()
         self.tick, self.ticks, self.last_tick = 0.0, 0, 0.0
+        self.flooded = asyncio.Event()
 
     async def _ws(self, request: web.Request) -> web.WebSocketResponse:
         ws = web.WebSocketResponse(autoping=False)
         await ws.prepare(request)
+        if request.path == "/flood":
+            block = b"x" * 262144
+            for _ in range(FLOOD // len(block)):
+                await ws.send_bytes(block)
+            self.flooded.set()
         if request.path == "/tick":
             for i in range(self.ticks):
                 await asyncio.sleep(self.tick)
@@ -186,3 +197,38 @@ async def test_a_clients_close_code_is_passed_on_and_not_counted_as_idle() -> No
             await finished.wait()
         assert backend.close_codes == [4005]
         assert idle_closes(lb) is None
+
+
+async def test_a_client_that_stops_reading_is_dropped_once_idle() -> None:
+    """The backend floods, the client reads nothing: the relay blocks on the client's socket, no message moves,
+    and `tunnel` later the client is dropped (no closing handshake to wait for: its socket is released though
+    bytes are still queued for it) and the backend gets 1001."""
+    async with running(0.2) as (backend, lb):
+        finished = relay_finished(lb)
+        host, port = lb.listen_addresses[0]
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a small window: the flood stops soon
+        sock.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(sock, (host, port))
+        reader, writer = await asyncio.open_connection(sock=sock, limit=4096)
+        client_port = sock.getsockname()[1]
+        writer.write(f"GET /flood HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                     "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n".encode())
+        async with asyncio.timeout(5):
+            assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 101")
+        try:
+            async with asyncio.timeout(10):
+                await finished.wait()                     # ... and nothing read meanwhile
+                await backend.closed.wait()
+            assert backend.close_codes == [aiohttp.WSCloseCode.GOING_AWAY]
+            assert idle_closes(lb) == 1.0
+            assert lb.rt.pools["app"].inflight_counts() == {backend.address: 0}
+            assert not holds_tcp_socket(port, client_port)    # released, not left to drain for ever
+            got = 0
+            async with asyncio.timeout(5):                # what reached the client's socket, then the end
+                with contextlib.suppress(ConnectionError):
+                    while data := await reader.read(1 << 20):
+                        got += len(data)
+            assert got < FLOOD                            # it was cut short, not delivered
+        finally:
+            writer.close()
