@@ -38,7 +38,6 @@ the machine's CPU count, so a config valid on one host is valid on another).
 from __future__ import annotations
 
 import ipaddress
-import math
 import os
 import re
 from collections.abc import Mapping
@@ -75,16 +74,6 @@ def parse_size(value: Any) -> int | None:
     if not m or m.group(2).lower() not in _SIZE_UNITS:
         return None
     return int(float(m.group(1)) * _SIZE_UNITS[m.group(2).lower()])
-
-
-def _take_finite_duration(section: Section, key: str, default: float) -> float:
-    """A duration of at least 1ms that is a number of seconds ('inf' and 'nan' are refused: a timer
-    must be able to fire)."""
-    seconds = float(section.take_duration(key, default, minimum=0.001))
-    if not math.isfinite(seconds):
-        section.record(section.error(key, f"must be a finite duration, got {section.data[key]!r}"))
-        return default
-    return seconds
 
 
 def parse_address(text: str, *, default_port: int | None = None) -> tuple[str, int]:
@@ -443,7 +432,7 @@ def _build(root: Section, base_dir: Path) -> Config:
         backend_read=to.take_duration("backend_read", 30.0, minimum=0.001),
         client_idle=to.take_duration("client_idle", 60.0, minimum=0.001),
         header_read=to.take_duration("header_read", 10.0, minimum=0.001),
-        tunnel=_take_finite_duration(to, "tunnel", 3600.0))
+        tunnel=to.take_duration("tunnel", 3600.0, minimum=0.001))
     to.done()
 
     li = root.section("limits")

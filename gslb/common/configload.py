@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import difflib
 import ipaddress
+import math
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -345,22 +346,19 @@ _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
 
 def parse_duration(value: Any) -> float | None:
-    """Seconds from a number or a string like "250ms", "2s", "1.5m", "1h"; None if not a duration."""
+    """Seconds from a number or a string like "250ms", "2s", "1.5m", "1h"; None if not a duration
+    (also for nan and infinity, "inf" or an overflow like "1e999": no timer can wait for those)."""
     if isinstance(value, bool):
         return None
-    if isinstance(value, int | float):
-        return float(value)
-    if not isinstance(value, str):
-        return None
-    text = value.strip().lower()
-    for unit in ("ms", "s", "m", "h", "d"):
-        if text.endswith(unit):
-            number = text[: -len(unit)].strip()
-            try:
-                return float(number) * _UNITS[unit]
-            except ValueError:
-                return None
     try:
-        return float(text)
-    except ValueError:
+        if isinstance(value, int | float):
+            seconds = float(value)
+        elif isinstance(value, str):
+            text = value.strip().lower()
+            unit = next((u for u in ("ms", "s", "m", "h", "d") if text.endswith(u)), None)
+            seconds = float(text[: -len(unit)].strip()) * _UNITS[unit] if unit else float(text)
+        else:
+            return None
+    except (ValueError, OverflowError):
         return None
+    return seconds if math.isfinite(seconds) else None

@@ -69,7 +69,10 @@ def test_number_bounds_and_choice_and_ip():
 
 
 @pytest.mark.parametrize(("text", "seconds"), [(2, 2.0), ("500ms", 0.5), ("1.5m", 90.0), ("1h", 3600.0),
-                                                 ("3", 3.0), ("x", None), (True, None), ([], None)])
+                                                 ("3", 3.0), ("x", None), (True, None), ([], None),
+                                                 ("nan", None), ("inf", None), ("-inf", None), ("infs", None),
+                                                 ("1e999", None), ("1e306h", None), (float("nan"), None),
+                                                 (float("inf"), None), (10**400, None), ("2d", 172800.0)])
 def test_parse_duration(text, seconds):
     assert parse_duration(text) == seconds
 
@@ -169,3 +172,11 @@ def test_lines_follow_anchors_and_merge_keys() -> None:
     assert dns.line == 2
     assert dns.line_of("extra") == 4
     assert dns.line_of("port") == 1                   # where the merged key is written
+
+
+def test_a_duration_that_is_not_finite_is_refused_with_its_key():
+    root = load("timeout: nan\nidle: inf\n")
+    with pytest.raises(ConfigError, match="timeout: expected a duration"):
+        root.take_duration("timeout")
+    with pytest.raises(ConfigError, match="idle: expected a duration"):
+        root.take_duration("idle")

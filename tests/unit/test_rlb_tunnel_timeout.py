@@ -42,8 +42,8 @@ def test_default_is_an_hour_and_a_duration_is_read() -> None:
     ("soon", "expected a duration"),
     ([1], "expected a duration"),
     (True, "expected a duration"),
-    ("inf", "must be a finite duration, got 'inf'"),
-    ("nan", "must be a finite duration, got 'nan'"),
+    ("inf", "expected a duration such as"),
+    ("nan", "expected a duration such as"),
 ])
 def test_a_bad_tunnel_timeout_is_refused_with_key_path_and_reason(value: Any, reason: str) -> None:
     with pytest.raises(ConfigError) as info:
