@@ -6,7 +6,7 @@ key path and the reason (`ConfigError`). Pool tuning (health, outlier, slow star
 retries) is parsed by `regional_lb.pool.load_pool_settings` and policy options by
 `regional_lb.balancing.make_policy`, so a config that loads here is one the proxy can run.
 
-The document shape is in /work/notes/rlb_contract.md and deploy/example/edge.yaml.
+The document shape: deploy/example/edge.yaml and internal.yaml (every key, with comments), and README.md.
 
 Listener keys beside `address` and `tls` (defaults as nginx / Envoy users expect them; the
 reading itself is regional_lb/target.py, shared by both server kinds):

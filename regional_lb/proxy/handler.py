@@ -10,7 +10,7 @@ For each request `ProxyHandler.__call__`:
    allows it: then a tunnel, regional_lb/proxy/connect.py) and rewrites the headers
    (regional_lb/headers.py);
 4. asks the route's policy for a backend (the stick table first for sticky_learn), as in
-   /work/notes/rlb_contract.md; no pick -> 503;
+   regional_lb/balancing (the policies) and regional_lb/state (the stick table) describe; no pick -> 503;
 5. sends the request with its body streamed (bodies up to 64 KiB are buffered so that an
    idempotent request can be replayed); connect failures are retried on another backend,
    failures after sending only for idempotent requests with a replayable body, within the
