@@ -62,7 +62,7 @@ from gslb.app import GslbServer
 from gslb.common.admin import ADMIN_TOKEN, json_error, metrics_handler, require_token
 from gslb.common.configload import ConfigError
 from gslb.common.statuspage import add_status_page
-from gslb.geoip import ATTRIBUTION, Location
+from gslb.geoip import ATTRIBUTION, Location, exactly
 from gslb.metrics import GslbCollector
 from gslb.peers.admin_state import AdminState, entries_from_json
 from gslb.seams import Answers, WorkersView
@@ -316,6 +316,10 @@ class _AtOnePlace:
 
     def locate(self, _address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> Location:
         return self.location
+
+    def locate_exact(self, _address: ipaddress.IPv4Address | ipaddress.IPv6Address,
+                     prefix_len: int | None) -> Location | None:
+        return exactly(self.location, prefix_len)
 
     def close(self) -> None:
         """Nothing to let go of."""

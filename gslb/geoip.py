@@ -145,6 +145,11 @@ class GeoLocator(Protocol):
         """The record for `address`, or None when the database has none."""
         ...
 
+    def locate_exact(self, address: IPAddress, prefix_len: int | None) -> Location | None:
+        """`locate(address)`, but None unless its record network is exactly /prefix_len (None: any);
+        ECS scope widening asks this of sibling networks, so a locator may skip building them."""
+        ...
+
     def close(self) -> None:
         """Let go of the database (GslbServer calls it on the locator a reload replaces); a locator
         holding nothing does nothing."""
@@ -158,6 +163,14 @@ class DatabaseFile(Protocol):
 
     path: Path
     source: tuple[str, int, int]
+
+
+def exactly(location: Location | None, prefix_len: int | None) -> Location | None:
+    """`location` if its record network is /prefix_len (or prefix_len is None), else None: a
+    `locate_exact` for locators that have nothing cheaper."""
+    if location is None or (prefix_len is not None and location.prefix_len != prefix_len):
+        return None
+    return location
 
 
 def unmap(address: IPAddress) -> IPAddress:
@@ -348,6 +361,9 @@ class FakeLocator:
             if address.version == net.version and address in net:
                 return Location(place.lat, place.lon, place.country, place.continent, place.city, net)
         return None
+
+    def locate_exact(self, address: IPAddress, prefix_len: int | None) -> Location | None:
+        return exactly(self.locate(address), prefix_len)
 
     def close(self) -> None:
         """Nothing to let go of."""

@@ -214,9 +214,9 @@ class Steering:
         self._regions = dict(regions)
         self._services = dict(services)
         self._locator = locator
-        # optional: locate only if the record is exactly /prefix (MaxMindLocator; saves building
-        # Locations for siblings that cannot be merged)
-        self._locate_exact = getattr(locator, "locate_exact", None)
+        # locate only if the record is exactly /prefix (MaxMindLocator then builds no Location for
+        # siblings that cannot be merged)
+        self._locate_exact = locator.locate_exact
         self._latency = latency
         self._rng = rng if rng is not None else random.Random()
         self._states: dict[str, RegionState] = {name: _UP for name in regions}
@@ -758,8 +758,7 @@ class Steering:
         """(regions, ttl, all_down) of the sibling network if it is one record of exactly
         /prefix whose key network is itself, else _NO_MERGE."""
         address: IPAddress = ipaddress.IPv4Address(sibling) if version == 4 else ipaddress.IPv6Address(sibling)
-        exact = self._locate_exact
-        loc = exact(address, prefix) if exact is not None else self._locator.locate(address)
+        loc = self._locate_exact(address, prefix)
         if loc is None or loc.prefix_len != prefix:
             return _NO_MERGE
         if self._key_prefix(svc, address, loc) != prefix:

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gslb.common.configload import Section
-from gslb.geoip import FakeLocator, Location, Place
+from gslb.geoip import FakeLocator, Location, Place, exactly
 from gslb.latency_table import LatencyTable
 from gslb.steering import Steering, SteeringError
 from gslb.steering.base import Region, RegionState, ServiceSteering
@@ -270,6 +270,9 @@ class GridLocator:
         prefix = 24 if address.version == 4 else 48
         network = ipaddress.ip_network((address, prefix), strict=False)
         return Location(self.place.lat, self.place.lon, "US", "NA", "", network)
+
+    def locate_exact(self, address, prefix_len):
+        return exactly(self.locate(address), prefix_len)
 
 
 def test_ecs_widening_stops_at_a_finer_sibling() -> None:
