@@ -100,7 +100,7 @@ class UdpListener:
     def start(self) -> None:
         self._sock.setblocking(False)
         self._loop = asyncio.get_running_loop()
-        self._loop.add_reader(self._sock.fileno(), self._read_pktinfo if self.pktinfo else self._read_plain)
+        self._loop.add_reader(self._sock.fileno(), self._read)
 
     def close(self) -> None:
         if self._loop is not None and self._sock.fileno() >= 0:
@@ -116,58 +116,24 @@ class UdpListener:
         client = self._addresses[host] = ipaddress.ip_address(host.partition("%")[0])
         return client
 
-    def _read_plain(self) -> None:
+    def _read(self) -> None:
+        """Up to BATCH datagrams: receive, respond, send (from the address asked, with pktinfo)."""
         sock = self._sock
-        recvfrom = sock.recvfrom
-        sendto = sock.sendto
-        addresses = self._addresses
-        respond = self._get_responder().respond
-        now = self._clock()
-        received = replied = 0              # counted here, added to the stats once per wake-up
-        try:
-            for _ in range(BATCH):
-                try:
-                    data, addr = recvfrom(MAX_DATAGRAM)
-                except (BlockingIOError, InterruptedError):
-                    return
-                except OSError:
-                    self.stats.receive_errors += 1
-                    continue
-                received += 1
-                host = addr[0]
-                client = addresses.get(host)
-                if client is None:
-                    client = self._client(host)
-                try:
-                    reply = respond(data, client, now, tcp=False)
-                except Exception:  # the responder promises never to raise; keep serving if it does
-                    self._responder_failed(data, host)
-                    continue
-                if reply is None:
-                    self._dropped(data)
-                    continue
-                try:
-                    sendto(reply, addr)
-                except OSError:
-                    self.stats.send_failed += 1
-                    continue
-                replied += 1
-        finally:
-            stats = self.stats
-            stats.received += received
-            stats.replied += replied
-
-    def _read_pktinfo(self) -> None:
-        sock = self._sock
+        pktinfo = self.pktinfo
+        recvfrom, recvmsg, sendto = sock.recvfrom, sock.recvmsg, sock.sendto
         addresses = self._addresses
         respond = self._get_responder().respond
         now = self._clock()
         v6 = self.family == socket.AF_INET6
+        ancillary: list[tuple[int, int, bytes]] = []
         received = replied = 0              # counted here, added to the stats once per wake-up
         try:
             for _ in range(BATCH):
                 try:
-                    data, ancillary, _flags, addr = sock.recvmsg(MAX_DATAGRAM, _ANCILLARY_SPACE)
+                    if pktinfo:
+                        data, ancillary, _flags, addr = recvmsg(MAX_DATAGRAM, _ANCILLARY_SPACE)
+                    else:
+                        data, addr = recvfrom(MAX_DATAGRAM)
                 except (BlockingIOError, InterruptedError):
                     return
                 except OSError:
@@ -186,10 +152,10 @@ class UdpListener:
                 if reply is None:
                     self._dropped(data)
                     continue
-                source = _reply_source(ancillary, v6)
+                source = _reply_source(ancillary, v6) if pktinfo else None
                 try:
                     if source is None:
-                        sock.sendto(reply, addr)
+                        sendto(reply, addr)
                     else:
                         sock.sendmsg((reply,), source, 0, addr)
                 except OSError:
