@@ -3,6 +3,7 @@
     spec = table_spec(service, regions)              # None: the policy is not compiled
     tables = compile_tables(read_tree(path), [spec, ...])   # {spec: GeoTable}; numpy, seconds
     table.find(version, value) -> (chain id, record prefix)  # per query: a bisect, no GeoIP decoding
+    write_tables(path, tables); map_tables(path) -> {spec: GeoTable}   # one file, mapped by every worker
 
 Why: most queries a GSLB sees carry a client network it has not answered recently (public
 resolvers send each client's /24 or /56 in ECS and cache our answer for the scope we return),
@@ -26,18 +27,40 @@ answers the default order with the client's own SOURCE prefix as scope) and SLOW
 the reference path: the IPv4 subtree seen from IPv6 (::/96 and the builder's aliases), and for
 geo_map a record that a CIDR entry splits). Real chains are CHAIN_BASE and up.
 
-Memory: per record network 4 (start) + 1 (prefix) bytes shared (IPv6 starts as Python ints), plus 2
-or 4 bytes of chain id per table; the bundled database has 3.0 M IPv4 and 0.24 M IPv6 record
-networks: loading one table added 33 MB of RSS, each further distinct map about 6 MB
-(bench/dns_bench.py measures it; bench/README.md). Compiling reads only the tree (geoip.read_tree)
-and ranks each distinct place once; the chains are computed for all records at once with numpy
-(imported here only), IPv4 in 32-bit arithmetic: ~3 s of CPU and ~420 MB peak in the worker.
+Memory: per record network 4 (start) + 1 (prefix) bytes shared (IPv6: 16 + 1), plus 2 or 4 bytes
+of chain id per table; the bundled database has 3.0 M IPv4 and 0.24 M IPv6 record networks:
+loading one table added 33 MB of RSS, each further distinct map about 6 MB (bench/dns_bench.py
+measures it; bench/README.md). Compiling reads only the tree (geoip.read_tree) and ranks each
+distinct place once; the chains are computed for all records at once with numpy (imported here
+only), IPv4 in 32-bit arithmetic: ~3 s of CPU and ~420 MB peak in the compiling process.
+
+The table file (write_tables / map_tables): with workers, the supervisor compiles once and writes
+every table of its configuration to one file; each worker maps it read-only, so the arrays sit
+once in the page cache whatever the number of workers (a worker's RSS counts the pages it
+touched, its PSS its share of them). Layout: a fixed header (magic b"GSLBTBL\0", version,
+JSON header length, data length, CRC-32 of header and data), a JSON header (the database
+source; each table's spec, orders and chains; each array's type code, offset and length), then
+the arrays' native bytes, each 8-byte aligned: IPv4 starts ('I'), the /16 index ('I'), IPv4
+prefixes ('B'), IPv6 starts' high and low words ('Q', 'Q'), IPv6 prefixes ('B'), and per table
+its IPv4 and IPv6 chain ids ('H' or 'I'). A mapped table's arrays are memoryviews of the mapping
+(bisect and indexing read them as they read array.array: about as fast, measured in
+bench/README.md); the mapping goes when the last table using it does. The file is written under a
+temporary name and renamed. A file that is missing, truncated, padded, of another version, or
+whose CRC-32 does not match is refused (TableFileError, naming the file and the reason); the
+CRC covers every byte, so a chain id is not range-checked one by one. JSON, not pickle: reading
+a file runs no code.
 """
 
 from __future__ import annotations
 
 import array
 import bisect
+import contextlib
+import json
+import mmap
+import os
+import struct
+import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -51,6 +74,7 @@ MAX_WIDEN = 8               # the same bound as core.py's widening
 UNLOCATED = 0
 SLOW = 1
 CHAIN_BASE = 2
+_LOW64 = (1 << 64) - 1
 _NO_ORDER = -1              # (compile time) the record is UNLOCATED
 _SLOW_ORDER = -2            # (compile time) the record is SLOW
 
@@ -83,28 +107,46 @@ def table_spec(svc: ServiceConfig, regions: Mapping[str, Region]) -> TableSpec |
 
 
 class RecordIndex:
-    """The record networks of one family, sorted: starts, prefix lengths and (IPv4) a /16 index."""
+    """The record networks of one family, sorted: starts, prefix lengths and (IPv4) a /16 index.
 
-    __slots__ = ("bits", "idx16", "prefix", "starts")
+    IPv4 starts are 32-bit words; IPv6 starts are two 64-bit words (`starts`: the high words,
+    `low`: the low words), found by a bisect on the high word, then on the low word among the
+    records sharing it. Each array is an array.array or a memoryview of a mapped table file
+    (map_tables): indexing and bisect read both the same way."""
 
-    def __init__(self, bits: int, starts: Sequence[int], prefix: array.array[int],
-                 idx16: array.array[int] | None) -> None:
+    __slots__ = ("bits", "idx16", "low", "prefix", "starts")
+
+    def __init__(self, bits: int, starts: Sequence[int], prefix: Sequence[int],
+                 idx16: Sequence[int] | None, low: Sequence[int] | None = None) -> None:
         self.bits = bits
-        self.starts = starts            # array('I') for IPv4, a list of ints for IPv6
-        self.prefix = prefix            # array('B')
+        self.starts = starts            # IPv4: the starts ('I'); IPv6: their high 64 bits ('Q')
+        self.low = low                  # IPv6: the low 64 bits of the starts ('Q'); IPv4: None
+        self.prefix = prefix            # ('B')
         self.idx16 = idx16              # IPv4: idx16[h] = first record starting at or after h << 16
 
     def find(self, value: int) -> int:
         """The index of the record holding address `value`, or -1."""
-        idx16 = self.idx16
+        idx16, low = self.idx16, self.low
         if idx16 is not None:
             h = value >> 16
             i = bisect.bisect_right(self.starts, value, idx16[h], idx16[h + 1]) - 1
+        elif low is not None:
+            high = value >> 64
+            first = bisect.bisect_left(self.starts, high)
+            last = bisect.bisect_right(self.starts, high, first)
+            # among the records whose high word is `high`, the last starting at or before value;
+            # none there: the record before them (i = first - 1)
+            i = bisect.bisect_right(low, value & _LOW64, first, last) - 1
         else:
             i = bisect.bisect_right(self.starts, value) - 1
-        if i < 0 or value - self.starts[i] >> (self.bits - self.prefix[i]):
+        if i < 0 or value - self.start(i) >> (self.bits - self.prefix[i]):
             return -1
         return i
+
+    def start(self, i: int) -> int:
+        """The first address of record `i`."""
+        low = self.low
+        return self.starts[i] if low is None else (self.starts[i] << 64) | low[i]
 
     def __len__(self) -> int:
         return len(self.prefix)
@@ -116,7 +158,7 @@ class GeoTable:
     __slots__ = ("chain_ids4", "chain_ids6", "chains", "orders", "records4", "records6", "source", "spec")
 
     def __init__(self, spec: TableSpec, source: tuple[str, int, int], records4: RecordIndex,
-                 records6: RecordIndex, chain_ids4: array.array[int], chain_ids6: array.array[int],
+                 records6: RecordIndex, chain_ids4: Sequence[int], chain_ids6: Sequence[int],
                  chains: tuple[tuple[int, ...], ...], orders: tuple[tuple[tuple[str, ...], bool], ...]) -> None:
         self.spec = spec
         self.source = source
@@ -142,6 +184,161 @@ class GeoTable:
         return (f"<GeoTable {self.spec.policy} {[r for r, _, _ in self.spec.regions]}: "
                 f"{len(self.records4):,} IPv4 + {len(self.records6):,} IPv6 networks, "
                 f"{len(self.chains) - CHAIN_BASE:,} chains, {len(self.orders)} orders>")
+
+
+# -- the table file: one compile, mapped by every worker ----------------------------------------
+
+TABLE_MAGIC = b"GSLBTBL\x00"
+TABLE_VERSION = 1
+_FIXED = struct.Struct("<8sIIQII")      # magic, version, header bytes, data bytes, crc32, (pad)
+_ALIGN = 8
+_CODES = {"B": 1, "H": 2, "I": 4, "Q": 8}
+MAX_HEADER = 256 * 1024 * 1024          # a header longer than this is refused before it is read
+
+
+class TableFileError(ValueError):
+    """a steering table file that cannot be used (missing, truncated, corrupt or another version)"""
+
+
+def _spec_wire(spec: TableSpec) -> dict[str, Any]:
+    return {"policy": spec.policy, "regions": [list(r) for r in spec.regions],
+            "default_order": list(spec.default_order),
+            **{key: [[k, list(v)] for k, v in getattr(spec, key)] for key in ("cidr", "country", "continent")},
+            "default": list(spec.default)}
+
+
+def _strs(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise TypeError(f"expected a list of strings, got {value!r:.60}")
+    return tuple(value)
+
+
+def _spec_of(wire: Any) -> TableSpec:
+    pairs = {key: tuple((str(k), _strs(v)) for k, v in wire[key]) for key in ("cidr", "country", "continent")}
+    return TableSpec(str(wire["policy"]), tuple((str(n), float(lat), float(lon)) for n, lat, lon in wire["regions"]),
+                     _strs(wire["default_order"]), pairs["cidr"], pairs["country"], pairs["continent"],
+                     _strs(wire["default"]))
+
+
+def write_tables(path: str | os.PathLike[str], tables: Mapping[TableSpec, GeoTable]) -> None:
+    """Write `tables` (all compiled from one database: they share its record index) to `path`,
+    atomically: a temporary file in the same directory, then a rename. Format: a fixed header
+    (magic, version, JSON header length, data length, CRC-32 of header and data), the JSON header
+    (the database source, each table's spec, orders and chains, and where each array lies), then
+    the arrays' native bytes, each 8-byte aligned."""
+    if not tables:
+        raise TableFileError("no tables to write")
+    first = next(iter(tables.values()))
+    source, records4, records6 = first.source, first.records4, first.records6
+    if records6.low is None or records4.idx16 is None:
+        raise TableFileError("the tables' record index has no IPv6 low words or no IPv4 /16 index")
+    arrays: list[tuple[str, Sequence[int]]] = [
+        ("starts4", records4.starts), ("idx16", records4.idx16), ("prefix4", records4.prefix),
+        ("high6", records6.starts), ("low6", records6.low), ("prefix6", records6.prefix)]
+    described = []
+    for n, table in enumerate(tables.values()):
+        if table.source != source or len(table.records4) != len(records4) or len(table.records6) != len(records6):
+            raise TableFileError("the tables were not all compiled from the same database")
+        arrays += [(f"ids4.{n}", table.chain_ids4), (f"ids6.{n}", table.chain_ids6)]
+        described.append({"spec": _spec_wire(table.spec), "orders": [[list(o), s] for o, s in table.orders],
+                          "chains": [list(c) for c in table.chains], "ids4": f"ids4.{n}", "ids6": f"ids6.{n}"})
+    blobs: list[bytes | memoryview] = []
+    layout: dict[str, list[Any]] = {}
+    offset = 0
+    for name, values in arrays:
+        raw = memoryview(values)  # type: ignore[arg-type]  # an array.array or a mapped memoryview
+        code = raw.format
+        if code not in _CODES or raw.itemsize != _CODES[code]:
+            raise TableFileError(f"{name}: unexpected array type {code!r}")
+        layout[name] = [code, offset, len(raw)]
+        data = raw.cast("B")
+        blobs.append(data)
+        offset += len(data)
+        pad = -offset % _ALIGN
+        blobs.append(b"\0" * pad)
+        offset += pad
+    header = json.dumps({"source": list(source), "arrays": layout, "tables": described},
+                        separators=(",", ":")).encode()
+    header += b" " * (-(_FIXED.size + len(header)) % _ALIGN)        # the data starts 8-byte aligned
+    crc = zlib.crc32(header)
+    for blob in blobs:
+        crc = zlib.crc32(blob, crc)
+    target = os.fspath(path)
+    tmp = f"{target}.tmp{os.getpid()}"
+    try:
+        with open(tmp, "wb") as f:
+            f.write(_FIXED.pack(TABLE_MAGIC, TABLE_VERSION, len(header), offset, crc, 0))
+            f.write(header)
+            for blob in blobs:
+                f.write(blob)
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def map_tables(path: str | os.PathLike[str]) -> dict[TableSpec, GeoTable]:
+    """The tables of a file write_tables wrote, their arrays memoryviews of one read-only mapping
+    (shared with every process that maps the file: the page cache holds them once). The mapping
+    is released when the last table of it is gone. TableFileError if the file is missing,
+    truncated, corrupt (CRC-32) or of another version: nothing of it is then used."""
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if size < _FIXED.size:
+                raise TableFileError(f"{path}: truncated ({size} bytes): not a steering table file")
+            mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    except OSError as exc:
+        raise TableFileError(f"{path}: cannot be read: {exc.strerror or exc}") from None
+    magic, version, header_len, data_len, crc, _ = _FIXED.unpack_from(mm, 0)
+    if magic != TABLE_MAGIC:
+        raise TableFileError(f"{path}: not a steering table file (bad magic)")
+    if version != TABLE_VERSION:
+        raise TableFileError(f"{path}: table file version {version}, this program reads {TABLE_VERSION}")
+    data_start = _FIXED.size + header_len
+    if header_len > MAX_HEADER or data_start + data_len != size:
+        raise TableFileError(f"{path}: truncated or padded: {size} bytes, the header says "
+                             f"{_FIXED.size + header_len + data_len}")
+    view = memoryview(mm)
+    if zlib.crc32(view[data_start:], zlib.crc32(view[_FIXED.size:data_start])) != crc:
+        raise TableFileError(f"{path}: corrupt (CRC-32 mismatch)")
+    try:
+        header = json.loads(bytes(view[_FIXED.size:data_start]))
+        source = header["source"]
+        source = (str(source[0]), int(source[1]), int(source[2]))
+
+        def array_of(name: str, code: str | None = None) -> memoryview:
+            kind, offset, count = header["arrays"][name]
+            if kind not in _CODES or (code is not None and kind != code) or not isinstance(offset, int) \
+                    or not isinstance(count, int) or offset < 0 or count < 0 or offset % _ALIGN \
+                    or offset + count * _CODES[kind] > data_len:
+                raise TableFileError(f"{path}: array {name}: bad layout {header['arrays'][name]!r:.80}")
+            start = data_start + offset
+            return view[start:start + count * _CODES[kind]].cast(kind)
+
+        starts4, idx16, prefix4 = array_of("starts4", "I"), array_of("idx16", "I"), array_of("prefix4", "B")
+        high6, low6, prefix6 = array_of("high6", "Q"), array_of("low6", "Q"), array_of("prefix6", "B")
+        if len(starts4) != len(prefix4) or len(idx16) != 65537 or not len(high6) == len(low6) == len(prefix6):
+            raise TableFileError(f"{path}: the record arrays' lengths disagree")
+        records4 = RecordIndex(32, starts4, prefix4, idx16)
+        records6 = RecordIndex(128, high6, prefix6, None, low6)
+        out: dict[TableSpec, GeoTable] = {}
+        for entry in header["tables"]:
+            ids4, ids6 = array_of(entry["ids4"]), array_of(entry["ids6"])
+            if len(ids4) != len(starts4) or len(ids6) != len(high6):
+                raise TableFileError(f"{path}: a table's chain ids do not match its records")
+            orders = tuple((_strs(o), bool(s)) for o, s in entry["orders"])
+            chains = tuple(tuple(int(i) for i in c) for c in entry["chains"])
+            if len(chains) < CHAIN_BASE or any(not 0 <= i < len(orders) for c in chains for i in c):
+                raise TableFileError(f"{path}: a table's chains name orders it does not have")
+            spec = _spec_of(entry["spec"])
+            out[spec] = GeoTable(spec, source, records4, records6, ids4, ids6, chains, orders)
+    except TableFileError:
+        raise
+    except (KeyError, IndexError, TypeError, ValueError) as exc:    # (json's errors are ValueErrors)
+        raise TableFileError(f"{path}: malformed header: {type(exc).__name__}: {exc}") from None
+    return out
 
 
 # -- compiling (numpy) -------------------------------------------------------------------------
@@ -346,8 +543,8 @@ def compile_tables(tree: TreeRecords, specs: Iterable[TableSpec]) -> dict[TableS
     idx16 = array.array("I", np.searchsorted(v4_start, np.arange(65537, dtype=np.uint64) << np.uint64(16))
                         .astype(np.uint32).tobytes())
     records4 = RecordIndex(32, starts4, array.array("B", v4_prefix.tobytes()), idx16)
-    starts6 = [(h << 64) | lo for h, lo in zip(v6_hi.tolist(), v6_lo.tolist(), strict=True)]
-    records6 = RecordIndex(128, starts6, array.array("B", v6_prefix.tobytes()), None)
+    records6 = RecordIndex(128, array.array("Q", v6_hi.tobytes()), array.array("B", v6_prefix.tobytes()), None,
+                           array.array("Q", v6_lo.tobytes()))
     zeros4 = np.zeros(1, np.uint64)         # the high words of IPv4 starts (broadcast)
     out: dict[TableSpec, GeoTable] = {}
     for spec in dict.fromkeys(specs):
