@@ -3,12 +3,17 @@
     lb = LoadBalancer(config)            # seams: store, resolver, clock, wall, rng, upstream, probe;
                                          # server="aiohttp" to serve every request through aiohttp
                                          # (default: the config's `server` option, "fast")
-    await lb.start()                     # binds listeners (port 0 allowed) and the admin API
+    await lb.start()                     # connects the store, binds listeners (port 0 allowed) and the admin API
     lb.listen_addresses / lb.admin_address
     await lb.reload(new_config)          # validated config in; keeps pool state of pools it keeps
     await lb.stop()                      # stops accepting, lets in-flight requests finish
+                                         # (a LoadBalancer runs once: start, then stop)
 
-LoadBalancer owns the current config generation (`rt`) and wires the parts, each with one job:
+LoadBalancer owns the current config generation (`rt`) and wires the parts, each with one job.
+Its state store (`store`: regional_lb.state.base.StateStore, built from the config's `state:`
+section unless one is passed in) and upstream client (`upstream`: regional_lb.seams.UpstreamClient)
+are built with it, so they are always there and typed; `start()` connects the store (Redis: before
+the first request), `stop()` closes what it built (a store passed in is the caller's to close).
 
     regional_lb/runtime.py     Runtime: one config generation (routes, pools, policies) [pure]
     regional_lb/listeners.py   Listeners: the HTTP listeners, either server kind
@@ -39,7 +44,6 @@ times the admin API shows.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import os
@@ -47,7 +51,7 @@ import random
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -57,12 +61,18 @@ from gslb.common.probe import ProbeResult
 from regional_lb import feed as state_feed
 from regional_lb.balancing.base import Backend
 from regional_lb.checks import PoolChecks
-from regional_lb.config import Config, load_config
+from regional_lb.config import Config, DnsBackends, load_config
 from regional_lb.discovery import Discovery, Resolver
 from regional_lb.listeners import SERVER_KINDS, Listeners
 from regional_lb.metrics import Metrics
+from regional_lb.proxy.upstream import Upstream
 from regional_lb.runtime import PoolRuntime, Runtime, build_runtime
-from regional_lb.seams import AdminTarget
+from regional_lb.seams import AdminTarget, UpstreamClient
+from regional_lb.state.base import StateStore
+from regional_lb.state.memory import MemoryStore
+
+if TYPE_CHECKING:
+    from regional_lb.latency_push import LatencyPusher
 
 log = logging.getLogger("regional_lb")
 
@@ -75,9 +85,10 @@ ROLES = ("all", "supervisor", "worker")
 class LoadBalancer:
     """The whole regional LB (see the module docstring)."""
 
-    def __init__(self, config: Config, *, config_path: str | Path | None = None, store: Any = None,
+    def __init__(self, config: Config, *, config_path: str | Path | None = None, store: StateStore | None = None,
                  resolver: Resolver | None = None, clock: Callable[[], float] = time.monotonic,
-                 wall: Callable[[], float] = time.time, rng: random.Random | None = None, upstream: Any = None,
+                 wall: Callable[[], float] = time.time, rng: random.Random | None = None,
+                 upstream: UpstreamClient | None = None,
                  probe: Any = None, rtt_source: Callable[[Any], float | None] | None = None,
                  server: str | None = None, role: str = "all", reuse_port: bool = False,
                  worker_id: int | None = None, feed: Callable[[dict[str, Any]], None] | None = None,
@@ -89,22 +100,24 @@ class LoadBalancer:
         self.rng = rng or random.Random()
         self.metrics = Metrics()
         self.rt: Runtime = build_runtime(config, previous=None, now=clock(), clock=clock)
+        self._owns_store = store is None
+        self.store: StateStore = store if store is not None else _default_store(config, clock)
+        self.upstream: UpstreamClient = upstream if upstream is not None else Upstream(
+            connect_timeout=config.timeouts.connect, read_timeout=config.timeouts.backend_read,
+            max_header_size=max(config.limits.max_header_size, 65536))    # opens nothing until used
         self.metrics.add_core(lambda: self.rt)
-        self.metrics.add_store(lambda: getattr(self, "store", None))
-        self._store = store
+        self.metrics.add_store(lambda: self.store)
         self._resolver = resolver
-        self._upstream = upstream
-        self.store: Any = None
-        self.upstream: Any = None
         self.discovery: Discovery | None = None
         self._runners: list[web.BaseRunner] = []
         self.listen_addresses: list[tuple[str, int]] = []
         self.admin_address: tuple[str, int] | None = None
         self._reload_lock = asyncio.Lock()
         self.started = False
+        self._opened = False                   # start() began: stop() closes the store and upstream once
         self.shared_inflight = config.state.backend == "redis"   # in-flight counts from the store
         self._rtt_source = rtt_source          # seam: loopback RTTs are all ~0, tests inject their own
-        self.pusher: Any = None                # LatencyPusher when `latency_push` is configured
+        self.pusher: LatencyPusher | None = None   # when `latency_push` is configured
         # "fast": plain keep-alive requests on a raw asyncio.Protocol, the rest handed to aiohttp
         # (regional_lb/proxy/fast.py); "aiohttp": every request through aiohttp's server.
         # None: the config's `server` option (default "fast"); read at start, not on reload.
@@ -131,17 +144,11 @@ class LoadBalancer:
     # -- lifecycle ---------------------------------------------------------------------
     async def start(self) -> None:
         from regional_lb.admin_api import make_admin_app
-        from regional_lb.proxy.upstream import Upstream
 
         cfg = self.config
-        self.store = self._store if self._store is not None else _default_store(cfg, self.clock)
-        if hasattr(self.store, "start"):
-            await self.store.start()          # connected before the first request (RedisStore)
-        serves = self.role != "supervisor"     # the supervisor proxies nothing: no upstream client, no RTTs
-        if serves:
-            self.upstream = self._upstream or Upstream(connect_timeout=cfg.timeouts.connect,
-                                                       read_timeout=cfg.timeouts.backend_read,
-                                                       max_header_size=max(cfg.limits.max_header_size, 65536))
+        self._opened = True
+        await self.store.start()              # connected before the first request (RedisStore)
+        serves = self.role != "supervisor"     # the supervisor proxies nothing: its upstream stays unused, no RTTs
         if cfg.latency_push is not None and serves:
             from regional_lb.latency_push import LatencyPusher
             seams: dict[str, Any] = {"clock": self.clock}
@@ -187,15 +194,14 @@ class LoadBalancer:
         for runner in reversed(self._runners):
             await runner.cleanup()          # stops accepting, waits for in-flight handlers
         self._runners = []
-        if self.upstream is not None:
-            await self.upstream.close()
-            self.upstream = None
         if self.pusher is not None:
             await self.pusher.close()
             self.pusher = None
-        if self.store is not None and self._store is None:
-            await self.store.close()
-        self.store = None
+        if self._opened:                    # once, however often stop() is called
+            self._opened = False
+            await self.upstream.close()
+            if self._owns_store:
+                await self.store.close()
         self.started = False
 
     async def _restart_checker(self, pr: PoolRuntime) -> None:
@@ -213,8 +219,8 @@ class LoadBalancer:
     def _on_health_change(self, pool: str, backend_id: str, health: Health, _result: ProbeResult) -> None:
         self.metrics.health_transitions.labels(pool, backend_id, health.status.value).inc()
 
-    async def set_discovered(self, pool_name: str, key: Any, backends: tuple[Backend, ...]) -> None:
-        """Discovery found `backends` for `key` (a DnsBackends) of `pool_name`."""
+    async def set_discovered(self, pool_name: str, key: DnsBackends, backends: tuple[Backend, ...]) -> None:
+        """Discovery found `backends` for `key` of `pool_name`."""
         pr = self.rt.pools.get(pool_name)
         if pr is None or pr.discovered.get(key) == backends:
             return
@@ -299,7 +305,7 @@ class LoadBalancer:
                         continue
                     if rr.sessions is not None:
                         sticky[rr.route.name] = rr.sessions.count(bid, now)
-                    elif rr.learns and self.store is not None:
+                    elif rr.learns:
                         sticky[rr.route.name] = await self.store.count_sticky(rr.route.name, bid)
                 row["sticky_sessions"] = sticky
                 rows.append(row)
@@ -315,22 +321,12 @@ class LoadBalancer:
         return status, json.dumps(body).encode()
 
 
-def _default_store(config: Config, clock: Callable[[], float]) -> Any:
+def _default_store(config: Config, clock: Callable[[], float]) -> StateStore:
+    """The config's `state:` backend; RedisStore connects nothing until `start()`."""
     if config.state.backend == "redis":
         from regional_lb.state.redis import RedisStore
         return RedisStore.from_settings(config.state, clock=clock)
-    try:
-        from regional_lb.state.memory import MemoryStore
-    except ImportError:                      # CORE's module not there yet
-        return None
-    return MemoryStore(clock=clock) if _accepts_clock(MemoryStore) else MemoryStore()
-
-
-def _accepts_clock(cls: Any) -> bool:
-    import inspect
-    with contextlib.suppress(TypeError, ValueError):
-        return "clock" in inspect.signature(cls).parameters
-    return False
+    return MemoryStore(clock=clock)
 
 
 def _bound(runner: web.BaseRunner) -> tuple[str, int]:

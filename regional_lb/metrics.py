@@ -4,10 +4,15 @@ Per-request metrics (requests, latency, sticky pick reasons) are plain int count
 request path, turned into Prometheus families at scrape time by `_RequestCollector`; the rare
 ones (retries, proxy errors, invalid backend responses, tunnels closed for idleness:
 `rlb_tunnels_closed_total{route, kind="connect"|"websocket", reason="idle"}`) are prometheus_client Counters. Counts
-the pure core keeps itself (policy.stats: sticky hits/misses/resticks, bounded-load spills; pool.stats: panics) and
-in-flight counts are read at scrape time by `CoreCollector`, so they cost nothing per request;
-the state store's (Redis up, fallbacks, round trips, write-back conflicts, local copy size) by
-`StoreCollector`.
+the pure core keeps itself and in-flight counts are read at scrape time by `CoreCollector` over
+the current `Runtime` (typed attributes, no probing: every `Policy.stats` -- sticky hits, misses,
+resticks, bounded-load spills, ... -> `rlb_policy_events`; `Pool.stats.panics` -> `rlb_pool_panics`;
+`RetryBudget.denied` -> `rlb_retry_budget_denied`), so they cost nothing per request; the state
+store's by `StoreCollector` over the `StateStore` protocol (state/base.py): `local` ->
+`rlb_state_local_entries` (every store); a store with an `edge` (Redis) adds `available` ->
+`rlb_state_redis_up`, its `stats` -> the `rlb_state_*` counters and the edge's round trips ->
+`rlb_state_redis_roundtrip_seconds`. A collection only reads (tests/unit/test_rlb_metrics_collectors.py
+pins the families; tests/integration/test_rlb_metrics_read_only.py: a scrape changes no pool state).
 Each `Metrics` has its own CollectorRegistry (tests build as many as they like).
 """
 
@@ -15,11 +20,13 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections.abc import Callable, Iterator
-from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
+
+from regional_lb.runtime import Runtime
+from regional_lb.state.base import StateStore
 
 _CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx")
 _BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -32,7 +39,7 @@ def status_class(status: int) -> str:
 class CoreCollector(Collector):
     """Reads counters kept by pools and policies when Prometheus scrapes."""
 
-    def __init__(self, snapshot: Callable[[], Any]) -> None:
+    def __init__(self, snapshot: Callable[[], Runtime | None]) -> None:
         self._snapshot = snapshot      # () -> the LoadBalancer's current Runtime (or None)
 
     def collect(self) -> Iterator[Metric]:
@@ -54,18 +61,11 @@ class CoreCollector(Collector):
                 for st in pr.status_rows():
                     healthy.add_metric([pr.name, str(st.get("id")), str(st.get("admin", "ready"))],
                                        1.0 if st.get("available") else 0.0)
-                denied.add_metric([pr.name], float(getattr(pr.budget, "denied", 0)))
-                stats = getattr(pr.pool, "stats", None)
-                count = getattr(stats, "panics", None) if stats is not None else None
-                if count is None and isinstance(stats, dict):
-                    count = stats.get("panics")
-                if count is not None:
-                    panics.add_metric([pr.name], float(count))
+                denied.add_metric([pr.name], float(pr.budget.denied))
+                panics.add_metric([pr.name], float(pr.pool.stats.panics))
             for rr in rt.routes.values():
-                stats = getattr(rr.policy, "stats", None)
-                if isinstance(stats, dict):
-                    for event, value in stats.items():
-                        policy.add_metric([rr.route.name, rr.route.policy, event], float(value))
+                for event, value in list(rr.policy.stats.items()):
+                    policy.add_metric([rr.route.name, rr.route.policy, event], float(value))
         yield inflight
         yield healthy
         yield panics
@@ -78,23 +78,21 @@ class StoreCollector(Collector):
     requests answered from the local copy, Redis round-trip times, write-back conflicts, the
     local copy's size.  Reads counters the store keeps; changes nothing."""
 
-    def __init__(self, snapshot: Callable[[], Any]) -> None:
-        self._snapshot = snapshot      # () -> the LoadBalancer's store (or None)
+    def __init__(self, snapshot: Callable[[], StateStore | None]) -> None:
+        self._snapshot = snapshot      # () -> the LoadBalancer's store (or None: nothing exported)
 
     def collect(self) -> Iterator[Metric]:
         store = self._snapshot()
         if store is None:
             return
-        local = getattr(store, "local", None)
-        if local is not None:
-            size = GaugeMetricFamily("rlb_state_local_entries", "Stick-table entries in this process's "
-                                     "local copy")
-            size.add_metric([], float(len(local)))
-            yield size
-        edge = getattr(store, "edge", None)
-        stats = getattr(store, "stats", None)
-        if edge is None or not isinstance(stats, dict):
+        size = GaugeMetricFamily("rlb_state_local_entries", "Stick-table entries in this process's "
+                                 "local copy")
+        size.add_metric([], float(len(store.local)))
+        yield size
+        edge = store.edge
+        if edge is None:                # in memory: no backing service, nothing more to say
             return
+        stats = store.stats
         up = GaugeMetricFamily("rlb_state_redis_up", "1 while Redis answers within its budget, 0 while the "
                                "local copy answers")
         up.add_metric([], 1.0 if store.available else 0.0)
@@ -176,10 +174,10 @@ class Metrics:
         self._sticky: dict[tuple[str, str], int] = {}   # (route, pick reason) -> count
         r.register(_RequestCollector(self))
 
-    def add_core(self, snapshot: Callable[[], Any]) -> None:
+    def add_core(self, snapshot: Callable[[], Runtime | None]) -> None:
         self.registry.register(CoreCollector(snapshot))
 
-    def add_store(self, snapshot: Callable[[], Any]) -> None:
+    def add_store(self, snapshot: Callable[[], StateStore | None]) -> None:
         self.registry.register(StoreCollector(snapshot))
 
     def observe(self, route: str, pool: str, backend: str, status: int, seconds: float) -> None:

@@ -51,7 +51,8 @@ class UpstreamClient(Protocol):
 
 
 class ProxyContext(Protocol):
-    """What serving a request needs. `store` and `upstream` are set by `start()`."""
+    """What serving a request needs. `store` and `upstream` are there from construction (the
+    store is connected by `start()`; neither is None)."""
 
     rt: Runtime
     config: Config

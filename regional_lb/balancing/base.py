@@ -10,6 +10,8 @@ Stateful policies (sticky_learn, the shared stick table, Redis in-flight counter
 through `regional_lb/state`: the proxy fetches what a policy asks for (`Policy.sticky_key`)
 from the store *before* calling `pick`, and writes what the Pick says to learn afterwards,
 so policies never await and never touch I/O. Time (`now`) and chance (`rng`) are passed in.
+A policy counts its own decisions in `Policy.stats` (event -> count); the edge reads them when
+Prometheus scrapes (regional_lb/metrics.py), so counting costs a dict increment per request.
 `pick`'s `now` is WALL-clock seconds (`time.time()`, LoadBalancer's `wall`): the only policy
 time that outlives a request is a sticky cookie's issue and last-seen stamps, which must survive
 restarts and agree across replicas. Load on candidates (EWMA, slow-start weight) was already
@@ -83,6 +85,11 @@ class Pick:
 
 class Policy(Protocol):
     name: str
+    # event -> count (sticky hits / misses / resticks, bounded-load spills, hash moves, picks, ...),
+    # counted by the policy itself and read by the edge at scrape time (the `rlb_policy_events`
+    # metric); every policy has one (balancing/_common.PolicyBase starts it with picks and none;
+    # a policy that counted nothing would leave it empty)
+    stats: dict[str, int]
     # whether `pick` reads Candidate.inflight / ewma (or hands the candidates to a policy that
     # does): when False the pool may hand over candidates whose load fields are left at 0
     # (Pool.candidates(load=False): built once, not per request)

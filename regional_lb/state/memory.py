@@ -11,18 +11,29 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 
+from regional_lb.state.base import RoundTrips
 from regional_lb.state.local import LocalStickTable
 
 
 class MemoryStore:
+    """A StateStore (state/base.py) for one replica; no backing service, so it is always
+    `available`, keeps no `stats` and has no `edge` (round trips)."""
+
+    available = True
+    edge: RoundTrips | None = None
+
     def __init__(self, *, clock: Callable[[], float] = time.monotonic, sweep_every: int = 1024,
                  max_entries: int = 1_000_000) -> None:
         self._clock = clock
         self.local = LocalStickTable(max_entries=max_entries, sweep_every=sweep_every)
+        self.stats: dict[str, int] = {}
         self._inflight: dict[tuple[str, str], int] = {}
 
     def __repr__(self) -> str:
         return f"<MemoryStore {len(self.local)} sticky, {sum(self._inflight.values())} in flight>"
+
+    async def start(self) -> None:
+        """Nothing to connect."""
 
     # -- stick table -----------------------------------------------------------------------------
     async def get_sticky(self, table: str, key: str) -> str | None:
