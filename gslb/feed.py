@@ -18,6 +18,12 @@ Framing is gslb/common/framing.py's; a message is a JSON object with a "t" (type
     latency    {"t": "latency", "rows": [[network, [[region, rtt_ms, age_s], ...]], ...]}
                measurements the supervisor took in (an edge's push, a peer's table), in
                LatencyTable.export_rows form; a starting worker gets the whole table this way
+    tables     {"t": "tables", "path": "/tmp/gslb-supervisor-x/tables-1.bin",
+                "source": ["/usr/share/gslb/city.mmdb", 12345678, 1733000000000000000]}
+               the steering tables the supervisor compiled, once for all workers, into a file
+               (gslb/tables.py SharedTables; gslb/steering/table.py write_tables): the worker
+               maps it read-only and installs its tables (MappedTables.use_file) if `source`
+               (path, size, mtime of the GeoIP database compiled) is the database it opened
     metrics    {"t": "metrics", "id": 7}          answered by "metrics_reply" {"id", "families"}
                                                   (gslb/common/metrics_merge.py families_to_wire)
     answers    {"t": "answers", "id": 8}          answered by "answers_reply" {"id", "samples":
@@ -79,6 +85,24 @@ def regions_of(message: dict[str, Any]) -> dict[str, RegionState]:
             raise FeedError(f"regions: {name!r}: expected [up, drained, degraded] booleans, got {value!r:.80}")
         out[str(name)] = RegionState(up=value[0], drained=value[1], degraded=value[2])
     return out
+
+
+def tables_message(path: str, source: tuple[str, int, int]) -> dict[str, Any]:
+    return {"t": "tables", "path": path, "source": list(source)}
+
+
+MAX_PATH = 4096             # bytes of a "tables" message's path
+
+
+def tables_of(message: Mapping[str, Any]) -> tuple[str, tuple[str, int, int]]:
+    """(path, source) of a "tables" message (FeedError if malformed)."""
+    path, source = message.get("path"), message.get("source")
+    if not isinstance(path, str) or not path or len(path) > MAX_PATH or "\0" in path:
+        raise FeedError(f"tables: expected \"path\": a file name, got {path!r:.80}")
+    if not isinstance(source, list) or len(source) != 3 or not isinstance(source[0], str) \
+            or not all(isinstance(v, int) and not isinstance(v, bool) for v in source[1:]):
+        raise FeedError(f"tables: expected \"source\": [database path, size, mtime], got {source!r:.80}")
+    return path, (source[0], source[1], source[2])
 
 
 def latency_message(rows: list[list[Any]]) -> dict[str, Any]:

@@ -9,15 +9,28 @@
 What runs where:
 
     supervisor   config loading and reload, the GeoIP database (for the admin API's explain
-                 and status page), the probes (once, not once per worker), the peers and their
-                 vote, the admin API (drains, maintenance, latency pushes, reload, /metrics, the
-                 status page), the latency table, the admin state file, worker restarts. A
-                 GslbServer whose DNS listeners are never started and which compiles no tables.
+                 and status page, and the steering tables: compiled once, at start and at each
+                 reload that needs a new table, for all workers), the probes (once, not once per
+                 worker), the peers and their vote, the admin API (drains, maintenance, latency
+                 pushes, reload, /metrics, the status page), the latency table, the admin state
+                 file, worker restarts. A GslbServer whose DNS listeners are never started.
     worker       every dns.listen address, UDP and TCP, bound with SO_REUSEPORT; a GslbServer
-                 with its own steering, response cache, RRL table and compiled geo tables
-                 (each worker compiles its own in the background, one worker at a time under a
-                 lock file in the supervisor's temporary directory, so the compile's peak memory
-                 is paid once at a time; bench/README.md gives the RSS per worker, and why).
+                 with its own steering, response cache and RRL table, and the supervisor's
+                 compiled geo tables mapped read-only (shared pages: bench/README.md gives the
+                 RSS and PSS per worker).
+
+Steering tables (gslb/tables.py SharedTables, MappedTables): the supervisor compiles every table
+its services need in one compile process (the peak memory, a few hundred MB for the bundled
+database, is paid once, not once per worker) into a file in its private temporary directory
+(mode 0700, removed at stop; gslb/steering/table.py write_tables: temporary name, then rename),
+maps it once to check it, and sends every worker a "tables" message naming it; each worker maps
+it and installs its tables. A reload that needs a table the file lacks compiles a new file with
+all of them and sends it; the workers swap to it (the old mapping goes with the last steering
+that used it). A worker (re)started later gets the current file in its start-up messages. Until
+the first file comes (a few seconds after start), the workers answer misses from the reference
+path (the same answers, slower). The compile count is gslb_steering_table_compiles; each worker's
+maps gslb_steering_table_maps, and its answers from a table gslb_steering_compiled_answers
+(summed on /metrics, per worker on /api/workers).
 
 State flows one way, supervisor -> workers, over a socketpair per worker (gslb/feed.py,
 gslb/common/channel.py, gslb/common/workers.py): GslbServer tells its `state_sink` (this
@@ -39,7 +52,8 @@ socket, are lost with it (a resolver retries); the kernel sends new ones to the 
 (gslb/common/metrics_merge.py); the families of state the supervisor owns (SUPERVISOR_ONLY:
 region states, probes, peers, reloads, the latency table, state file saves) are its own.
 `gslb_workers` (gauge: ready) and `gslb_worker_restarts` come from the supervisor. Per worker:
-GET /api/workers (pid, ready, restarts, generation, queries answered, RSS). GET /api/status
+GET /api/workers (pid, ready, restarts, generation, queries answered, answers from a compiled
+table, table files mapped, RSS). GET /api/status
 shows the DNS listeners the workers serve: each ready worker names the UDP listeners it bound
 in its "ready" message (gslb/feed.py), and `dns.udp` lists each address and reply source once
 with "workers": how many ready workers serve it; `dns.tcp.open` is the workers' open TCP
@@ -77,8 +91,7 @@ from gslb.geoip import GeoLocator
 from gslb.metrics import GslbCollector
 from gslb.seams import Answers
 from gslb.steering.base import RegionState
-from gslb.steering.core import Steering
-from gslb.tables import TableCompiler
+from gslb.tables import SharedTables, TableFile, TablesCollector
 
 log = logging.getLogger("gslb.supervisor")
 
@@ -86,18 +99,9 @@ SUPERVISOR_ONLY = frozenset({
     "gslb_region_up", "gslb_region_drained", "gslb_region_degraded", "gslb_probe_rtt_seconds",
     "gslb_probe_results", "gslb_region_transitions", "gslb_peers_configured", "gslb_peers_reachable",
     "gslb_peers_alone", "gslb_regions_disagreeing", "gslb_region_vote_disagrees", "gslb_region_own_up",
-    "gslb_peer_pulls", "gslb_admin_state_saves", "gslb_latency_networks", "gslb_config_reloads"})
+    "gslb_peer_pulls", "gslb_admin_state_saves", "gslb_latency_networks", "gslb_config_reloads",
+    "gslb_steering_table_compiles", "gslb_steering_table_compile_failures"})
 SHARES_EVERY = 10.0         # seconds between the status page's share snapshots (its ring's interval)
-
-
-class NoTables(TableCompiler):
-    """The supervisor answers no query: it compiles no tables (its explain takes the reference path)."""
-
-    def install(self, steering: Steering, locator: object) -> None:
-        return None
-
-    def start(self) -> None:
-        return None
 
 
 def rss_bytes(pid: int | None) -> int | None:
@@ -123,16 +127,17 @@ class Supervisor:
         self.config_path = Path(config.file)
         self.clock = clock
         self._text = self.config_path.read_text(encoding="utf-8")
-        self.server = GslbServer(config, locator=locator, clock=clock, probe=probe, tables=NoTables())
+        self._dir = tempfile.mkdtemp(prefix="gslb-supervisor-")        # the compiled table files
+        self.tables = SharedTables(self._dir, self._publish_tables)
+        self.server = GslbServer(config, locator=locator, clock=clock, probe=probe, tables=self.tables)
         self.server.state_sink = self
-        self._dir = tempfile.mkdtemp(prefix="gslb-supervisor-")        # the workers' compile lock
         self.pool = WorkerPool(workers if workers is not None else config.workers, module="gslb.worker",
-                               hello=self._hello, name="gslb", clock=clock,
-                               args=["--log-level", log_level, "--compile-lock", f"{self._dir}/compile.lock"])
+                               hello=self._hello, name="gslb", clock=clock, args=["--log-level", log_level])
         self.snapshots: list[Wire] = []             # each ready worker's families at the last refresh
         self.by_worker: dict[int, Wire] = {}
         own = CollectorRegistry(auto_describe=False)
         own.register(GslbCollector(self.server))
+        own.register(TablesCollector(self.tables))
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(MergedCollector(own, lambda: self.snapshots, SUPERVISOR_ONLY))
         self.registry.register(WorkersCollector("gslb", "Worker processes answering DNS (ready)",
@@ -172,7 +177,13 @@ class Supervisor:
                                    self.server.region_states())
 
     def _hello(self, _w: WorkerProcess) -> list[dict[str, Any]]:
-        return [self._config_message(), *feed.latency_snapshot(self.server.latency, self.clock())]
+        current = self.tables.current
+        tables = [] if current is None else [feed.tables_message(current.path, current.source)]
+        return [self._config_message(), *feed.latency_snapshot(self.server.latency, self.clock()), *tables]
+
+    def _publish_tables(self, file: TableFile) -> None:
+        """A table file was compiled: every worker (a starting one too) maps it."""
+        self.pool.broadcast(feed.tables_message(file.path, file.source))
 
     # -- the admin API's view ----------------------------------------------------------------------
     async def refresh_metrics(self) -> None:
@@ -220,7 +231,10 @@ class Supervisor:
             wire = self.by_worker.get(w.id)
             rows.append({"id": w.id, "pid": w.pid, "ready": w.ready, "restarts": w.restarts,
                          "generation": w.generation, "rss_bytes": rss_bytes(w.pid),
-                         "queries": None if wire is None else int(sample_total(wire, "gslb_dns_queries"))})
+                         "queries": None if wire is None else int(sample_total(wire, "gslb_dns_queries")),
+                         "compiled_answers": None if wire is None
+                         else int(sample_total(wire, "gslb_steering_compiled_answers")),
+                         "table_maps": None if wire is None else int(sample_total(wire, "gslb_steering_table_maps"))})
         return rows
 
     # -- lifecycle ---------------------------------------------------------------------------------
@@ -228,6 +242,7 @@ class Supervisor:
         self.ports = [(lst.host, lst.port) for lst in self.server.config.dns.listen]
         try:
             await self.server.start_control()
+            self.tables.start()             # compiles in the background; the workers start meanwhile
             await self.pool.start()
         except BaseException:
             await self.server.stop()

@@ -1,13 +1,16 @@
 """A GSLB worker process: the DNS listeners, with state told by the supervisor  [edge].
 
-    python -m gslb.worker --fd 5 --id 0 [--log-level info] [--compile-lock PATH]   # by gslb/supervisor.py
+    python -m gslb.worker --fd 5 --id 0 [--log-level info]     # by gslb/supervisor.py
 
 The supervisor hands the worker one end of a socketpair (`--fd`) and sends, in order, the
 config generation to serve ("config": the YAML text it validated, the DNS ports it resolved),
-the current state (every region's state as answered, the latency table) and "go"
-(gslb/feed.py). The worker then builds its GslbServer (steering, responder, response cache,
-RRL, its own compiled geo tables: gslb/tables.py, compiled in turn with its siblings under the
-supervisor's `--compile-lock`, see `compile_in_turn`), binds every dns.listen address, UDP and
+the current state (every region's state as answered, the latency table), the steering tables
+if the supervisor has compiled them ("tables") and "go" (gslb/feed.py). The worker builds its
+GslbServer (steering, responder, response cache, RRL) with a MappedTables (gslb/tables.py): it
+compiles no table; it maps the file the supervisor compiled once for all workers, read-only (the
+pages are shared by every worker through the page cache), and answers misses from the reference
+path until the first file comes (a few seconds after the supervisor starts; at once for a
+worker restarted later). It binds every dns.listen address, UDP and
 TCP, with SO_REUSEPORT (the kernel spreads datagrams and connections over the workers by a
 hash of the client's address and port), answers "ready" naming the UDP listeners it bound
 (the supervisor's /api/status shows them), and applies every later message as
@@ -15,6 +18,9 @@ it arrives:
 
     regions     the region states as answered (up, drained, degraded): into its steering at once
     latency     measurements into its latency table (LatencyTable.merge_rows)
+    tables      a table file to map and install (MappedTables.use_file, off the event loop: the
+                CRC reads the file); a file refused (corrupt, another database) is logged and
+                counted (gslb_steering_table_refused) and the worker keeps what it had
     config      a reload to that text (GslbServer.reload: listeners stay bound, so a reload
                 leaves no moment without one; the last region states are applied again at once)
     metrics     answered with its metric families (gslb/common/metrics_merge.py)
@@ -22,7 +28,8 @@ it arrives:
     stop        as SIGTERM
 
 The worker runs no probes, no peers, no admin API and writes no state file: its GslbServer
-is built with admin.state_file off and only `start_dns` and the table compile started.
+is built with admin.state_file off and only `start_dns` started. Its /metrics families include
+gslb_steering_compiled_answers (answers from a table) and gslb_steering_table_maps (files mapped).
 SIGTERM (or "stop", or the supervisor's end of the channel closing): stop answering, close
 the listeners, exit 0. SIGINT and SIGHUP are the supervisor's: a worker ignores them.
 """
@@ -33,7 +40,6 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
-import fcntl
 import gc
 import logging
 import os
@@ -53,9 +59,9 @@ from gslb.common.metrics_merge import families_to_wire
 from gslb.config import GslbConfig, Listen, parse_config
 from gslb.metrics import GslbCollector
 from gslb.steering.base import RegionState
+from gslb.tables import MappedTables, TablesCollector
 
 log = logging.getLogger("gslb.worker")
-COMPILE_LOCK_POLL = 0.2         # seconds between tries for the compile lock (a wait of seconds, once per start)
 
 
 def config_of(message: dict[str, Any]) -> GslbConfig:
@@ -72,10 +78,12 @@ class Worker:
 
     def __init__(self, config: GslbConfig, worker_id: int) -> None:
         self.id = worker_id
-        self.server = GslbServer(config)
+        self.tables = MappedTables()
+        self.server = GslbServer(config, tables=self.tables)
         self.states: dict[str, RegionState] = {}
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(GslbCollector(self.server))
+        self.registry.register(TablesCollector(self.tables))
 
     def __repr__(self) -> str:
         return f"<gslb Worker {self.id} pid={os.getpid()} {len(self.states)} region states>"
@@ -89,6 +97,8 @@ class Worker:
             server.steering.update_region_states(self.states)
         elif kind == "latency":
             server.latency.merge_rows(message.get("rows"), server.clock(), server.regions)
+        elif kind == "tables":
+            await self.tables.use_file(*feed.tables_of(message))
         elif kind == "config":
             ok, text = True, "reloaded"
             try:
@@ -110,29 +120,7 @@ class Worker:
         return None
 
 
-async def compile_in_turn(server: GslbServer, lock_path: str | None) -> None:
-    """Start compiling this worker's geo tables while holding `lock_path` (flock), released when the
-    compile ends: the workers compile one after the other, so N workers never hold N compiles' peak
-    memory at once (a few hundred MB each for the bundled database). Until its turn, and during its
-    compile, a worker answers misses from the reference path (the same answers, slower)."""
-    if lock_path is None:
-        server.tables.start()
-        return
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                await asyncio.sleep(COMPILE_LOCK_POLL)
-        server.tables.start()
-        await server.tables.ready()
-    finally:
-        os.close(fd)                    # releases the lock
-
-
-async def run(fd: int, worker_id: int, compile_lock: str | None = None) -> int:
+async def run(fd: int, worker_id: int) -> int:
     channel = await Channel.open(socket.socket(fileno=fd))
     first = await channel.recv()
     if first is None or first.get("t") != "config":
@@ -151,7 +139,6 @@ async def run(fd: int, worker_id: int, compile_lock: str | None = None) -> int:
     for sig in (signal.SIGINT, signal.SIGHUP):
         loop.add_signal_handler(sig, lambda: None)
     server = worker.server
-    compiling = loop.create_task(compile_in_turn(server, compile_lock))
     await server.start_dns(reuse_port=True)
     gc.freeze()
     channel.send(feed.ready_message(worker_id, os.getpid(), server.udp_listener_rows()))
@@ -159,10 +146,9 @@ async def run(fd: int, worker_id: int, compile_lock: str | None = None) -> int:
     try:
         await stop.wait()
     finally:
-        for task in (reader, compiling):
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reader
         await server.stop()
         channel.close()
     return 0
@@ -187,7 +173,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--fd", type=int, required=True)
     parser.add_argument("--id", type=int, required=True)
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
-    parser.add_argument("--compile-lock", help="a file the workers flock in turn to compile their tables")
     args = parser.parse_args(argv)
     logging.basicConfig(level=getattr(logging, args.log_level.upper()),
                         format=f"%(asctime)s %(levelname)s %(name)s[worker {args.id}]: %(message)s")
@@ -197,7 +182,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         import uvloop
         runner = uvloop.run
     try:
-        return int(runner(run(args.fd, args.id, args.compile_lock)))
+        return int(runner(run(args.fd, args.id)))
     except (OSError, ConfigError) as exc:
         print(f"gslb worker {args.id}: cannot start: {exc}", file=sys.stderr)
         return 1

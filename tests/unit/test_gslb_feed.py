@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
+import json
 import os
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
@@ -78,30 +77,17 @@ def test_a_worker_builds_the_very_text_its_supervisor_read(tmp_path: Path) -> No
         read_config(tmp_path / "missing.yaml")
 
 
-async def test_workers_compile_their_tables_one_at_a_time(tmp_path: Path) -> None:
-    from types import SimpleNamespace
-
-    from gslb.worker import compile_in_turn
-
-    events: list[tuple[str, int]] = []
-
-    class Tables:
-        def __init__(self, n: int) -> None:
-            self.n = n
-
-        def start(self) -> None:
-            events.append(("start", self.n))
-
-        async def ready(self) -> None:
-            await asyncio.sleep(0.2)
-            events.append(("end", self.n))
-
-    servers: list[Any] = [SimpleNamespace(tables=Tables(n)) for n in range(3)]
-    await asyncio.gather(*(compile_in_turn(s, str(tmp_path / "compile.lock")) for s in servers))
-    assert len(events) == 6
-    assert all(events[i][0] == "start" and events[i + 1] == ("end", events[i][1]) for i in range(0, 6, 2))
-    await compile_in_turn(servers[0], None)            # no lock: just started
-    assert events[-1] == ("start", 0)
+def test_a_tables_message_round_trips_and_a_malformed_one_is_refused() -> None:
+    """(The workers no longer compile in turn: the supervisor compiles once and sends the file.)"""
+    message = feed.tables_message("/run/gslb/tables-1.bin", ("/db.mmdb", 123, 1_733_000_000_000_000_000))
+    assert feed.tables_of(json.loads(json.dumps(message))) == (
+        "/run/gslb/tables-1.bin", ("/db.mmdb", 123, 1_733_000_000_000_000_000))
+    for bad in ({"path": "", "source": ["/db", 1, 2]}, {"path": 7, "source": ["/db", 1, 2]},
+                {"path": "a\0b", "source": ["/db", 1, 2]}, {"path": "x" * 5000, "source": ["/db", 1, 2]},
+                {"path": "/t", "source": ["/db", 1]}, {"path": "/t", "source": ["/db", 1, True]},
+                {"path": "/t", "source": [1, 1, 2]}, {"path": "/t", "source": "db"}, {"path": "/t"}):
+        with pytest.raises(feed.FeedError, match="tables"):
+            feed.tables_of({"t": "tables", **bad})
 
 
 def test_the_workers_answers_merge_into_one_sample_and_bad_replies_are_refused() -> None:
