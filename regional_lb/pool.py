@@ -297,7 +297,7 @@ class Pool:
                  health: Mapping[str, Health] | None = None) -> None:
         self.name = name
         self.settings = settings
-        self.stats = PoolStats()
+        self.stats: PoolStats = PoolStats()    # read at scrape time (rlb_pool_panics): typed, never probed
         self._members: dict[str, _Member] = {}
         self._now = now
         self._selection: _Selection | None = None

@@ -52,7 +52,7 @@ class RetryBudget:
         self.ratio = ratio
         self.min_retries = min_retries
         self.active = 0
-        self.denied = 0             # retries refused by the budget (a metric)
+        self.denied: int = 0        # retries refused by the budget (rlb_retry_budget_denied, read at scrape time)
         self.started = 0
 
     def limit(self, inflight: int) -> float:

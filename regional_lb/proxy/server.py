@@ -272,11 +272,12 @@ class ProxyServer(web.Server):
         deadline = self._loop.time() - self._header_timeout
         waiting = False
         for proto in list(self._connections):
-            since = getattr(proto, "header_since", None)
-            if since is None:
+            # every connection is a ProxyProtocol (`__call__`, and the fast path's hand-over calls
+            # it too); aiohttp types them as RequestHandler, the isinstance says which
+            if not isinstance(proto, ProxyProtocol) or (since := proto.header_since) is None:
                 continue
             if since <= deadline:
-                proto.header_timed_out()  # type: ignore[attr-defined]
+                proto.header_timed_out()
             else:
                 waiting = True
         if waiting:

@@ -5,6 +5,8 @@ the store through the StateStore protocol."""
 
 from __future__ import annotations
 
+import asyncio
+
 import aiohttp
 
 from regional_lb.app import LoadBalancer
@@ -66,3 +68,21 @@ async def test_a_redis_store_is_built_with_the_lb_and_connects_nothing_until_sta
     assert lb.store.available                                    # not tried yet
     assert lb.store.stats["redis_errors"] == 0
     await lb.stop()                                              # never started: nothing to close
+
+
+async def test_aiohttp_server_sweeps_its_connections_for_header_timeouts() -> None:
+    """ProxyServer's sweep reads each connection's typed `header_since` (no getattr probe): a
+    client that never finishes its header block gets a 408, one that does is served."""
+    async with backend_servers(["a"]) as bs, \
+            running_lb(lb_config(bs, timeouts={"header_read": "200ms"}), server="aiohttp") as lb:
+        host, port = lb.listen_addresses[0]
+        slow_reader, slow_writer = await asyncio.open_connection(host, port)
+        slow_writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n")           # and never finishes
+        await slow_writer.drain()
+        reader, writer = await asyncio.open_connection(host, port)
+        writer.write(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        assert (await asyncio.wait_for(reader.read(), 5)).startswith(b"HTTP/1.1 200")
+        assert (await asyncio.wait_for(slow_reader.read(), 5)).startswith(b"HTTP/1.1 408")
+        for w in (writer, slow_writer):
+            w.close()
+            await w.wait_closed()
