@@ -177,7 +177,12 @@ class RedisStore:
         self._own_client = client is None
         op_timeout = max(op_timeout, budget)        # background work never has less time than a request
         self.op_timeout = op_timeout
-        self.client = client if client is not None else make_client(url, timeout=op_timeout, pool_size=pool_size)
+        # every connection a Sentinel or Cluster client of our own opens (closed with it)
+        self._connections: set[Any] = set()
+        self.client = client if client is not None else make_client(url, timeout=op_timeout, pool_size=pool_size,
+                                                                    connections=self._connections)
+        # the topology comes from the URL, not from probing the client (which may be a wrapper)
+        self._cluster = parse_redis_url(url).kind == "cluster"
         self.edge = RedisEdge(self.client, pool_size=pool_size, hard_timeout=op_timeout, clock=clock)
         self.local = LocalStickTable(max_entries=local_entries)
         self.counters = ReplicaCounters(lease=lease)
@@ -434,7 +439,7 @@ class RedisStore:
     async def _tick(self) -> None:
         for node in cluster_nodes(self.client):
             self._nodes_seen.setdefault(node.name, node)
-        prune_connections(self.client)
+        prune_connections(self._connections)
         now = self._clock()
         if not self.available:
             if now < self._retry_at:
@@ -460,9 +465,10 @@ class RedisStore:
     async def _probe(self) -> Any:
         """PING -- on a cluster every master, so a master that died counts until its replica
         has taken over (else the store would flap between up and down meanwhile)."""
-        primaries = getattr(self.client, "PRIMARIES", None)
-        if primaries is not None:
-            return await self.client.ping(target_nodes=primaries)
+        if self._cluster:
+            from redis.asyncio.cluster import RedisCluster
+
+            return await self.client.ping(target_nodes=RedisCluster.PRIMARIES)
         return await self.client.ping()
 
     async def _flush(self) -> None:
@@ -582,5 +588,5 @@ class RedisStore:
                 for node in cluster_nodes(self.client):
                     self._nodes_seen.pop(node.name, None)
                 with contextlib.suppress(Exception):
-                    await close_client(self.client, self._nodes_seen.values())
+                    await close_client(self.client, self._nodes_seen.values(), self._connections)
             self.local.clear()

@@ -37,7 +37,7 @@ import asyncio
 import contextlib
 import time
 from bisect import bisect_left
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from regional_lb.errors import StoreBusy, StoreError, StoreTimeout
@@ -80,12 +80,14 @@ def _tracked(base: type, registry: set[Any]) -> type:
     return Tracked
 
 
-def make_client(url: str, *, timeout: float = 1.0, pool_size: int = 64) -> Any:
+def make_client(url: str, *, timeout: float = 1.0, pool_size: int = 64,
+                connections: set[Any] | None = None) -> Any:
     """A redis-py asyncio client for `url` with a bounded, blocking pool and no client-side retries.
 
     `timeout`: socket connect / read timeout (the edge's budget usually cuts a call shorter).
-    Sentinel and Cluster clients carry `rlb_connections`, every connection they opened (closed by
-    `close_client`)."""
+    `connections`: a Sentinel or Cluster client adds every connection it opens to this set (the
+    caller's: `prune_connections` and `close_client` take it), so closing disconnects them all;
+    a plain URL's pool keeps track of its own."""
     from redis.asyncio.retry import Retry
     from redis.backoff import NoBackoff
 
@@ -100,7 +102,7 @@ def make_client(url: str, *, timeout: float = 1.0, pool_size: int = 64) -> Any:
         return redis.asyncio.Redis.from_pool(pool)
     from redis.asyncio.connection import Connection, SSLConnection
 
-    registry: set[Any] = set()
+    registry: set[Any] = connections if connections is not None else set()
     auth: dict[str, Any] = {"username": target.username, "password": target.password}
     client: Any
     if target.kind == "sentinel":
@@ -129,39 +131,42 @@ def make_client(url: str, *, timeout: float = 1.0, pool_size: int = 64) -> Any:
         client.nodes_manager.connection_kwargs["connection_class"] = conn_class
         for node in client.nodes_manager.startup_nodes.values():
             node.connection_class = conn_class
-    client.rlb_connections = registry
     return client
 
 
-def prune_connections(client: Any) -> None:
-    """Forget tracked connections that are closed (they join again when they reconnect)."""
-    registry = getattr(client, "rlb_connections", None)
-    if registry:
-        for conn in [c for c in registry if not c.is_connected]:
-            registry.discard(conn)
+def prune_connections(connections: set[Any]) -> None:
+    """Forget tracked connections (make_client's `connections`) that are closed (they join again
+    when they reconnect)."""
+    for conn in [c for c in connections if not c.is_connected]:
+        connections.discard(conn)
 
 
 def cluster_nodes(client: Any) -> list[Any]:
-    """A RedisCluster's current nodes (none for other clients)."""
-    manager = getattr(client, "nodes_manager", None)
-    return list(getattr(manager, "nodes_cache", {}).values())
+    """A RedisCluster's current nodes (none for other clients, a wrapper around one included)."""
+    from redis.asyncio.cluster import RedisCluster
+
+    return list(client.nodes_manager.nodes_cache.values()) if isinstance(client, RedisCluster) else []
 
 
-async def close_client(client: Any, extra_nodes: Any = ()) -> None:
-    """Close a client made by `make_client`, with the Sentinel clients behind a Sentinel pool and,
-    for a cluster, `extra_nodes`: nodes it dropped from its map after a fail-over, whose
-    connections redis-py leaves open when a command was under way on them at the time."""
+async def close_client(client: Any, extra_nodes: Iterable[Any] = (), connections: Iterable[Any] = ()) -> None:
+    """Close a client made by `make_client`, with the Sentinel clients behind a Sentinel pool,
+    the `connections` make_client tracked for it and, for a cluster, `extra_nodes`: nodes it
+    dropped from its map after a fail-over, whose connections redis-py leaves open when a command
+    was under way on them at the time."""
+    from redis.asyncio import Redis
+    from redis.asyncio.sentinel import SentinelConnectionPool
+
     try:
         await client.aclose()
     finally:
-        manager = getattr(getattr(client, "connection_pool", None), "sentinel_manager", None)
-        for sentinel in getattr(manager, "sentinels", ()):
-            with contextlib.suppress(Exception):
-                await sentinel.aclose()
+        if isinstance(client, Redis) and isinstance(client.connection_pool, SentinelConnectionPool):
+            for sentinel in client.connection_pool.sentinel_manager.sentinels:
+                with contextlib.suppress(Exception):
+                    await sentinel.aclose()
         for node in extra_nodes:
             with contextlib.suppress(Exception):
                 await node.disconnect()
-        for conn in list(getattr(client, "rlb_connections", ())):
+        for conn in list(connections):
             with contextlib.suppress(Exception):
                 await conn.disconnect()
 
