@@ -7,7 +7,8 @@ protocols, so none of them imports `regional_lb.app` (no import cycle; .importli
                      proxy/websocket.py, proxy/connect.py): the current Runtime, config,
                      clocks, rng, the state store, the upstream client, metrics
     DiscoveryTarget  what DNS discovery (discovery.py) tells: the backends a name resolved to
-    AdminTarget      what the admin API (admin_api.py) reads and asks: reports, reload
+    AdminTarget      what the admin API (admin_api.py) reads and asks: reports, reload,
+                     metrics (AdminMetrics: the registry to scrape, per-backend counts)
 
 A worker process (regional_lb/worker.py) and the single-process LoadBalancer both satisfy
 ProxyContext; the supervisor (regional_lb/supervisor.py) satisfies AdminTarget.
@@ -19,6 +20,8 @@ import random
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from prometheus_client import CollectorRegistry, Counter
+
 from regional_lb.balancing.base import Backend
 from regional_lb.config import Config, DnsBackends
 from regional_lb.runtime import Runtime
@@ -28,24 +31,38 @@ from regional_lb.state.base import StateStore
 class ProxyMetrics(Protocol):
     """The request path's metrics (regional_lb.metrics.Metrics)."""
 
-    retries: Any
-    errors: Any
-    invalid_responses: Any
-    tunnels_closed: Any                    # CONNECT / WebSocket tunnels the proxy closed (idle)
+    retries: Counter
+    errors: Counter
+    invalid_responses: Counter
+    tunnels_closed: Counter                # CONNECT / WebSocket tunnels the proxy closed (idle)
 
     def observe(self, route: str, pool: str, backend: str, status: int, seconds: float) -> None: ...
 
     def pick_reason(self, route: str, reason: str) -> None: ...
 
 
+class AdminMetrics(Protocol):
+    """What the admin API reads of metrics (regional_lb.metrics.Metrics, or the supervisor's
+    WorkersMetrics with the workers' counters summed in)."""
+
+    @property
+    def registry(self) -> CollectorRegistry: ...
+
+    def backend_counts(self) -> dict[tuple[str, str], tuple[int, int]]:
+        """(pool, backend) -> (requests, 5xx answers) (the stats page)."""
+        ...
+
+
 class UpstreamClient(Protocol):
     """The HTTP client to backends (regional_lb.proxy.upstream.Upstream)."""
 
+    # headers, body, interim and the response are the proxy's own types (proxy/upstream.py); this
+    # [pure] module may not import aiohttp or regional_lb.proxy, so they stay Any here
     async def send(self, backend: Backend, method: str, path: str, headers: Any, body: Any,
                    interim: Any = None) -> Any: ...
 
     @property
-    def session(self) -> Any: ...           # an aiohttp.ClientSession (the WebSocket path)
+    def session(self) -> Any: ...           # an aiohttp.ClientSession (the WebSocket path; aiohttp: see above)
 
     async def close(self) -> None: ...
 
@@ -81,7 +98,8 @@ class AdminTarget(Protocol):
     """What the admin API reads and asks (LoadBalancer, or the Supervisor of its workers)."""
 
     clock: Callable[[], float]
-    metrics: Any                           # has .registry and .backend_counts()
+    @property
+    def metrics(self) -> AdminMetrics: ...
 
     @property
     def rt(self) -> Runtime: ...
