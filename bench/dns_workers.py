@@ -22,7 +22,7 @@ measures
   3. queries/s flat out, cached (`www`, one ECS subnet) and misses (a file of distinct random /24
      ECS subnets that no response cache holds, dns_bench.build_wide_queries), and the CPU the
      server got meanwhile (CPU s ÷ wall s: 100 % = one core).
-  4. RSS of each GSLB process once its compiled geo tables are in (each worker compiles its own).
+  4. RSS of each GSLB process once its compiled geo tables are in (workers map the supervisor's one file).
 The echo is measured by 1 only (both rates). The report gives each server's CPU per query with 2
 processes vs 1 at both rates, and the GSLB's CPU per query above the echo's ("above the floor")
 with 1 and 2 workers: the part of the cost, and of its rise with workers, that our design controls.
@@ -379,11 +379,10 @@ def scaling_prose(args: argparse.Namespace, by: dict[str, Measured]) -> str:
         "spread depends on how many client sockets there are (one socket always reaches one worker: a resolver "
         "farm with many sockets spreads, a single forwarder on one source port does not; with n sockets one "
         f"worker's share varies by about 1/sqrt(n), {100 / clients ** 0.5:.0f} % for the {clients:,} here). "
-        "Memory: every worker holds its own compiled tables, so RSS grows by one worker's RSS per worker (the RSS "
-        "column, after the compiles); the workers compile one at a time (a lock file), so the compile's transient "
-        "peak (in a child process) is paid once at a time. Compiling once in the supervisor and shipping the "
-        "tables would save the compile CPU, not the per-worker RSS, unless the tables were shared read-only "
-        "(mmap): not done.")
+        "Memory: the supervisor compiles the geo tables once (in a child process, so the compile's transient "
+        "peak is paid once whatever the number of workers) into one file that every worker maps read-only: the "
+        "tables' pages are shared, so the RSS column counts them in each worker that touched them while the "
+        "machine holds them once (bench/gslb_table_memory.py gives each worker's PSS, its share).")
     return text
 
 

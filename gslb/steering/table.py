@@ -29,10 +29,12 @@ geo_map a record that a CIDR entry splits). Real chains are CHAIN_BASE and up.
 
 Memory: per record network 4 (start) + 1 (prefix) bytes shared (IPv6: 16 + 1), plus 2 or 4 bytes
 of chain id per table; the bundled database has 3.0 M IPv4 and 0.24 M IPv6 record networks:
-loading one table added 33 MB of RSS, each further distinct map about 6 MB (bench/dns_bench.py
-measures it; bench/README.md). Compiling reads only the tree (geoip.read_tree) and ranks each
-distinct place once; the chains are computed for all records at once with numpy (imported here
-only), IPv4 in 32-bit arithmetic: ~3 s of CPU and ~420 MB peak in the compiling process.
+one table is 26 MB of arrays (the size of its table file; bench/gslb_table_memory.py), each
+further distinct map about 6 MB (bench/dns_bench.py measures the RSS; bench/README.md: its 33 MB
+for the first table predates the IPv6 starts as two uint64 arrays, which were a list of ints).
+Compiling reads only the tree (geoip.read_tree) and ranks each distinct place once; the chains
+are computed for all records at once with numpy (imported here only), IPv4 in 32-bit arithmetic:
+~3 s of CPU and ~420 MB peak in the compiling process.
 
 The table file (write_tables / map_tables): with workers, the supervisor compiles once and writes
 every table of its configuration to one file; each worker maps it read-only, so the arrays sit
