@@ -43,7 +43,7 @@ from multidict import CIMultiDict, istr
 from regional_lb.balancing.base import RequestInfo
 from regional_lb.errors import BackendConnectError, BodyTooLarge, InvalidResponse, NoBackend, ProxyError
 from regional_lb.headers import upstream_headers
-from regional_lb.proxy.server import plain_response
+from regional_lb.proxy.server import ProxyProtocol, plain_response
 from regional_lb.proxy.upstream import LENGTH, NONE, interim_head, response_head
 from regional_lb.retry import may_retry
 from regional_lb.target import BadRequest, Request, read_request
@@ -178,14 +178,13 @@ class ProxyHandler:
 
     async def __call__(self, request: BaseRequest) -> web.StreamResponse:
         proto = request.protocol
-        started = getattr(proto, "request_started", None)
-        if started is None:                     # not our ProxyProtocol (request_started/_finished)
+        if not isinstance(proto, ProxyProtocol):    # (aiohttp's own server, as some tests run it)
             return await self.handle(request)
-        started()
+        proto.request_started()
         try:
             return await self.handle(request)
         finally:
-            proto.request_finished()  # type: ignore[attr-defined]
+            proto.request_finished()
 
     def read(self, request: Any) -> tuple[Request, Any]:
         """The request head through target.read_request (raises BadRequest), and its headers as a
