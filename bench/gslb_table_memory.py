@@ -69,7 +69,7 @@ def lookups() -> None:
     from gslb.geoip import read_tree
     from gslb.steering.base import Region
     from gslb.steering.config import ServiceConfig
-    from gslb.steering.table import compile_tables, map_tables, table_spec, write_tables
+    from gslb.steering.table import RecordIndex, compile_tables, map_tables, table_spec, write_tables
 
     with tempfile.TemporaryDirectory(prefix="gslb-table-lookups-") as tmp:
         geoip, geoip_text = choose_geoip(None, Path(tmp))
@@ -99,6 +99,13 @@ def lookups() -> None:
             assert [compiled[spec].find(version, v) for v in values[:5000]] == \
                 [mapped[spec].find(version, v) for v in values[:5000]]
             print(f"| {name} | {cost[0]:.0f} | {cost[1]:.0f} |")
+        # the layout before the table file: IPv6 starts as one sorted list of Python ints
+        r6 = compiled[spec].records6
+        assert r6.low is not None
+        as_list = RecordIndex(128, [(h << 64) | lo for h, lo in zip(r6.starts, r6.low, strict=True)], r6.prefix, None)
+        ints = min(_timed(lambda _v, value: as_list.find(value), 6, v6) for _ in range(5))
+        two = min(_timed(lambda _v, value: r6.find(value), 6, v6) for _ in range(5))
+        print(f"| RecordIndex.find IPv6: one list of ints (before) vs two uint64 arrays | {ints:.0f} | {two:.0f} |")
         cost = []
         for tables in (compiled, mapped):
             r = tables[spec].records4

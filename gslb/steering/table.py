@@ -112,9 +112,12 @@ class RecordIndex:
     """The record networks of one family, sorted: starts, prefix lengths and (IPv4) a /16 index.
 
     IPv4 starts are 32-bit words; IPv6 starts are two 64-bit words (`starts`: the high words,
-    `low`: the low words), found by a bisect on the high word, then on the low word among the
-    records sharing it. Each array is an array.array or a memoryview of a mapped table file
-    (map_tables): indexing and bisect read both the same way."""
+    `low`: the low words), found by a bisect on the high word, then (only when records longer
+    than /64 share it) on the low word among the records sharing it. Each array is an array.array
+    or a memoryview of a mapped table file (map_tables): indexing and bisect read both the same
+    way. The IPv6 bisect costs more than it did on one sorted list of Python ints (each probe of
+    a 'Q' array makes an int; bench/gslb_table_memory.py --lookups: about 0.75 against 0.45 µs),
+    the price of 4 MB of shared words instead of about 12 MB of ints in every process."""
 
     __slots__ = ("bits", "idx16", "low", "prefix", "starts")
 
@@ -128,20 +131,32 @@ class RecordIndex:
 
     def find(self, value: int) -> int:
         """The index of the record holding address `value`, or -1."""
-        idx16, low = self.idx16, self.low
+        idx16, low, starts = self.idx16, self.low, self.starts
         if idx16 is not None:
             h = value >> 16
-            i = bisect.bisect_right(self.starts, value, idx16[h], idx16[h + 1]) - 1
-        elif low is not None:
-            high = value >> 64
-            first = bisect.bisect_left(self.starts, high)
-            last = bisect.bisect_right(self.starts, high, first)
-            # among the records whose high word is `high`, the last starting at or before value;
-            # none there: the record before them (i = first - 1)
-            i = bisect.bisect_right(low, value & _LOW64, first, last) - 1
-        else:
-            i = bisect.bisect_right(self.starts, value) - 1
-        if i < 0 or value - self.start(i) >> (self.bits - self.prefix[i]):
+            i = bisect.bisect_right(starts, value, idx16[h], idx16[h + 1]) - 1
+            if i < 0 or value - starts[i] >> (self.bits - self.prefix[i]):
+                return -1
+            return i
+        if low is None:
+            i = bisect.bisect_right(starts, value) - 1
+            if i < 0 or value - starts[i] >> (self.bits - self.prefix[i]):
+                return -1
+            return i
+        high = value >> 64
+        i = bisect.bisect_right(starts, high) - 1           # the last record whose high word <= high
+        if i < 0:
+            return -1
+        word = starts[i]
+        if word == high and low[i] > value & _LOW64:
+            # it starts after value within the same high word (records longer than /64): the last
+            # of that run starting at or before value, or the record before the run
+            first = i if i == 0 or starts[i - 1] != high else bisect.bisect_left(starts, high, 0, i)
+            i = bisect.bisect_right(low, value & _LOW64, first, i) - 1
+            if i < 0:
+                return -1
+            word = starts[i]
+        if value - ((word << 64) | low[i]) >> (128 - self.prefix[i]):
             return -1
         return i
 
