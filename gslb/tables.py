@@ -333,9 +333,10 @@ class MappedTables(TableCompiler):
     """A worker's tables (workers > 1): it compiles nothing; it maps the file its supervisor names
     (`use_file`, from the feed's "tables" message) and installs its tables in the current steering,
     now and at every reload. Tables are used only with the database the worker's own locator
-    opened (the file's source must equal it). A file that cannot be mapped (TableFileError) is
-    logged and counted, and the worker keeps what it had: the tables of the previous file, or
-    the reference path. At a reload the steering left behind gives up its tables, so the mapping
+    opened (the file's source must equal it: a file for another one stays mapped, unused, until a
+    reload opens that database). A file that cannot be mapped (TableFileError) is logged and
+    counted, and the worker keeps what it had: the tables of the previous file, or the reference
+    path. At a reload the steering left behind gives up its tables, so the mapping
     of a replaced file goes with the last steering that used it."""
 
     def __init__(self) -> None:
@@ -386,9 +387,6 @@ class MappedTables(TableCompiler):
             got = {table.source for table in tables.values()}
             if got != {source}:
                 raise TableFileError(f"{path}: compiled from {sorted(got)}, the supervisor said {source}")
-            if source != self._source:
-                raise TableFileError(f"{path}: compiled from {source[0]} as it was then, this worker opened "
-                                     f"{self._source[0] if self._source else 'no database file'} as it is now")
         except TableFileError as exc:
             self.refused += 1
             self.last_error = str(exc)
@@ -398,8 +396,14 @@ class MappedTables(TableCompiler):
         self._tables, self._mapped_source, self.file = tables, source, path
         self.maps += 1
         used = self._install_current()
-        log.info("steering tables compiled by the supervisor, mapped from %s: %d services answer misses from them",
-                 path, used)
+        if source != self._source:
+            # (a reload to another database whose "tables" came before its "config": used at that reload)
+            log.warning("steering tables compiled by the supervisor, mapped from %s, are for %s as it was then; "
+                        "this worker reads %s: not used until it opens that database", path, source[0],
+                        self._source[0] if self._source else "no database file")
+        else:
+            log.info("steering tables compiled by the supervisor, mapped from %s: %d services answer misses "
+                     "from them", path, used)
         return True
 
 

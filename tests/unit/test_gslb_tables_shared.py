@@ -104,3 +104,34 @@ async def test_a_worker_maps_installs_refuses_and_lets_go(database: Path, tmp_pa
     assert second.fast_answer("other.test", 4, 0xC6120005, None) is not None
     assert mapped.compiled_answers == 2
     await shared.stop()
+
+
+async def test_a_file_for_another_database_is_used_once_a_reload_opens_that_database(
+        database: Path, tmp_path: Path) -> None:  # noqa: F811
+    """The "tables" of a reload to a new database may reach a worker before its "config": the file
+    stays mapped, unused while the worker reads the old database, and is installed at the reload."""
+    published: list[TableFile] = []
+    shared = SharedTables(str(tmp_path / "run"), published.append)
+    await asyncio.to_thread(os.mkdir, tmp_path / "run")
+    copy = tmp_path / "old.mmdb"
+    await asyncio.to_thread(copy.write_bytes, await asyncio.to_thread(database.read_bytes))
+    new_db, old_db = MaxMindLocator(database), MaxMindLocator(copy)
+    shared.install(steering_of(ONE, new_db), new_db)
+    shared.start()
+    await shared.ready()
+    current = published[-1]
+    assert current.source == new_db.source != old_db.source
+
+    mapped = MappedTables()
+    before = steering_of(ONE, old_db)
+    mapped.install(before, old_db)
+    assert await mapped.use_file(current.path, current.source)
+    assert before.compiled_services == ()           # not the database this worker reads
+    after = steering_of(ONE, new_db)
+    mapped.install(after, new_db)                   # the reload's "config" opens it
+    assert after.compiled_services == ("geo.test", "same.test")
+    back = steering_of(ONE, old_db)
+    mapped.install(back, old_db)                    # and back: not used
+    assert back.compiled_services == ()
+    assert mapped.refused == 0
+    await shared.stop()
