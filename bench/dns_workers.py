@@ -306,10 +306,11 @@ def floor_lines(args: argparse.Namespace, by: dict[str, Measured]) -> list[str]:
 
 def scaling_prose(args: argparse.Namespace, by: dict[str, Measured]) -> str:
     """How throughput scales and what limits it, with this run's figures (nothing in it is typed in by hand)."""
-    text = ("How throughput scales, and what limits it: the workers share nothing on the query path (each has its "
-            "own sockets, steering, response cache, RRL table and compiled tables; the supervisor probes, votes and "
-            "serves the admin API and answers no query), so the work per query is the same with any number of "
-            "workers, and the kernel's SO_REUSEPORT hash spreads the clients' sockets over them.")
+    text = ("How throughput scales, and what limits it: the workers share nothing they write on the query path "
+            "(each has its own sockets, steering, response cache and RRL table; the compiled tables are one file "
+            "the supervisor compiled and every worker maps read-only; the supervisor probes, votes and serves the "
+            "admin API and answers no query), so the work per query is the same with any number of workers, and "
+            "the kernel's SO_REUSEPORT hash spreads the clients' sockets over them.")
     g1, g2 = by.get("gslb workers=1"), by.get("gslb workers=2")
     e1, e2 = by.get("echo processes=1"), by.get("echo processes=2")
     d1, d2 = by.get("gdnsd udp_threads=1"), by.get("gdnsd udp_threads=2")
