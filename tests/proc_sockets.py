@@ -10,8 +10,8 @@ from __future__ import annotations
 import os
 
 
-def holds_tcp_socket(local_port: int, remote_port: int) -> bool:
-    """True if one of this process's descriptors is the TCP socket local_port <-> remote_port."""
+def own_tcp_sockets() -> list[tuple[int, int]]:
+    """(local port, remote port) of every TCP socket one of this process's descriptors is."""
     inodes = set()
     for fd in os.listdir("/proc/self/fd"):
         try:
@@ -20,6 +20,7 @@ def holds_tcp_socket(local_port: int, remote_port: int) -> bool:
             continue
         if target.startswith("socket:["):
             inodes.add(target[len("socket:["):-1])
+    found = []
     for table in ("/proc/self/net/tcp", "/proc/self/net/tcp6"):
         try:
             with open(table) as f:
@@ -29,7 +30,16 @@ def holds_tcp_socket(local_port: int, remote_port: int) -> bool:
         for line in lines:
             fields = line.split()
             local, remote, inode = fields[1], fields[2], fields[9]
-            if (int(local.rsplit(":", 1)[1], 16) == local_port and int(remote.rsplit(":", 1)[1], 16) == remote_port
-                    and inode in inodes):
-                return True
-    return False
+            if inode in inodes:
+                found.append((int(local.rsplit(":", 1)[1], 16), int(remote.rsplit(":", 1)[1], 16)))
+    return found
+
+
+def holds_tcp_socket(local_port: int, remote_port: int) -> bool:
+    """True if one of this process's descriptors is the TCP socket local_port <-> remote_port."""
+    return (local_port, remote_port) in own_tcp_sockets()
+
+
+def sockets_to(ports: set[int]) -> int:
+    """How many of this process's descriptors are TCP sockets connected to one of `ports`."""
+    return sum(1 for _local, remote in own_tcp_sockets() if remote in ports)

@@ -12,13 +12,13 @@ cluster answers a plain PING as well as one to every master (the probe's target 
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 
 import pytest
 
 from regional_lb.state.redis import RedisStore
 from regional_lb.state.redis_client import cluster_nodes
+from tests.proc_sockets import sockets_to
 from tests.redis_helpers import ClusterTopology, SentinelTopology, cluster_topology, sentinel_topology
 
 Topology = SentinelTopology | ClusterTopology
@@ -35,26 +35,6 @@ def ports_of(topo: Topology) -> set[int]:
     if isinstance(topo, SentinelTopology):
         return {s.port for s in (*topo.sentinels, *topo.data_nodes)}
     return {n.port for n in topo.nodes}
-
-
-def sockets_to(ports: set[int]) -> int:
-    """How many of this process's descriptors are TCP sockets connected to one of `ports`."""
-    inodes = set()
-    for fd in os.listdir("/proc/self/fd"):
-        try:
-            target = os.readlink(f"/proc/self/fd/{fd}")
-        except OSError:
-            continue
-        if target.startswith("socket:["):
-            inodes.add(target[len("socket:["):-1])
-    count = 0
-    for table in ("/proc/self/net/tcp", "/proc/self/net/tcp6"):
-        with open(table) as f:
-            for line in f.read().splitlines()[1:]:
-                fields = line.split()
-                if int(fields[2].rsplit(":", 1)[1], 16) in ports and fields[9] in inodes:
-                    count += 1
-    return count
 
 
 async def test_probe_and_close_on_a_real_topology(topology: Topology) -> None:
