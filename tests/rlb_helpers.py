@@ -225,3 +225,18 @@ async def raw_request(host: str, port: int, data: bytes, *, read_timeout: float 
 
 def body_json(data: bytes) -> Any:
     return json.loads(data)
+
+
+def request_finished(lb: Any, pool_name: str) -> asyncio.Event:
+    """Set when the proxy next gives a request's in-flight count back to `pool_name` (a tunnel's or
+    relay's last step)."""
+    pool = lb.rt.pools[pool_name].pool
+    finished = asyncio.Event()
+    original = pool.request_finished
+
+    def spy(*args: Any, **kw: Any) -> None:
+        original(*args, **kw)
+        finished.set()
+
+    pool.request_finished = spy
+    return finished

@@ -15,6 +15,7 @@ import yaml
 from regional_lb.app import LoadBalancer
 from regional_lb.config import parse_config
 from tests.proc_sockets import holds_tcp_socket
+from tests.rlb_helpers import request_finished
 
 FLOOD = 32 * 1024 * 1024
 
@@ -175,17 +176,7 @@ async def test_refusals(kind: str) -> None:
 
 
 def tunnel_finished(lb: LoadBalancer) -> asyncio.Event:
-    """Set when the proxy gives the tunnel's in-flight count back to the pool (the handler's last step)."""
-    pool = lb.rt.pools["proxies"].pool
-    finished = asyncio.Event()
-    original = pool.request_finished
-
-    def spy(*args: Any, **kw: Any) -> None:
-        original(*args, **kw)
-        finished.set()
-
-    pool.request_finished = spy  # type: ignore[method-assign]
-    return finished
+    return request_finished(lb, "proxies")
 
 
 def idle_closes(lb: LoadBalancer) -> float | None:

@@ -9,7 +9,6 @@ import contextlib
 import logging
 import socket
 from collections.abc import AsyncIterator
-from typing import Any
 
 import aiohttp
 import pytest
@@ -17,7 +16,7 @@ from aiohttp import WSMsgType, web
 
 from regional_lb.app import LoadBalancer
 from tests.proc_sockets import holds_tcp_socket
-from tests.rlb_helpers import lb_config, lb_url, running_lb
+from tests.rlb_helpers import lb_config, lb_url, request_finished, running_lb
 
 FLOOD = 32 * 1024 * 1024
 
@@ -84,17 +83,7 @@ async def running(tunnel: float, server: str = "fast") -> AsyncIterator[tuple[Ws
 
 
 def relay_finished(lb: LoadBalancer) -> asyncio.Event:
-    """Set when the proxy gives the relay's in-flight count back to the pool (the relay's last step)."""
-    pool = lb.rt.pools["app"].pool
-    finished = asyncio.Event()
-    original = pool.request_finished
-
-    def spy(*args: Any, **kw: Any) -> None:
-        original(*args, **kw)
-        finished.set()
-
-    pool.request_finished = spy  # type: ignore[method-assign]
-    return finished
+    return request_finished(lb, "app")
 
 
 def idle_closes(lb: LoadBalancer) -> float | None:
